@@ -1,0 +1,22 @@
+// Shared helpers for the thin syscall layer. No policy lives in native/: every function
+// maps one-to-one onto a syscall (or a libuv watch) and reports errno as a negative number.
+#pragma once
+#include <napi.h>
+#include <cerrno>
+
+namespace vhostd {
+
+// Return -errno from the last failing syscall as a JS number.
+inline Napi::Number Errno(Napi::Env env) { return Napi::Number::New(env, -errno); }
+
+inline int ArgInt(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
+inline int64_t ArgInt64(const Napi::CallbackInfo& info, size_t i) {
+  if (info[i].IsBigInt()) { bool lossless; return info[i].As<Napi::BigInt>().Int64Value(&lossless); }
+  return info[i].As<Napi::Number>().Int64Value();
+}
+
+void InitFdIo(Napi::Env env, Napi::Object exports);
+void InitMapping(Napi::Env env, Napi::Object exports);
+void InitFdWatch(Napi::Env env, Napi::Object exports);
+
+}  // namespace vhostd

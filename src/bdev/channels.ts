@@ -1,0 +1,19 @@
+// Reactor-side lookup from a ChannelSpec's module name to the backend's channel constructor.
+import type { BdevChannel, ChannelFactory, ChannelSpec } from './bdev.js';
+import { MallocChannel } from './modules/malloc/malloc.js';
+import { NullChannel } from './modules/null/null.js';
+
+const factories = new Map<string, ChannelFactory>([
+  ['malloc', (spec) => new MallocChannel(spec)],
+  ['null', () => new NullChannel()],
+]);
+
+export function registerChannelFactory(module: string, factory: ChannelFactory): void {
+  factories.set(module, factory);
+}
+
+export function openChannel(spec: ChannelSpec): BdevChannel {
+  const factory = factories.get(spec.module);
+  if (!factory) throw new Error(`no channel factory for bdev module ${spec.module}`);
+  return factory(spec);
+}

@@ -1,0 +1,90 @@
+// The unit of work between a device and a bdev. Devices preallocate one BdevIo per ring slot and
+// reuse it: the scatter list holds references to preallocated guest-memory windows plus offsets,
+// so submitting and completing an I/O allocates nothing.
+
+export const IoType = {
+  READ: 0,
+  WRITE: 1,
+  FLUSH: 2,
+  UNMAP: 3,
+  WRITE_ZEROES: 4,
+} as const;
+export type IoType = (typeof IoType)[keyof typeof IoType];
+
+export const IoStatus = {
+  SUCCESS: 0,
+  FAILED: 1,
+  /** The bdev cannot take more right now; the device retries later. */
+  NOMEM: 2,
+} as const;
+export type IoStatus = (typeof IoStatus)[keyof typeof IoStatus];
+
+/** A scatter list of byte ranges inside shared buffers (guest memory windows). */
+export class IoVecs {
+  readonly bufs: Uint8Array[];
+  readonly offs: Uint32Array;
+  readonly lens: Uint32Array;
+  count = 0;
+  totalLen = 0;
+
+  constructor(readonly capacity: number) {
+    this.bufs = new Array<Uint8Array>(capacity);
+    this.offs = new Uint32Array(capacity);
+    this.lens = new Uint32Array(capacity);
+  }
+
+  reset(): void {
+    this.count = 0;
+    this.totalLen = 0;
+  }
+
+  /** Appends a range; returns false when the list is full. */
+  push(buf: Uint8Array, off: number, len: number): boolean {
+    if (this.count === this.capacity) return false;
+    const i = this.count++;
+    this.bufs[i] = buf;
+    this.offs[i] = off;
+    this.lens[i] = len;
+    this.totalLen += len;
+    return true;
+  }
+}
+
+export interface BdevIo {
+  type: IoType;
+  /** Byte offset on the bdev. */
+  offset: number;
+  /** Byte length (for READ/WRITE equal to iov.totalLen). */
+  length: number;
+  iov: IoVecs;
+  /** Called exactly once by the channel when the I/O is done. */
+  complete(status: IoStatus): void;
+}
+
+const bufferCopy = Buffer.prototype.copy;
+
+/** Copies `len` bytes between two Uint8Arrays without creating views (Buffer#copy accepts them). */
+export function copyBytes(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, len: number): void {
+  bufferCopy.call(src, dst, dstOff, srcOff, srcOff + len);
+}
+
+/** Copies the scatter list into `dst` starting at dstOff (device WRITE → flat store). */
+export function gatherInto(iov: IoVecs, dst: Uint8Array, dstOff: number): void {
+  for (let i = 0; i < iov.count; i++) {
+    copyBytes(iov.bufs[i], iov.offs[i], dst, dstOff, iov.lens[i]);
+    dstOff += iov.lens[i];
+  }
+}
+
+/** Copies from `src` into the scatter list (flat store → device READ). */
+export function scatterFrom(iov: IoVecs, src: Uint8Array, srcOff: number): void {
+  for (let i = 0; i < iov.count; i++) {
+    copyBytes(src, srcOff, iov.bufs[i], iov.offs[i], iov.lens[i]);
+    srcOff += iov.lens[i];
+  }
+}
+
+/** Zero-fills the scatter list. */
+export function zeroFill(iov: IoVecs): void {
+  for (let i = 0; i < iov.count; i++) iov.bufs[i].fill(0, iov.offs[i], iov.offs[i] + iov.lens[i]);
+}

@@ -1,0 +1,56 @@
+// Control-thread registry of named bdevs with SPDK-style exclusive claims: a bdev used by a
+// controller cannot be deleted until the controller lets it go.
+import { VhostdError } from '../util/errors.js';
+import type { Bdev } from './bdev.js';
+
+export class BdevRegistry {
+  private readonly bdevs = new Map<string, Bdev>();
+  private readonly claims = new Map<string, string>();
+
+  add(bdev: Bdev): Bdev {
+    if (this.bdevs.has(bdev.name)) throw VhostdError.errno('EEXIST', `bdev ${bdev.name} already exists`);
+    this.bdevs.set(bdev.name, bdev);
+    return bdev;
+  }
+
+  has(name: string): boolean {
+    return this.bdevs.has(name);
+  }
+
+  /** Looks up by name or uuid (SPDK accepts aliases and uuids). */
+  get(name: string): Bdev {
+    const bdev = this.bdevs.get(name) ?? [...this.bdevs.values()].find((b) => b.uuid === name);
+    if (!bdev) throw VhostdError.errno('ENODEV', `bdev ${name} does not exist`);
+    return bdev;
+  }
+
+  list(): Bdev[] {
+    return [...this.bdevs.values()];
+  }
+
+  claimedBy(name: string): string | undefined {
+    return this.claims.get(name);
+  }
+
+  claim(name: string, owner: string): Bdev {
+    const bdev = this.get(name);
+    const holder = this.claims.get(bdev.name);
+    if (holder !== undefined) throw VhostdError.errno('EPERM', `bdev ${bdev.name} already claimed by ${holder}`);
+    this.claims.set(bdev.name, owner);
+    return bdev;
+  }
+
+  release(name: string, owner: string): void {
+    if (this.claims.get(name) === owner) this.claims.delete(name);
+  }
+
+  /** Deletes an unclaimed bdev of the given module (undefined = any module). */
+  async delete(name: string, module?: string): Promise<void> {
+    const bdev = this.get(name);
+    if (module !== undefined && bdev.module !== module) throw VhostdError.errno('ENODEV', `bdev ${name} is not a ${module} bdev`);
+    const holder = this.claims.get(bdev.name);
+    if (holder !== undefined) throw VhostdError.errno('EBUSY', `bdev ${bdev.name} is in use by ${holder}`);
+    this.bdevs.delete(bdev.name);
+    await bdev.destroy();
+  }
+}

@@ -1,0 +1,73 @@
+// --table renderings (cli-table3) for the list-returning methods.
+import Table from 'cli-table3';
+
+type Row = Record<string, unknown>;
+
+function str(v: unknown): string {
+  return v === undefined || v === null ? '' : String(v);
+}
+
+function render(head: string[], rows: string[][]): string {
+  // No separator lines between rows; colours off so output is the same on a tty and in a pipe.
+  const table = new Table({
+    head,
+    style: { head: [], border: [] },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
+  table.push(...rows);
+  return table.toString();
+}
+
+export function bdevTable(bdevs: Row[]): string {
+  return render(
+    ['Name', 'Product', 'Block size', 'Blocks', 'Size (MiB)', 'UUID', 'Claimed'],
+    bdevs.map((b) => {
+      const bytes = Number(b.block_size) * Number(b.num_blocks);
+      return [
+        str(b.name),
+        str(b.product_name),
+        str(b.block_size),
+        str(b.num_blocks),
+        Number.isFinite(bytes) ? String(Math.round((bytes / 2 ** 20) * 100) / 100) : '',
+        str(b.uuid),
+        b.claimed ? 'yes' : 'no',
+      ];
+    }),
+  );
+}
+
+/** "blk: Malloc0 (ro)" or "scsi: 0:Malloc0 1:Malloc1" from SPDK's backend_specific object. */
+function describeBackend(backend: unknown): string {
+  const b = (backend ?? {}) as { block?: Row; scsi?: Row[] };
+  if (b.block) return `blk: ${str(b.block.bdev)}${b.block.readonly ? ' (ro)' : ''}`;
+  if (Array.isArray(b.scsi)) {
+    const targets = b.scsi.map((t) => {
+      const luns = Array.isArray(t.luns) ? (t.luns as Row[]).map((l) => str(l.bdev_name)).join(',') : '';
+      return `${str(t.scsi_dev_num)}:${luns}`;
+    });
+    return `scsi: ${targets.join(' ') || '(no targets)'}`;
+  }
+  return '';
+}
+
+export function controllerTable(ctrlrs: Row[]): string {
+  return render(
+    ['Controller', 'Backend', 'CPU mask', 'Socket', 'Sessions', 'Delay (us)', 'IOPS threshold'],
+    ctrlrs.map((c) => [
+      str(c.ctrlr),
+      describeBackend(c.backend_specific),
+      str(c.cpumask),
+      str(c.socket),
+      String(Array.isArray(c.sessions) ? c.sessions.length : 0),
+      str(c.delay_base_us),
+      str(c.iops_threshold),
+    ]),
+  );
+}
+
+export function methodTable(methods: unknown[]): string {
+  return render(
+    ['Method'],
+    methods.map((m) => [str(m)]),
+  );
+}

@@ -1,0 +1,59 @@
+// vhostd: the daemon's command line (SPDK vhost's -S, -m, -r and --json).
+import { Command, InvalidArgumentError } from 'commander';
+import { VERSION, VhostdApp } from '../app.js';
+import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
+
+function parseMode(v: string): number {
+  if (!/^[0-7]{3,4}$/.test(v)) throw new InvalidArgumentError('expected an octal mode such as 0600');
+  return Number.parseInt(v, 8);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command()
+    .name('vhostd')
+    .description('Userspace vhost-user storage target (vhost-user-blk) with an SPDK-compatible JSON-RPC interface')
+    .version(VERSION)
+    .option('-S, --socket-dir <dir>', 'directory for the controllers\' vhost-user sockets', process.cwd())
+    .option('-m, --cpumask <mask>', 'cores to run reactors on (hex mask, or list like [0,1])', '0x1')
+    .option('-r, --rpc-socket <path>', 'JSON-RPC Unix socket', DEFAULT_RPC_SOCKET)
+    .option('-c, --json <file>', 'JSON config (as written by save_config) to load at start')
+    .option('-L, --log-level <level>', 'log level (fatal, error, warn, info, debug, trace)', 'info')
+    .option('--socket-mode <mode>', 'permissions of the RPC and controller sockets', parseMode, 0o600)
+    .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
+  program.parse(argv);
+  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number }>();
+  let app: VhostdApp;
+  try {
+    app = await VhostdApp.start({
+      socketDir: o.socketDir,
+      cpumask: o.cpumask,
+      rpcSocket: o.rpcSocket,
+      jsonConfig: o.json,
+      logLevel: o.logLevel,
+      socketMode: o.socketMode,
+    });
+  } catch (e) {
+    process.stderr.write(`vhostd: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info({ signal }, 'shutting down');
+    app.stop().then(
+      () => process.exit(0),
+      (e) => {
+        app.log.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+main(process.argv).catch((e) => {
+  process.stderr.write(`vhostd: ${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,168 @@
+// virtio-blk request semantics on one queue (the transport-neutral part of QEMU's
+// virtio-blk-handler): header decode, range and alignment checks, and the bdev call.
+import type { BdevChannel } from '../../bdev/bdev.js';
+import { IoType, type IoVecs, copyBytes } from '../../bdev/io.js';
+import type { Chain } from '../../virtio/desc-chain.js';
+import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
+import { BLK_ID_BYTES, BlkReqType, type BlkDeviceSpec, BlkStatus, SECTOR_SIZE, WRITE_ZEROES_FLAG_UNMAP } from './blk-spec.js';
+import { BlkRequest } from './blk-request.js';
+
+const HEADER_BYTES = 16;
+const SEGMENT_BYTES = 16;
+
+/** Copies `len` bytes starting at byte `skip` of segments [from, to) of `src` into `dst`. */
+function readBytes(src: IoVecs, from: number, to: number, skip: number, dst: Uint8Array, len: number): void {
+  let done = 0;
+  for (let i = from; i < to && done < len; i++) {
+    let segLen = src.lens[i];
+    let segOff = src.offs[i];
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    segOff += skip;
+    segLen -= skip;
+    skip = 0;
+    const n = Math.min(segLen, len - done);
+    copyBytes(src.bufs[i], segOff, dst, done, n);
+    done += n;
+  }
+}
+
+/** Appends to `dst` the byte range [skip, skip+len) of segments [from, to) of `src`. */
+function sliceInto(src: IoVecs, from: number, to: number, skip: number, len: number, dst: IoVecs): boolean {
+  dst.reset();
+  for (let i = from; i < to && len > 0; i++) {
+    let segLen = src.lens[i];
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    segLen -= skip;
+    const n = Math.min(segLen, len);
+    if (!dst.push(src.bufs[i], src.offs[i] + skip, n)) return false;
+    skip = 0;
+    len -= n;
+  }
+  return true;
+}
+
+export class BlkHandler implements RequestHandler {
+  private readonly requests: BlkRequest[];
+  private readonly scratch = new Uint8Array(HEADER_BYTES);
+  private readonly scratchView = new DataView(this.scratch.buffer);
+  private readonly serial: Uint8Array;
+
+  constructor(
+    runner: QueueRunner,
+    private readonly channel: BdevChannel,
+    private readonly spec: BlkDeviceSpec,
+    private readonly warn: (msg: string) => void,
+  ) {
+    this.requests = [];
+    for (let i = 0; i < runner.queue.size; i++) this.requests.push(new BlkRequest(i, runner, spec.segMax + 2));
+    this.serial = new Uint8Array(BLK_ID_BYTES);
+    this.serial.set(new TextEncoder().encode(spec.serial).subarray(0, BLK_ID_BYTES));
+  }
+
+  handle(head: number, chain: Chain): void {
+    const req = this.requests[head];
+    if (chain.writableLen < 1 || chain.lastWin === undefined) {
+      // Nowhere to put a status byte: the guest broke the protocol (QEMU stops the device too).
+      throw new Error(`request at head ${head} has no device-writable status byte`);
+    }
+    req.statusWin = chain.lastWin;
+    req.statusOff = chain.lastOff;
+    req.dataIn = 0;
+    if (chain.readableLen < HEADER_BYTES) {
+      this.warn(`request at head ${head}: header is ${chain.readableLen} bytes, need ${HEADER_BYTES}`);
+      return req.finish(BlkStatus.IOERR);
+    }
+    if (chain.overflow) {
+      this.warn(`request at head ${head}: more than ${chain.iov.capacity} buffers`);
+      return req.finish(BlkStatus.IOERR);
+    }
+    const iov = chain.iov;
+    readBytes(iov, 0, chain.firstWritable, 0, this.scratch, HEADER_BYTES);
+    const type = this.scratchView.getUint32(0, true);
+    const sector = this.scratchView.getUint32(8, true) + this.scratchView.getUint32(12, true) * 0x100000000;
+    const outLen = chain.readableLen - HEADER_BYTES;
+    const inLen = chain.writableLen - 1;
+    const spec = this.spec;
+    switch (type) {
+      case BlkReqType.IN:
+      case BlkReqType.OUT: {
+        const isRead = type === BlkReqType.IN;
+        const len = isRead ? inLen : outLen;
+        if (!isRead && spec.readonly) return req.finish(BlkStatus.IOERR);
+        if (!this.checkRange(sector, len)) return req.finish(BlkStatus.IOERR);
+        const ok = isRead
+          ? sliceInto(iov, chain.firstWritable, iov.count, 0, len, req.iov)
+          : sliceInto(iov, 0, chain.firstWritable, HEADER_BYTES, len, req.iov);
+        if (!ok) return req.finish(BlkStatus.IOERR);
+        req.type = isRead ? IoType.READ : IoType.WRITE;
+        req.offset = sector * SECTOR_SIZE;
+        req.length = len;
+        req.dataIn = isRead ? len : 0;
+        this.channel.submit(req);
+        return;
+      }
+      case BlkReqType.FLUSH:
+        req.type = IoType.FLUSH;
+        req.offset = 0;
+        req.length = 0;
+        req.iov.reset();
+        this.channel.submit(req);
+        return;
+      case BlkReqType.GET_ID: {
+        const n = Math.min(inLen, BLK_ID_BYTES);
+        if (!sliceInto(iov, chain.firstWritable, iov.count, 0, n, req.iov)) return req.finish(BlkStatus.IOERR);
+        let off = 0;
+        for (let i = 0; i < req.iov.count; i++) {
+          copyBytes(this.serial, off, req.iov.bufs[i], req.iov.offs[i], req.iov.lens[i]);
+          off += req.iov.lens[i];
+        }
+        req.dataIn = n;
+        return req.finish(BlkStatus.OK);
+      }
+      case BlkReqType.DISCARD:
+      case BlkReqType.WRITE_ZEROES:
+        return this.handleRange(req, type, chain);
+      default:
+        return req.finish(BlkStatus.UNSUPP);
+    }
+  }
+
+  /** Sector range inside the disk and aligned to the logical block size. */
+  private checkRange(sector: number, len: number): boolean {
+    const offset = sector * SECTOR_SIZE;
+    const bs = this.spec.blockSize;
+    return len % SECTOR_SIZE === 0 && offset % bs === 0 && len % bs === 0 && offset + len <= this.spec.capacityBytes;
+  }
+
+  private handleRange(req: BlkRequest, type: number, chain: Chain): void {
+    const spec = this.spec;
+    const isDiscard = type === BlkReqType.DISCARD;
+    if (isDiscard ? !spec.unmap : !spec.writeZeroes) return req.finish(BlkStatus.UNSUPP);
+    if (spec.readonly) return req.finish(BlkStatus.IOERR);
+    const payload = chain.readableLen - HEADER_BYTES;
+    // One segment per request, as advertised in max_discard_seg / max_write_zeroes_seg.
+    if (payload !== SEGMENT_BYTES) return req.finish(BlkStatus.IOERR);
+    readBytes(chain.iov, 0, chain.firstWritable, HEADER_BYTES, this.scratch, SEGMENT_BYTES);
+    const v = this.scratchView;
+    const sector = v.getUint32(0, true) + v.getUint32(4, true) * 0x100000000;
+    const numSectors = v.getUint32(8, true);
+    const flags = v.getUint32(12, true);
+    if (flags & ~WRITE_ZEROES_FLAG_UNMAP) return req.finish(BlkStatus.UNSUPP);
+    if (isDiscard && flags !== 0) return req.finish(BlkStatus.UNSUPP);
+    const max = isDiscard ? spec.maxDiscardSectors : spec.maxWriteZeroesSectors;
+    if (numSectors > max || !this.checkRange(sector, numSectors * SECTOR_SIZE)) return req.finish(BlkStatus.IOERR);
+    // WRITE_ZEROES with the unmap flag still has to read back zeros: the bdev decides whether it
+    // can deallocate while doing so.
+    req.type = isDiscard ? IoType.UNMAP : IoType.WRITE_ZEROES;
+    req.offset = sector * SECTOR_SIZE;
+    req.length = numSectors * SECTOR_SIZE;
+    req.iov.reset();
+    this.channel.submit(req);
+  }
+}

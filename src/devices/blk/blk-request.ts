@@ -1,0 +1,34 @@
+// One preallocated virtio-blk request per ring slot, reused for the life of the queue. It is the
+// BdevIo handed to the bdev, so submitting allocates nothing.
+import { type BdevIo, IoStatus, type IoType, IoVecs } from '../../bdev/io.js';
+import type { QueueRunner } from '../../virtio/queue-runner.js';
+import { BlkStatus } from './blk-spec.js';
+
+export class BlkRequest implements BdevIo {
+  type: IoType = 0;
+  offset = 0;
+  length = 0;
+  readonly iov: IoVecs;
+  /** Bytes written into guest buffers besides the status byte. */
+  dataIn = 0;
+  statusWin: Uint8Array = new Uint8Array(0);
+  statusOff = 0;
+
+  constructor(
+    readonly head: number,
+    readonly runner: QueueRunner,
+    capacity: number,
+  ) {
+    this.iov = new IoVecs(capacity);
+  }
+
+  /** Writes the virtio status byte and hands the slot back to the ring. */
+  finish(status: number): void {
+    this.statusWin[this.statusOff] = status;
+    this.runner.complete(this.head, status === BlkStatus.OK ? this.dataIn + 1 : 1);
+  }
+
+  complete(status: IoStatus): void {
+    this.finish(status === IoStatus.SUCCESS ? BlkStatus.OK : BlkStatus.IOERR);
+  }
+}

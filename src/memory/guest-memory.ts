@@ -1,0 +1,97 @@
+// Reactor-side view of guest memory: translates guest-physical and QEMU-virtual addresses into
+// (window, offset) pairs with bounds checks. translate() reports through fields instead of
+// returning objects so the data path allocates nothing.
+import { type RegionShare, WINDOW_SIZE } from './region.js';
+
+class GuestRegion {
+  readonly gpa: number;
+  readonly size: number;
+  readonly uva: number;
+  readonly base: number;
+  readonly windows: Uint8Array[] = [];
+  readonly views: DataView[] = [];
+
+  constructor(share: RegionShare) {
+    this.gpa = share.gpa;
+    this.size = share.size;
+    this.uva = share.uva;
+    this.base = share.base;
+    const total = share.base + share.size;
+    for (let start = 0; start < total; start += WINDOW_SIZE) {
+      const len = Math.min(WINDOW_SIZE, total - start);
+      this.windows.push(new Uint8Array(share.buffer, start, len));
+      this.views.push(new DataView(share.buffer, start, len));
+    }
+  }
+}
+
+export class GuestMemory {
+  private regions: GuestRegion[] = [];
+  private last: GuestRegion | undefined;
+
+  // Results of the last successful translate().
+  win: Uint8Array = new Uint8Array(0);
+  view: DataView = new DataView(new ArrayBuffer(0));
+  off = 0;
+  len = 0;
+
+  constructor(shares: RegionShare[] = []) {
+    this.update(shares);
+  }
+
+  update(shares: RegionShare[]): void {
+    this.regions = shares.map((s) => new GuestRegion(s));
+    this.last = undefined;
+  }
+
+  get regionCount(): number {
+    return this.regions.length;
+  }
+
+  private findGpa(gpa: number): GuestRegion | undefined {
+    const last = this.last;
+    if (last !== undefined && gpa >= last.gpa && gpa < last.gpa + last.size) return last;
+    for (const r of this.regions) {
+      if (gpa >= r.gpa && gpa < r.gpa + r.size) {
+        this.last = r;
+        return r;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Locates guest-physical `gpa`: sets win/view/off and len = the contiguous bytes available
+   * there, at most `want`. Returns false when gpa lies outside every region.
+   */
+  translate(gpa: number, want: number): boolean {
+    const r = this.findGpa(gpa);
+    if (r === undefined) return false;
+    const inRegion = gpa - r.gpa;
+    const bufOff = r.base + inRegion;
+    const w = Math.floor(bufOff / WINDOW_SIZE);
+    const off = bufOff - w * WINDOW_SIZE;
+    let len = r.size - inRegion;
+    if (len > WINDOW_SIZE - off) len = WINDOW_SIZE - off;
+    if (len > want) len = want;
+    this.win = r.windows[w];
+    this.view = r.views[w];
+    this.off = off;
+    this.len = len;
+    return true;
+  }
+
+  /** Like translate, but the whole range must be contiguous in one window (rings, headers). */
+  translateWhole(gpa: number, len: number): boolean {
+    return this.translate(gpa, len) && this.len === len;
+  }
+
+  /** QEMU virtual address → guest physical, for a range that must lie in one region; -1 if not. */
+  uvaToGpa(uva: number, len: number): number {
+    for (const r of this.regions) {
+      if (uva >= r.uva && uva + len <= r.uva + r.size) return r.gpa + (uva - r.uva);
+    }
+    return -1;
+  }
+}
+

@@ -1,0 +1,18 @@
+// A guest memory region as shared between the control thread and reactors: a SharedArrayBuffer
+// over the mmap'ed fd plus the three address spaces that locate it.
+
+/** Structured-cloneable region description sent to reactors. */
+export interface RegionShare {
+  /** Guest physical address of the first byte. */
+  gpa: number;
+  size: number;
+  /** QEMU's virtual address of the first byte (vring addresses are given in this space). */
+  uva: number;
+  /** Offset of the first byte inside `buffer` (the fd was mapped from offset 0 to honour mmap_offset). */
+  base: number;
+  buffer: SharedArrayBuffer;
+}
+
+/** Views are cut into windows so no typed array exceeds what one can address (VMs with tens of GiB). */
+export const WINDOW_SHIFT = 30;
+export const WINDOW_SIZE = 2 ** WINDOW_SHIFT;

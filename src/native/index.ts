@@ -1,0 +1,79 @@
+// Typed facade over the native addon: the only module that loads it. Every call returns a
+// non-negative result or -errno; `check` turns the latter into a SyscallError.
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
+
+export interface FdWatchHandle {
+  start(): void;
+  stop(): void;
+  close(): void;
+}
+
+export interface SharedMapping {
+  id: number;
+  buffer: SharedArrayBuffer;
+}
+
+interface NativeAddon {
+  socketListen(path: string, backlog: number): number;
+  socketConnect(path: string): number;
+  accept(fd: number): number;
+  recvMsg(fd: number, buf: Uint8Array, fdsOut: Int32Array): number;
+  sendMsg(fd: number, buf: Uint8Array, fds: number[]): number;
+  close(fd: number): number;
+  eventfd(initval: number): number;
+  eventfdWrite(fd: number): number;
+  eventfdRead(fd: number): number;
+  memfdCreate(name: string, size: number): number;
+  setAffinity(cpus: number[]): number;
+  getTid(): number;
+  mmapShared(fd: number, length: number, offset: number): SharedMapping | number;
+  releaseMapping(id: number): number;
+  mappingCount(): number;
+  FdWatch: new (fd: number, cb: (status: number, events: number) => void) => FdWatchHandle;
+}
+
+const require = createRequire(import.meta.url);
+
+function load(): NativeAddon {
+  const candidates = ['../../build/Release/vhostd_native.node', '../../../build/Release/vhostd_native.node'];
+  let lastError: unknown;
+  for (const c of candidates) {
+    try {
+      return require(c) as NativeAddon;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  throw new Error(`vhostd native addon not built (run npm ci or npm run build): ${String(lastError)}`);
+}
+
+export const native: NativeAddon = load();
+
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
+
+export const EAGAIN = constants.errno.EAGAIN;
+
+export class SyscallError extends Error {
+  readonly code: string;
+  constructor(
+    readonly syscall: string,
+    readonly errno: number,
+  ) {
+    const name = errnoNames.get(errno) ?? `errno ${errno}`;
+    super(`${syscall} failed: ${name}`);
+    this.code = name;
+  }
+}
+
+/** Throws SyscallError for a negative (-errno) result, returns it otherwise. */
+export function check(syscall: string, rc: number): number {
+  if (rc < 0) throw new SyscallError(syscall, -rc);
+  return rc;
+}
+
+export function mmapShared(fd: number, length: number, offset: number): SharedMapping {
+  const r = native.mmapShared(fd, length, offset);
+  if (typeof r === 'number') throw new SyscallError('mmap', -r);
+  return r;
+}

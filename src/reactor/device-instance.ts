@@ -1,0 +1,106 @@
+// A device as one reactor sees it: its guest-memory view, bdev channel and the queues this
+// reactor serves. Guest misbehaviour stops the whole device, never the reactor.
+import type { BdevChannel } from '../bdev/bdev.js';
+import { openChannel } from '../bdev/channels.js';
+import { BlkHandler } from '../devices/blk/blk-handler.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import type { RegionShare } from '../memory/region.js';
+import { type FdWatchHandle, native } from '../native/index.js';
+import { type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
+import type { DeviceSpec, QueueStats } from './messages.js';
+
+interface QueueSlot {
+  runner: QueueRunner;
+  kickFd: number;
+  watch: FdWatchHandle;
+}
+
+/** What a device needs from its reactor. */
+export interface DeviceHost {
+  deviceFailed(dev: DeviceInstance, qid: number, reason: string): void;
+  scheduleFlush(runner: QueueRunner): void;
+}
+
+export class DeviceInstance {
+  readonly memory = new GuestMemory();
+  private readonly channel: BdevChannel;
+  private readonly queues = new Map<number, QueueSlot>();
+  broken = false;
+  private readonly runnerHost: RunnerHost;
+
+  constructor(
+    readonly devId: number,
+    readonly spec: DeviceSpec,
+    host: DeviceHost,
+    private readonly warn: (msg: string) => void,
+  ) {
+    this.channel = openChannel(spec.bdev);
+    this.runnerHost = {
+      fail: (runner, reason) => {
+        if (this.broken) return;
+        this.fail();
+        host.deviceFailed(this, runner.qid, reason);
+      },
+      scheduleFlush: (runner) => host.scheduleFlush(runner),
+    };
+  }
+
+  setMemory(regions: RegionShare[]): void {
+    this.memory.update(regions);
+    for (const slot of this.queues.values()) slot.runner.rebind();
+  }
+
+  startQueue(cfg: QueueConfig, kickFd: number): QueueRunner {
+    if (this.queues.has(cfg.qid)) throw new Error(`queue ${cfg.qid} is already running`);
+    const runner = new QueueRunner(this.memory, cfg, cfg.addrs, this.runnerHost);
+    runner.handler = new BlkHandler(runner, this.channel, this.spec, this.warn);
+    const watch = new native.FdWatch(kickFd, () => {
+      native.eventfdRead(kickFd);
+      runner.poll();
+    });
+    this.queues.set(cfg.qid, { runner, kickFd, watch });
+    this.broken = false;
+    watch.start();
+    // The driver may have queued requests before the kick fd was handed to us.
+    runner.poll();
+    return runner;
+  }
+
+  /** Stops a queue after its in-flight requests completed; returns the next avail index. */
+  async stopQueue(qid: number): Promise<number> {
+    const slot = this.queues.get(qid);
+    if (!slot) throw new Error(`queue ${qid} is not running`);
+    slot.watch.close();
+    await slot.runner.stop();
+    this.queues.delete(qid);
+    return slot.runner.queue.lastAvail;
+  }
+
+  setCallFd(qid: number, fd: number): void {
+    const slot = this.queues.get(qid);
+    if (slot) slot.runner.callFd = fd;
+  }
+
+  /** Stops every queue at once after a protocol violation; requests in flight still complete. */
+  fail(): void {
+    this.broken = true;
+    for (const slot of this.queues.values()) {
+      slot.watch.stop();
+      slot.runner.stopped = true;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const qid of [...this.queues.keys()]) await this.stopQueue(qid);
+    this.channel.close();
+  }
+
+  stats(): QueueStats[] {
+    return [...this.queues.values()].map((s) => ({
+      devId: this.devId,
+      qid: s.runner.qid,
+      inFlight: s.runner.inFlight,
+      completed: s.runner.completed,
+    }));
+  }
+}

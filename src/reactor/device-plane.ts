@@ -1,0 +1,74 @@
+// The data plane of one vhost-user session: spreads the device's queues over the reactors of its
+// cpumask (first queue on the least-loaded one) and forwards memory/queue changes to them.
+import type { RegionShare } from '../memory/region.js';
+import type { QueueConfig } from '../virtio/queue-runner.js';
+import type { DeviceSpec } from './messages.js';
+import type { ReactorHandle, ReactorPool } from './reactor-pool.js';
+
+let nextDevId = 1;
+
+export class DevicePlane {
+  readonly devId = nextDevId++;
+  private readonly reactors: ReactorHandle[];
+  private readonly attached = new Set<ReactorHandle>();
+  private readonly queueReactor = new Map<number, ReactorHandle>();
+  private regions: RegionShare[] = [];
+
+  constructor(
+    pool: ReactorPool,
+    cores: number[],
+    private readonly spec: DeviceSpec,
+  ) {
+    this.reactors = pool.select(cores);
+  }
+
+  /** Which reactor serves queue `qid`. */
+  reactorFor(qid: number): ReactorHandle {
+    return this.reactors[qid % this.reactors.length];
+  }
+
+  private async ensureAttached(r: ReactorHandle): Promise<void> {
+    if (this.attached.has(r)) return;
+    this.attached.add(r);
+    await r.request({ op: 'attach', devId: this.devId, spec: this.spec });
+    await r.request({ op: 'memory', devId: this.devId, regions: this.regions });
+  }
+
+  async setMemory(regions: RegionShare[]): Promise<void> {
+    this.regions = regions;
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'memory', devId: this.devId, regions })));
+  }
+
+  async startQueue(cfg: QueueConfig, kickFd: number): Promise<void> {
+    const r = this.reactorFor(cfg.qid);
+    await this.ensureAttached(r);
+    await r.request({ op: 'startQueue', devId: this.devId, cfg, kickFd });
+    this.queueReactor.set(cfg.qid, r);
+    r.load++;
+  }
+
+  isRunning(qid: number): boolean {
+    return this.queueReactor.has(qid);
+  }
+
+  /** Stops a running queue once its in-flight requests are done; returns the next avail index. */
+  async stopQueue(qid: number): Promise<number> {
+    const r = this.queueReactor.get(qid);
+    if (!r) throw new Error(`queue ${qid} is not running`);
+    this.queueReactor.delete(qid);
+    r.load--;
+    return r.request<number>({ op: 'stopQueue', devId: this.devId, qid });
+  }
+
+  async setCallFd(qid: number, fd: number): Promise<void> {
+    const r = this.queueReactor.get(qid);
+    if (r) await r.request({ op: 'setCall', devId: this.devId, qid, fd });
+  }
+
+  async close(): Promise<void> {
+    for (const r of this.queueReactor.values()) r.load--;
+    this.queueReactor.clear();
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'detach', devId: this.devId })));
+    this.attached.clear();
+  }
+}

@@ -1,0 +1,124 @@
+// Control-thread side of the reactors: one worker per core of the daemon's cpumask, request/reply
+// messaging, and placement of devices on the least-loaded core of their own cpumask.
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
+
+/**
+ * The worker entry point. Running from TypeScript sources (tests, `tsx`), workers do not inherit
+ * the tsx loader, so a tiny bootstrap registers it before importing the entry.
+ */
+function workerEntry(): URL {
+  if (!import.meta.url.endsWith('.ts')) return new URL('./worker-entry.js', import.meta.url);
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const entry = new URL('./worker-entry.ts', import.meta.url).href;
+  const code = `import { register } from ${JSON.stringify(tsx)}; register(); await import(${JSON.stringify(entry)});`;
+  return new URL(`data:text/javascript,${encodeURIComponent(code)}`);
+}
+
+export class ReactorHandle {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  /** Queues placed here (for least-loaded placement). */
+  load = 0;
+
+  constructor(
+    readonly index: number,
+    readonly core: number,
+    readonly worker: Worker,
+    onEvent: (e: ReactorEvent) => void,
+    log: Logger,
+  ) {
+    worker.on('message', (m: ReactorReply | ReactorEvent) => {
+      if ('event' in m) return onEvent(m);
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new Error(m.error));
+    });
+    worker.on('error', (e) => log.fatal({ reactor: index, err: e }, 'reactor crashed'));
+    worker.on('exit', (code) => {
+      for (const p of this.pending.values()) p.reject(new Error(`reactor ${index} exited (${code})`));
+      this.pending.clear();
+    });
+  }
+
+  request<T = unknown>(req: ReactorRequest): Promise<T> {
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, ...req });
+    });
+  }
+}
+
+/** Parses an SPDK cpumask ("0x3", "3", "[0,1]", "0-1") into core numbers. */
+export function parseCpumask(mask: string): number[] {
+  const s = mask.trim();
+  const cores: number[] = [];
+  if (s.startsWith('[') && s.endsWith(']')) {
+    for (const part of s.slice(1, -1).split(',')) {
+      const [a, b] = part.split('-').map((x) => Number.parseInt(x.trim(), 10));
+      if (!Number.isInteger(a) || (b !== undefined && !Number.isInteger(b))) throw new Error(`invalid cpumask ${mask}`);
+      for (let c = a; c <= (b ?? a); c++) cores.push(c);
+    }
+  } else {
+    if (!/^(0x)?[0-9a-f]+$/i.test(s)) throw new Error(`invalid cpumask ${mask}`);
+    let v = BigInt(s.toLowerCase().startsWith('0x') ? s : `0x${s}`);
+    for (let c = 0; v > 0n; c++, v >>= 1n) if (v & 1n) cores.push(c);
+  }
+  if (cores.length === 0) throw new Error(`cpumask ${mask} selects no core`);
+  return [...new Set(cores)].sort((a, b) => a - b);
+}
+
+export function formatCpumask(cores: number[]): string {
+  let v = 0n;
+  for (const c of cores) v |= 1n << BigInt(c);
+  return `0x${v.toString(16)}`;
+}
+
+export class ReactorPool {
+  readonly reactors: ReactorHandle[] = [];
+  private readonly listeners = new Set<(e: ReactorEvent) => void>();
+
+  constructor(
+    readonly cores: number[],
+    private readonly log: Logger,
+  ) {
+    cores.forEach((core, index) => {
+      const init: ReactorInit = { index, core, logLevel: log.level };
+      const worker = new Worker(workerEntry(), { workerData: init });
+      this.reactors.push(new ReactorHandle(index, core, worker, (e) => this.dispatch(e), log));
+    });
+  }
+
+  get cpumask(): string {
+    return formatCpumask(this.cores);
+  }
+
+  onEvent(listener: (e: ReactorEvent) => void): void {
+    this.listeners.add(listener);
+  }
+
+  private dispatch(e: ReactorEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /** The reactors on `cores` (which must all belong to the daemon's mask), least loaded first. */
+  select(cores: number[]): ReactorHandle[] {
+    const chosen = this.reactors.filter((r) => cores.includes(r.core));
+    if (chosen.length !== cores.length) {
+      throw new Error(`cpumask ${formatCpumask(cores)} is not a subset of the application cpumask ${this.cpumask}`);
+    }
+    return chosen.sort((a, b) => a.load - b.load || a.index - b.index);
+  }
+
+  async stats(): Promise<ReactorStats[]> {
+    return Promise.all(this.reactors.map((r) => r.request<ReactorStats>({ op: 'stats' })));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.reactors.map((r) => r.worker.terminate()));
+  }
+}

@@ -1,0 +1,157 @@
+// Controllers by name: creation and deletion with SPDK's rules (one exclusive bdev claim per blk
+// controller, sockets in the socket directory), and the vhost_get_controllers view.
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { BdevRegistry } from '../bdev/registry.js';
+import { BlkModel } from '../devices/blk/blk-model.js';
+import { formatCpumask, parseCpumask, type ReactorPool } from '../reactor/reactor-pool.js';
+import { VhostdError, invalidParams } from '../util/errors.js';
+import { Controller } from './controller.js';
+import type { BlkControllerParams, ControllerInfo, VhostControllerService } from './types.js';
+
+/** SPDK's defaults for vhost_controller_set_coalescing. */
+const DEFAULT_DELAY_BASE_US = 0;
+const DEFAULT_IOPS_THRESHOLD = 60000;
+const MAX_SOCKET_PATH = 107;
+export const MAX_CONTROLLERS = 256;
+
+interface Entry {
+  controller: Controller;
+  cores: number[];
+  bdevName: string;
+  readonly: boolean;
+  kind: 'blk';
+  delayBaseUs: number;
+  iopsThreshold: number;
+}
+
+export interface VhostServiceOptions {
+  socketDir: string;
+  socketMode: number;
+}
+
+export class VhostService implements VhostControllerService {
+  private readonly controllers = new Map<string, Entry>();
+  readonly socketDir: string;
+
+  constructor(
+    private readonly opts: VhostServiceOptions,
+    private readonly bdevs: BdevRegistry,
+    private readonly pool: ReactorPool,
+    private readonly log: Logger,
+  ) {
+    this.socketDir = opts.socketDir;
+    pool.onEvent((e) => {
+      for (const [name, entry] of this.controllers) {
+        if (entry.controller.ownsDevice(e.devId)) this.log.error({ ctrlr: name, reason: e.reason }, 'device stopped after a guest protocol violation');
+      }
+    });
+  }
+
+  private checkName(ctrlr: string): string {
+    if (typeof ctrlr !== 'string' || ctrlr.length === 0 || ctrlr.includes('/') || ctrlr === '.' || ctrlr === '..') {
+      throw invalidParams(`invalid controller name ${JSON.stringify(ctrlr)}`);
+    }
+    if (this.controllers.has(ctrlr)) throw VhostdError.errno('EEXIST', `controller ${ctrlr} already exists`);
+    const path = join(this.socketDir, ctrlr);
+    if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw invalidParams(`socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes`);
+    if (this.controllers.size >= MAX_CONTROLLERS) throw VhostdError.errno('ENOSPC', `at most ${MAX_CONTROLLERS} controllers`);
+    return path;
+  }
+
+  private cores(cpumask: string | undefined): number[] {
+    if (cpumask === undefined) return this.pool.cores;
+    let cores: number[];
+    try {
+      cores = parseCpumask(cpumask);
+    } catch (e) {
+      throw invalidParams((e as Error).message);
+    }
+    if (!cores.every((c) => this.pool.cores.includes(c))) {
+      throw VhostdError.errno('EINVAL', `cpumask ${cpumask} is not a subset of the application cpumask ${this.pool.cpumask}`);
+    }
+    return cores;
+  }
+
+  async createBlkController(p: BlkControllerParams): Promise<void> {
+    const socketPath = this.checkName(p.ctrlr);
+    const cores = this.cores(p.cpumask);
+    if (p.packedRing) throw VhostdError.errno('ENOTSUP', 'packed rings are not supported yet');
+    const bdev = this.bdevs.claim(p.devName, p.ctrlr);
+    try {
+      const model = new BlkModel(p.ctrlr, bdev, { readonly: p.readonly ?? false });
+      const controller = new Controller({ name: p.ctrlr, socketPath, cores, model, socketMode: this.opts.socketMode }, this.pool, this.log);
+      controller.listen();
+      this.controllers.set(p.ctrlr, {
+        controller,
+        cores,
+        bdevName: bdev.name,
+        readonly: p.readonly ?? false,
+        kind: 'blk',
+        delayBaseUs: DEFAULT_DELAY_BASE_US,
+        iopsThreshold: DEFAULT_IOPS_THRESHOLD,
+      });
+    } catch (e) {
+      this.bdevs.release(bdev.name, p.ctrlr);
+      throw e;
+    }
+  }
+
+  async createScsiController(_p: { ctrlr: string; cpumask?: string }): Promise<void> {
+    throw VhostdError.errno('ENOTSUP', 'vhost-user-scsi controllers are not supported yet');
+  }
+
+  async scsiAddTarget(ctrlr: string, _targetNum: number, _bdevName: string): Promise<number> {
+    this.get(ctrlr);
+    throw VhostdError.errno('EINVAL', `controller ${ctrlr} is not a SCSI controller`);
+  }
+
+  async scsiRemoveTarget(ctrlr: string, _targetNum: number): Promise<void> {
+    this.get(ctrlr);
+    throw VhostdError.errno('EINVAL', `controller ${ctrlr} is not a SCSI controller`);
+  }
+
+  private get(ctrlr: string): Entry {
+    const e = this.controllers.get(ctrlr);
+    if (!e) throw VhostdError.errno('ENODEV', `controller ${ctrlr} does not exist`);
+    return e;
+  }
+
+  async deleteController(ctrlr: string): Promise<void> {
+    const e = this.get(ctrlr);
+    if (e.controller.sessionCount > 0) {
+      // SPDK refuses to delete a controller while a front-end is connected.
+      throw VhostdError.errno('EBUSY', `controller ${ctrlr} has a connected front-end`);
+    }
+    this.controllers.delete(ctrlr);
+    await e.controller.close();
+    this.bdevs.release(e.bdevName, ctrlr);
+  }
+
+  getControllers(name?: string): ControllerInfo[] {
+    const entries = name === undefined ? [...this.controllers.entries()] : [[name, this.get(name)] as const];
+    return entries.map(([ctrlr, e]) => ({
+      ctrlr,
+      cpumask: formatCpumask(e.cores),
+      delay_base_us: e.delayBaseUs,
+      iops_threshold: e.iopsThreshold,
+      socket: e.controller.opts.socketPath,
+      sessions: [],
+      backend_specific: { block: { readonly: e.readonly, bdev: e.bdevName, transport: 'vhost_user_blk' } },
+    }));
+  }
+
+  setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void {
+    const e = this.get(ctrlr);
+    e.delayBaseUs = delayBaseUs;
+    e.iopsThreshold = iopsThreshold;
+  }
+
+  async close(): Promise<void> {
+    for (const [name, e] of this.controllers) {
+      await e.controller.close();
+      this.bdevs.release(e.bdevName, name);
+    }
+    this.controllers.clear();
+  }
+}

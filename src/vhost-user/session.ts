@@ -1,0 +1,353 @@
+// The back-end state machine of one vhost-user connection (QEMU docs/interop/vhost-user.rst):
+// features, memory table and vring state, turned into queue start/stop on the data plane.
+import type { Logger } from 'pino';
+import { MemoryTable } from '../memory/memory-table.js';
+import { native } from '../native/index.js';
+import type { DevicePlane } from '../reactor/device-plane.js';
+import { VirtioFeature, bit, hasFeature } from '../virtio/features.js';
+import type { QueueConfig } from '../virtio/queue-runner.js';
+import type { VhostUserConnection, Message } from './connection.js';
+import type { DeviceModel } from './device-model.js';
+import {
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  FLAG_VERSION,
+  ProtocolError,
+  ProtocolFeature,
+  Req,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VRING_IDX_MASK,
+  VRING_NOFD_MASK,
+  type VringAddr,
+  decodeConfig,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeVringAddr,
+  decodeVringState,
+  encodeU64,
+  expectSize,
+  expectedFds,
+  getU64Big,
+  reqName,
+} from './protocol.js';
+
+export const MAX_MEM_SLOTS = 32;
+const MAX_QUEUE_SIZE = 32768;
+
+/** Protocol features every device gets from the session itself. */
+const SESSION_PROTOCOL_FEATURES =
+  bit(ProtocolFeature.MQ) |
+  bit(ProtocolFeature.REPLY_ACK) |
+  bit(ProtocolFeature.CONFIG) |
+  bit(ProtocolFeature.RESET_DEVICE) |
+  bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+
+class Vring {
+  num = 0;
+  base = 0;
+  addr: VringAddr | undefined;
+  kickFd = -1;
+  callFd = -1;
+  errFd = -1;
+  enabled = false;
+  running = false;
+
+  closeFds(): void {
+    for (const fd of [this.kickFd, this.callFd, this.errFd]) if (fd >= 0) native.close(fd);
+    this.kickFd = this.callFd = this.errFd = -1;
+  }
+}
+
+export class VhostUserSession {
+  private features = 0n;
+  private protocolFeatures = 0n;
+  private readonly memory = new MemoryTable(MAX_MEM_SLOTS);
+  private readonly vrings: Vring[];
+
+  constructor(
+    private readonly conn: VhostUserConnection,
+    private readonly model: DeviceModel,
+    private readonly plane: DevicePlane,
+    private readonly log: Logger,
+  ) {
+    this.vrings = Array.from({ length: model.maxQueues }, () => new Vring());
+  }
+
+  private get offeredFeatures(): bigint {
+    return this.model.features | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+  }
+
+  private get offeredProtocolFeatures(): bigint {
+    return SESSION_PROTOCOL_FEATURES | this.model.protocolFeatures;
+  }
+
+  private get replyAck(): boolean {
+    return (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) !== 0n;
+  }
+
+  async handle(m: Message): Promise<void> {
+    const name = reqName[m.request] ?? `request ${m.request}`;
+    let replied = false;
+    let failed = false;
+    try {
+      const fdRange = expectedFds(m.request, m.payload);
+      if (m.fds.length < fdRange.min || m.fds.length > fdRange.max) {
+        throw new ProtocolError(`${name} came with ${m.fds.length} file descriptors, expected ${fdRange.min === fdRange.max ? fdRange.min : `${fdRange.min}-${fdRange.max}`}`);
+      }
+      replied = await this.dispatch(m, name);
+    } catch (e) {
+      failed = true;
+      for (const fd of m.fds) native.close(fd);
+      if (!(e instanceof ProtocolError)) throw e;
+      this.log.error({ request: name }, `rejected vhost-user message: ${e.message}`);
+      if (this.expectsReply(m.request)) {
+        // A reply the front-end waits for cannot be faked; drop the connection instead.
+        throw new Error(e.message);
+      }
+    }
+    if (!replied && this.replyAck && m.flags & FLAG_NEED_REPLY) this.reply(m.request, encodeU64(failed ? 1 : 0));
+  }
+
+  private expectsReply(req: number): boolean {
+    return (
+      req === Req.GET_FEATURES ||
+      req === Req.GET_PROTOCOL_FEATURES ||
+      req === Req.GET_VRING_BASE ||
+      req === Req.GET_QUEUE_NUM ||
+      req === Req.GET_CONFIG ||
+      req === Req.GET_MAX_MEM_SLOTS
+    );
+  }
+
+  private reply(request: number, payload: Uint8Array, fds: number[] = []): void {
+    this.conn.send(request, FLAG_VERSION | FLAG_REPLY, payload, fds);
+  }
+
+  private vring(index: number, name: string): Vring {
+    if (index >= this.vrings.length) throw new ProtocolError(`${name}: vring ${index} does not exist (${this.vrings.length} queues)`);
+    return this.vrings[index];
+  }
+
+  /** Handles one message; returns true when it sent its own reply. */
+  private async dispatch(m: Message, name: string): Promise<boolean> {
+    const p = m.payload;
+    switch (m.request) {
+      case Req.GET_FEATURES:
+        expectSize(name, p, 0);
+        this.reply(m.request, encodeU64(this.offeredFeatures));
+        return true;
+      case Req.SET_FEATURES: {
+        expectSize(name, p, 8);
+        const f = getU64Big(p, 0);
+        if ((f & ~this.offeredFeatures) !== 0n) throw new ProtocolError(`SET_FEATURES: 0x${f.toString(16)} has bits never offered`);
+        this.features = f;
+        return false;
+      }
+      case Req.GET_PROTOCOL_FEATURES:
+        expectSize(name, p, 0);
+        this.reply(m.request, encodeU64(this.offeredProtocolFeatures));
+        return true;
+      case Req.SET_PROTOCOL_FEATURES: {
+        expectSize(name, p, 8);
+        const f = getU64Big(p, 0);
+        if ((f & ~this.offeredProtocolFeatures) !== 0n) throw new ProtocolError(`SET_PROTOCOL_FEATURES: 0x${f.toString(16)} has bits never offered`);
+        this.protocolFeatures = f;
+        return false;
+      }
+      case Req.SET_OWNER:
+        return false;
+      case Req.RESET_OWNER:
+      case Req.RESET_DEVICE:
+        await this.reset();
+        return false;
+      case Req.GET_QUEUE_NUM:
+        this.reply(m.request, encodeU64(this.model.maxQueues));
+        return true;
+      case Req.GET_MAX_MEM_SLOTS:
+        this.reply(m.request, encodeU64(MAX_MEM_SLOTS));
+        return true;
+      case Req.SET_MEM_TABLE: {
+        const descs = decodeMemTable(p, MAX_MEM_SLOTS);
+        const old = this.memory.replace(descs, m.fds);
+        await this.publishMemory(old);
+        return false;
+      }
+      case Req.ADD_MEM_REG: {
+        this.memory.add(decodeSingleRegion(name, p), m.fds[0]);
+        await this.publishMemory([]);
+        return false;
+      }
+      case Req.REM_MEM_REG: {
+        for (const fd of m.fds) native.close(fd);
+        const removed = this.memory.remove(decodeSingleRegion(name, p));
+        await this.publishMemory([removed]);
+        return false;
+      }
+      case Req.SET_VRING_NUM: {
+        const s = decodeVringState(name, p);
+        const v = this.vring(s.index, name);
+        if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
+          throw new ProtocolError(`SET_VRING_NUM: size ${s.num} is not a power of two up to ${MAX_QUEUE_SIZE}`);
+        }
+        if (v.running) throw new ProtocolError(`SET_VRING_NUM: vring ${s.index} is running`);
+        v.num = s.num;
+        return false;
+      }
+      case Req.SET_VRING_BASE: {
+        const s = decodeVringState(name, p);
+        const v = this.vring(s.index, name);
+        if (v.running) throw new ProtocolError(`SET_VRING_BASE: vring ${s.index} is running`);
+        if (s.num > 0xffff) throw new ProtocolError(`SET_VRING_BASE: base ${s.num} beyond 16 bits`);
+        v.base = s.num;
+        return false;
+      }
+      case Req.SET_VRING_ADDR: {
+        const a = decodeVringAddr(p);
+        const v = this.vring(a.index, name);
+        if (v.running) {
+          // Re-addressing a live ring (QEMU does it when logging starts): restart it.
+          await this.stopVring(a.index);
+          v.addr = a;
+          await this.reconcile(a.index);
+        } else {
+          v.addr = a;
+        }
+        return false;
+      }
+      case Req.GET_VRING_BASE: {
+        const s = decodeVringState(name, p);
+        const v = this.vring(s.index, name);
+        await this.stopVring(s.index);
+        // GET_VRING_BASE stops the ring: it needs a new kick before running again.
+        if (v.kickFd >= 0) native.close(v.kickFd);
+        v.kickFd = -1;
+        const out = new Uint8Array(8);
+        const dv = new DataView(out.buffer);
+        dv.setUint32(0, s.index, true);
+        dv.setUint32(4, v.base, true);
+        this.reply(m.request, out);
+        return true;
+      }
+      case Req.SET_VRING_KICK:
+      case Req.SET_VRING_CALL:
+      case Req.SET_VRING_ERR:
+        await this.setVringFd(m, name);
+        return false;
+      case Req.SET_VRING_ENABLE: {
+        const s = decodeVringState(name, p);
+        const v = this.vring(s.index, name);
+        if (s.num > 1) throw new ProtocolError(`SET_VRING_ENABLE: value ${s.num}`);
+        v.enabled = s.num === 1;
+        if (!v.enabled && v.running) await this.stopVring(s.index);
+        else await this.reconcile(s.index);
+        return false;
+      }
+      case Req.GET_CONFIG: {
+        const c = decodeConfig(name, p);
+        const config = this.model.readConfig();
+        const out = new Uint8Array(12 + c.size);
+        const dv = new DataView(out.buffer);
+        dv.setUint32(0, c.offset, true);
+        dv.setUint32(4, c.size, true);
+        dv.setUint32(8, c.flags, true);
+        out.set(config.subarray(c.offset, c.offset + c.size), 12);
+        this.reply(m.request, out);
+        return true;
+      }
+      case Req.SET_CONFIG:
+        decodeConfig(name, p);
+        throw new ProtocolError('SET_CONFIG: the config space is read-only');
+      default:
+        throw new ProtocolError(`${name} is not supported`);
+    }
+  }
+
+  private async setVringFd(m: Message, name: string): Promise<void> {
+    expectSize(name, m.payload, 8);
+    const raw = m.payload.getUint32(0, true);
+    const index = raw & VRING_IDX_MASK;
+    const v = this.vring(index, name);
+    const fd = raw & VRING_NOFD_MASK ? -1 : m.fds[0];
+    if (m.request === Req.SET_VRING_KICK) {
+      if (fd < 0) throw new ProtocolError('SET_VRING_KICK without a file descriptor (polling the ring without kicks is not supported)');
+      if (v.running) await this.stopVring(index);
+      if (v.kickFd >= 0) native.close(v.kickFd);
+      v.kickFd = fd;
+      // Without F_PROTOCOL_FEATURES a ring runs as soon as it is kicked.
+      if (!hasFeature(this.features, VHOST_USER_F_PROTOCOL_FEATURES)) v.enabled = true;
+      await this.reconcile(index);
+    } else if (m.request === Req.SET_VRING_CALL) {
+      const old = v.callFd;
+      v.callFd = fd;
+      if (v.running) await this.plane.setCallFd(index, fd);
+      if (old >= 0) native.close(old);
+    } else {
+      if (v.errFd >= 0) native.close(v.errFd);
+      v.errFd = fd;
+    }
+  }
+
+  /** Starts a vring once it has everything it needs and is enabled. */
+  private async reconcile(index: number): Promise<void> {
+    const v = this.vrings[index];
+    if (v.running || !v.enabled || v.kickFd < 0 || v.num === 0 || v.addr === undefined) return;
+    const a = v.addr;
+    const descGpa = this.uvaToGpa(a.descUserAddr, 16 * v.num, 'descriptor table');
+    const availGpa = this.uvaToGpa(a.availUserAddr, 6 + 2 * v.num, 'avail ring');
+    const usedGpa = this.uvaToGpa(a.usedUserAddr, 6 + 8 * v.num, 'used ring');
+    const cfg: QueueConfig = {
+      qid: index,
+      size: v.num,
+      eventIdx: hasFeature(this.features, VirtioFeature.RING_EVENT_IDX),
+      indirect: hasFeature(this.features, VirtioFeature.RING_INDIRECT_DESC),
+      lastAvail: v.base,
+      addrs: { descGpa, availGpa, usedGpa },
+      callFd: v.callFd,
+      chainCapacity: this.model.chainCapacity,
+    };
+    try {
+      await this.plane.startQueue(cfg, v.kickFd);
+    } catch (e) {
+      throw new ProtocolError(`vring ${index} cannot start: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    v.running = true;
+  }
+
+  private uvaToGpa(uva: number, len: number, what: string): number {
+    for (const r of this.memory.shares()) {
+      if (uva >= r.uva && uva + len <= r.uva + r.size) return r.gpa + (uva - r.uva);
+    }
+    throw new ProtocolError(`${what} at 0x${uva.toString(16)} (+${len}) is outside guest memory`);
+  }
+
+  private async stopVring(index: number): Promise<void> {
+    const v = this.vrings[index];
+    if (!v.running) return;
+    v.running = false;
+    v.base = await this.plane.stopQueue(index);
+  }
+
+  private async publishMemory(released: ReturnType<MemoryTable['clear']>): Promise<void> {
+    await this.plane.setMemory(this.memory.shares());
+    MemoryTable.release(released);
+  }
+
+  private async reset(): Promise<void> {
+    for (let i = 0; i < this.vrings.length; i++) await this.stopVring(i);
+    for (const v of this.vrings) v.closeFds();
+    this.vrings.forEach((_, i) => {
+      this.vrings[i] = new Vring();
+    });
+    this.features = 0n;
+  }
+
+  /** Tears the session down after its connection closed. */
+  async close(): Promise<void> {
+    try {
+      await this.plane.close();
+    } finally {
+      for (const v of this.vrings) v.closeFds();
+      MemoryTable.release(this.memory.clear());
+    }
+  }
+}

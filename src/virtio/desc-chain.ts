@@ -1,0 +1,132 @@
+// Walks a descriptor chain (direct or through one indirect table) into a preallocated scatter
+// list, split into device-readable then device-writable bytes. Hostile chains — out-of-range
+// indexes, loops, nested indirect tables, buffers outside guest memory, readable after writable —
+// are reported as a ChainError code instead of being followed.
+import { IoVecs } from '../bdev/io.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+
+const F_NEXT = 1;
+const F_WRITE = 2;
+const F_INDIRECT = 4;
+/** Largest indirect table we follow (Linux never builds one larger than the ring). */
+const MAX_INDIRECT = 4096;
+
+export const ChainError = {
+  OK: 0,
+  BAD_INDEX: 1,
+  LOOP: 2,
+  BAD_ADDRESS: 3,
+  BAD_INDIRECT: 4,
+  ORDER: 5,
+} as const;
+
+export const chainErrorText = [
+  'ok',
+  'descriptor index beyond the table',
+  'descriptor chain longer than its table (loop)',
+  'descriptor buffer outside guest memory',
+  'malformed indirect descriptor table',
+  'device-readable descriptor after a device-writable one',
+];
+
+/** The buffers of one chain. Segments past capacity are counted but not kept (overflow). */
+export class Chain {
+  readonly iov: IoVecs;
+  /** Index in iov of the first writable segment (== iov.count when none). */
+  firstWritable = 0;
+  readableLen = 0;
+  writableLen = 0;
+  overflow = false;
+  descCount = 0;
+  // The last writable byte, found even on overflow so a status can still be reported.
+  lastWin: Uint8Array | undefined;
+  lastOff = 0;
+
+  constructor(capacity: number) {
+    this.iov = new IoVecs(capacity);
+  }
+
+  reset(): void {
+    this.iov.reset();
+    this.firstWritable = 0;
+    this.readableLen = 0;
+    this.writableLen = 0;
+    this.overflow = false;
+    this.descCount = 0;
+    this.lastWin = undefined;
+  }
+}
+
+export class ChainWalker {
+  constructor(
+    private readonly mem: GuestMemory,
+    private readonly indirectAllowed: boolean,
+  ) {}
+
+  /** Fills `out` with the chain starting at `head` of a table of `size` entries. */
+  walk(view: DataView, tableOff: number, size: number, head: number, out: Chain): number {
+    out.reset();
+    let seenWritable = false;
+    let idx = head;
+    let tView = view;
+    let tOff = tableOff;
+    let tSize = size;
+    let inIndirect = false;
+    let budget = size;
+    for (;;) {
+      if (idx >= tSize) return ChainError.BAD_INDEX;
+      if (budget-- === 0) return ChainError.LOOP;
+      const d = tOff + idx * 16;
+      const addr = tView.getUint32(d + 4, true) * 0x100000000 + tView.getUint32(d, true);
+      const len = tView.getUint32(d + 8, true);
+      const flags = tView.getUint16(d + 12, true);
+      const next = tView.getUint16(d + 14, true);
+      out.descCount++;
+      if (flags & F_INDIRECT) {
+        if (!this.indirectAllowed || inIndirect || flags & F_NEXT) return ChainError.BAD_INDIRECT;
+        if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT) return ChainError.BAD_INDIRECT;
+        if (!this.mem.translateWhole(addr, len)) return ChainError.BAD_INDIRECT;
+        tView = this.mem.view;
+        tOff = this.mem.off;
+        tSize = len / 16;
+        budget = tSize;
+        inIndirect = true;
+        idx = 0;
+        continue;
+      }
+      const writable = (flags & F_WRITE) !== 0;
+      if (writable) {
+        if (!seenWritable) {
+          seenWritable = true;
+          out.firstWritable = out.iov.count;
+        }
+      } else if (seenWritable) {
+        return ChainError.ORDER;
+      }
+      if (!this.addBuffer(addr, len, writable, out)) return ChainError.BAD_ADDRESS;
+      if (!(flags & F_NEXT)) break;
+      idx = next;
+    }
+    if (!seenWritable) out.firstWritable = out.iov.count;
+    return ChainError.OK;
+  }
+
+  private addBuffer(addr: number, len: number, writable: boolean, out: Chain): boolean {
+    const mem = this.mem;
+    while (len > 0) {
+      if (!mem.translate(addr, len)) return false;
+      const n = mem.len;
+      if (!out.overflow && !out.iov.push(mem.win, mem.off, n)) out.overflow = true;
+      if (writable) {
+        out.writableLen += n;
+        out.lastWin = mem.win;
+        out.lastOff = mem.off + n - 1;
+      } else {
+        out.readableLen += n;
+      }
+      addr += n;
+      len -= n;
+    }
+    return true;
+  }
+}

@@ -1,0 +1,138 @@
+// Drives one virtqueue on a reactor: pops avail chains, hands them to the device's request
+// handler, collects completions, and publishes used entries + signals the guest once per batch.
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { native } from '../native/index.js';
+import { Chain, ChainError, ChainWalker, chainErrorText } from './desc-chain.js';
+import { QueueError, type RingAddresses, SplitQueue } from './split-queue.js';
+
+export interface QueueConfig {
+  qid: number;
+  size: number;
+  eventIdx: boolean;
+  indirect: boolean;
+  lastAvail: number;
+  addrs: RingAddresses;
+  callFd: number;
+  /** Scatter-list capacity of one chain (seg_max plus header/status room). */
+  chainCapacity: number;
+}
+
+/** Device-specific request handling, one instance per queue. */
+export interface RequestHandler {
+  /** Starts the request in `chain` (taken from slot `head`); must call runner.complete(head, len) once. */
+  handle(head: number, chain: Chain): void;
+}
+
+export interface RunnerHost {
+  /** The guest did something that requires stopping the device. */
+  fail(runner: QueueRunner, reason: string): void;
+  /** A completion arrived outside poll(): flush the runner soon. */
+  scheduleFlush(runner: QueueRunner): void;
+}
+
+export class QueueRunner {
+  readonly qid: number;
+  readonly queue: SplitQueue;
+  private readonly chain: Chain;
+  private readonly walker: ChainWalker;
+  private readonly heads: Uint8Array;
+  handler!: RequestHandler;
+  callFd: number;
+  inFlight = 0;
+  private pendingUsed = 0;
+  private polling = false;
+  stopped = false;
+  /** Requests completed since creation (reactor statistics). */
+  completed = 0;
+  private drainWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly mem: GuestMemory,
+    cfg: QueueConfig,
+    readonly addrs: RingAddresses,
+    private readonly host: RunnerHost,
+  ) {
+    this.qid = cfg.qid;
+    this.callFd = cfg.callFd;
+    this.queue = new SplitQueue(cfg.size, cfg.eventIdx, cfg.lastAvail);
+    this.queue.bind(mem, addrs, true);
+    this.chain = new Chain(cfg.chainCapacity);
+    this.walker = new ChainWalker(mem, cfg.indirect);
+    this.heads = new Uint8Array(cfg.size);
+  }
+
+  /** Re-resolves ring addresses after a memory-table change. */
+  rebind(): void {
+    this.queue.bind(this.mem, this.addrs, false);
+  }
+
+  /** Processes every available request; returns how many were started. */
+  poll(): number {
+    if (this.stopped) return 0;
+    const q = this.queue;
+    let started = 0;
+    this.polling = true;
+    try {
+      for (;;) {
+        let n = q.available();
+        if (n === 0) {
+          q.enableNotifications();
+          n = q.available();
+          if (n === 0) break;
+        }
+        for (; n > 0 && !this.stopped; n--) {
+          const head = q.popHead();
+          if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
+          const rc = this.walker.walk(q.descView, q.descOff, q.size, head, this.chain);
+          if (rc !== ChainError.OK) throw new QueueError(`chain at head ${head}: ${chainErrorText[rc]}`);
+          this.heads[head] = 1;
+          this.inFlight++;
+          started++;
+          this.handler.handle(head, this.chain);
+        }
+        if (this.stopped) break;
+      }
+    } catch (e) {
+      this.polling = false;
+      this.host.fail(this, e instanceof Error ? e.message : String(e));
+      return started;
+    }
+    this.polling = false;
+    this.flush();
+    return started;
+  }
+
+  /** Records a finished request; `len` is the number of bytes written into guest buffers. */
+  complete(head: number, len: number): void {
+    if (this.heads[head] === 0) return;
+    this.heads[head] = 0;
+    this.inFlight--;
+    this.completed++;
+    this.queue.pushUsed(head, len);
+    this.pendingUsed++;
+    if (!this.polling) this.host.scheduleFlush(this);
+    if (this.inFlight === 0 && this.drainWaiters.length > 0) {
+      this.flush();
+      for (const w of this.drainWaiters.splice(0)) w();
+    }
+  }
+
+  /** Publishes pending used entries and signals the guest if it asked for it. */
+  flush(): void {
+    if (this.pendingUsed === 0) return;
+    this.pendingUsed = 0;
+    const q = this.queue;
+    q.publishUsed();
+    if (this.callFd >= 0 && q.needsSignal()) native.eventfdWrite(this.callFd);
+  }
+
+  /** Stops taking new requests and resolves once every in-flight request completed. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    if (this.inFlight === 0) {
+      this.flush();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+}
