@@ -56,15 +56,17 @@ export class VhostdApp {
     return app;
   }
 
+  /** Runs an RPC method in-process, exactly as the RPC server would. */
+  async call(method: string, params: unknown = {}): Promise<unknown> {
+    const entry = buildMethodTable(this.ctx).get(method);
+    if (!entry) throw new Error(`unknown method ${method}`);
+    return entry.handler(params);
+  }
+
   /** Replays an SPDK-style JSON config: each entry is an RPC call, in file order. */
   async loadConfig(config: ConfigFile): Promise<void> {
-    const table = buildMethodTable(this.ctx);
     for (const sub of config.subsystems ?? []) {
-      for (const call of sub.config ?? []) {
-        const entry = table.get(call.method);
-        if (!entry) throw new Error(`config: unknown method ${call.method} in subsystem ${sub.subsystem}`);
-        await entry.handler(call.params ?? {});
-      }
+      for (const c of sub.config ?? []) await this.call(c.method, c.params ?? {});
     }
   }
 

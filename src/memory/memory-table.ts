@@ -51,7 +51,12 @@ export class MemoryTable {
   private static map(desc: MemoryRegionDesc, fd: number): MappedRegion {
     try {
       const length = desc.mmapOffset + desc.memorySize;
-      const m = mmapShared(fd, length, 0);
+      let m: ReturnType<typeof mmapShared>;
+      try {
+        m = mmapShared(fd, length, 0);
+      } catch (e) {
+        throw new ProtocolError(`cannot map memory region gpa 0x${desc.guestPhysAddr.toString(16)} size 0x${desc.memorySize.toString(16)}: ${(e as Error).message}`);
+      }
       return {
         desc,
         mappingId: m.id,

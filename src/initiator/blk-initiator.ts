@@ -1,0 +1,214 @@
+// A userspace vhost-user-blk initiator: plays QEMU and the guest driver at once, over memfd
+// memory and split rings. The tool the hostile-input tests (and later the bench) drive targets with.
+import { BlkReqType } from '../devices/blk/blk-spec.js';
+import { check, type FdWatchHandle, native } from '../native/index.js';
+import { VirtioFeature, bit } from '../virtio/features.js';
+import { ProtocolFeature, Req, VHOST_USER_F_PROTOCOL_FEATURES, encodeU64 } from '../vhost-user/protocol.js';
+import { DriverMemory } from './driver-memory.js';
+import { DriverRing } from './driver-ring.js';
+import { VhostUserFrontend } from './frontend.js';
+
+export interface BlkInitiatorOptions {
+  queues?: number;
+  queueSize?: number;
+  memBytes?: number;
+  /** Largest data transfer of one request. */
+  maxIoBytes?: number;
+}
+
+export interface BlkResult {
+  status: number;
+  /** Bytes the target reported written into device-writable buffers. */
+  usedLen: number;
+  data: Uint8Array;
+}
+
+interface Slot {
+  hdr: number;
+  data: number;
+  status: number;
+}
+
+interface Pending {
+  slot: Slot;
+  len: number;
+  resolve: (r: BlkResult) => void;
+}
+
+export class BlkQueue {
+  readonly ring: DriverRing;
+  readonly kickFd: number;
+  readonly callFd: number;
+  private readonly watch: FdWatchHandle;
+  private readonly slots: Slot[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private readonly reaped: Array<{ id: number; len: number }> = [];
+
+  constructor(
+    readonly mem: DriverMemory,
+    readonly index: number,
+    size: number,
+    maxIo: number,
+  ) {
+    this.ring = new DriverRing(mem, size);
+    for (let i = 0; i < size / 2; i++) this.slots.push({ hdr: mem.alloc(16, 16), data: mem.alloc(maxIo, 4096), status: mem.alloc(1, 1) });
+    this.kickFd = check('eventfd', native.eventfd(0));
+    this.callFd = check('eventfd', native.eventfd(0));
+    this.watch = new native.FdWatch(this.callFd, () => {
+      native.eventfdRead(this.callFd);
+      this.reap();
+    });
+    this.watch.start();
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  reap(): void {
+    this.reaped.length = 0;
+    this.ring.reapUsed(this.reaped);
+    for (const { id, len } of this.reaped) {
+      const p = this.pending.get(id);
+      if (!p) continue;
+      this.pending.delete(id);
+      this.slots.push(p.slot);
+      const v = this.mem.view;
+      p.resolve({
+        status: v.getUint8(this.mem.off(p.slot.status)),
+        usedLen: len,
+        data: this.mem.u8.slice(this.mem.off(p.slot.data), this.mem.off(p.slot.data) + p.len),
+      });
+    }
+  }
+
+  /** Submits one request; `out` is written for OUT-direction types, `inLen` bytes read back otherwise. */
+  submit(type: number, sector: number, out: Uint8Array | undefined, inLen: number): Promise<BlkResult> {
+    const slot = this.slots.pop();
+    if (!slot) return Promise.reject(new Error('queue full'));
+    const v = this.mem.view;
+    v.setUint32(this.mem.off(slot.hdr), type, true);
+    v.setUint32(this.mem.off(slot.hdr) + 4, 0, true);
+    v.setBigUint64(this.mem.off(slot.hdr) + 8, BigInt(sector), true);
+    v.setUint8(this.mem.off(slot.status), 0xff);
+    const bufs = [{ gpa: slot.hdr, len: 16, write: false }];
+    if (out) {
+      this.mem.u8.set(out, this.mem.off(slot.data));
+      bufs.push({ gpa: slot.data, len: out.length, write: false });
+    }
+    if (inLen > 0) bufs.push({ gpa: slot.data, len: inLen, write: true });
+    bufs.push({ gpa: slot.status, len: 1, write: true });
+    const head = this.ring.addChain(bufs);
+    if (head < 0) {
+      this.slots.push(slot);
+      return Promise.reject(new Error('no free descriptors'));
+    }
+    return new Promise((resolve) => {
+      this.pending.set(head, { slot, len: inLen, resolve });
+      this.ring.publish();
+      native.eventfdWrite(this.kickFd);
+    });
+  }
+
+  close(): void {
+    this.watch.close();
+    native.close(this.kickFd);
+    native.close(this.callFd);
+  }
+}
+
+export class BlkInitiator {
+  readonly queues: BlkQueue[] = [];
+  capacitySectors = 0;
+  blockSize = 512;
+  features = 0n;
+
+  private constructor(
+    readonly fe: VhostUserFrontend,
+    readonly mem: DriverMemory,
+  ) {}
+
+  /** Connects and negotiates like QEMU's vhost-user-blk, without starting queues. */
+  static async negotiate(path: string, memBytes = 16 << 20): Promise<BlkInitiator> {
+    const fe = VhostUserFrontend.connect(path);
+    const init = new BlkInitiator(fe, new DriverMemory(memBytes));
+    const offered = (await fe.call(Req.GET_FEATURES)).getBigUint64(0, true);
+    const want = bit(VirtioFeature.VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VirtioFeature.RING_INDIRECT_DESC);
+    init.features = offered & (want | 0x7fffn);
+    const proto = (await fe.call(Req.GET_PROTOCOL_FEATURES)).getBigUint64(0, true);
+    const wantProto = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG);
+    fe.send(Req.SET_PROTOCOL_FEATURES, encodeU64(proto & wantProto));
+    fe.send(Req.SET_OWNER);
+    const cfgReq = new Uint8Array(12 + 60);
+    new DataView(cfgReq.buffer).setUint32(4, 60, true);
+    const cfg = await fe.call(Req.GET_CONFIG, cfgReq);
+    init.capacitySectors = Number(cfg.getBigUint64(12, true));
+    init.blockSize = cfg.getUint32(12 + 20, true);
+    await init.ack(Req.SET_FEATURES, encodeU64(init.features));
+    return init;
+  }
+
+  static async connect(path: string, opts: BlkInitiatorOptions = {}): Promise<BlkInitiator> {
+    const init = await BlkInitiator.negotiate(path, opts.memBytes);
+    await init.setMemTable();
+    for (let q = 0; q < (opts.queues ?? 1); q++) await init.startQueue(q, opts.queueSize ?? 64, opts.maxIoBytes ?? 65536);
+    return init;
+  }
+
+  /** Sends with NEED_REPLY and throws on a non-zero ack. */
+  async ack(req: number, payload?: Uint8Array, fds: number[] = []): Promise<void> {
+    const rc = await this.fe.callAck(req, payload, fds);
+    if (rc !== 0n) throw new Error(`request ${req} failed with ${rc}`);
+  }
+
+  async setMemTable(): Promise<void> {
+    const p = new Uint8Array(8 + 32);
+    const v = new DataView(p.buffer);
+    const r = this.mem.region();
+    v.setUint32(0, 1, true);
+    v.setBigUint64(8, BigInt(r.guestPhysAddr), true);
+    v.setBigUint64(16, BigInt(r.memorySize), true);
+    v.setBigUint64(24, BigInt(r.userspaceAddr), true);
+    v.setBigUint64(32, BigInt(r.mmapOffset), true);
+    await this.ack(Req.SET_MEM_TABLE, p, [this.mem.fd]);
+  }
+
+  /** Sets up and enables queue `q` (SET_VRING_NUM/BASE/ADDR/KICK/CALL/ENABLE). */
+  async startQueue(q: number, size: number, maxIo: number, ringAddrs?: { desc: number; avail: number; used: number }): Promise<BlkQueue> {
+    const queue = new BlkQueue(this.mem, q, size, maxIo);
+    const state = (num: number) => {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setUint32(0, q, true);
+      new DataView(b.buffer).setUint32(4, num, true);
+      return b;
+    };
+    await this.ack(Req.SET_VRING_NUM, state(size));
+    await this.ack(Req.SET_VRING_BASE, state(0));
+    const a = new Uint8Array(40);
+    const av = new DataView(a.buffer);
+    av.setUint32(0, q, true);
+    av.setBigUint64(8, BigInt(ringAddrs?.desc ?? this.mem.gpaToUva(queue.ring.descGpa)), true);
+    av.setBigUint64(16, BigInt(ringAddrs?.used ?? this.mem.gpaToUva(queue.ring.usedGpa)), true);
+    av.setBigUint64(24, BigInt(ringAddrs?.avail ?? this.mem.gpaToUva(queue.ring.availGpa)), true);
+    await this.ack(Req.SET_VRING_ADDR, a);
+    await this.ack(Req.SET_VRING_CALL, encodeU64(q), [queue.callFd]);
+    await this.ack(Req.SET_VRING_KICK, encodeU64(q), [queue.kickFd]);
+    this.queues[q] = queue;
+    await this.ack(Req.SET_VRING_ENABLE, state(1));
+    return queue;
+  }
+
+  read(sector: number, len: number, q = 0): Promise<BlkResult> {
+    return this.queues[q].submit(BlkReqType.IN, sector, undefined, len);
+  }
+
+  write(sector: number, data: Uint8Array, q = 0): Promise<BlkResult> {
+    return this.queues[q].submit(BlkReqType.OUT, sector, data, 0);
+  }
+
+  close(): void {
+    for (const q of this.queues) q?.close();
+    this.fe.close();
+    this.mem.close();
+  }
+}

@@ -1,0 +1,92 @@
+// Starts a real vhostd process from the sources for tests: temp socket dir, RPC client, captured
+// log lines, and a clean stop.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RpcClient } from '../../src/rpc/client.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+
+export class VhostdProcess {
+  readonly logs: string[] = [];
+  private exitCode: number | null | undefined;
+
+  private constructor(
+    readonly proc: ChildProcess,
+    readonly dir: string,
+    readonly rpcSocket: string,
+  ) {
+    let buf = '';
+    proc.stderr?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      this.logs.push(...lines);
+      if (process.env.VHOSTD_TEST_LOG) for (const l of lines) process.stderr.write(`[vhostd] ${l}\n`);
+    });
+    proc.on('exit', (code) => {
+      this.exitCode = code;
+    });
+  }
+
+  static async start(args: string[] = []): Promise<VhostdProcess> {
+    const dir = mkdtempSync(join(tmpdir(), 'vhostd-'));
+    const rpcSocket = join(dir, 'spdk.sock');
+    const proc = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/vhostd.ts'), '-S', dir, '-r', rpcSocket, ...args], {
+      cwd: root,
+      stdio: ['ignore', 'inherit', 'pipe'],
+    });
+    const d = new VhostdProcess(proc, dir, rpcSocket);
+    for (let i = 0; i < 200 && !existsSync(rpcSocket); i++) {
+      if (d.exitCode !== undefined) throw new Error(`vhostd exited early:\n${d.logs.join('\n')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!existsSync(rpcSocket)) throw new Error('vhostd did not create its RPC socket');
+    return d;
+  }
+
+  get alive(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  socket(ctrlr: string): string {
+    return join(this.dir, ctrlr);
+  }
+
+  async rpc<T = unknown>(method: string, params?: object): Promise<T> {
+    const c = new RpcClient(this.rpcSocket);
+    try {
+      return await c.call<T>(method, params);
+    } finally {
+      c.close();
+    }
+  }
+
+  /** Log lines (JSON) whose msg matches. */
+  logsMatching(re: RegExp): string[] {
+    return this.logs.filter((l) => re.test(l));
+  }
+
+  async waitForLog(re: RegExp, timeoutMs = 5000): Promise<string> {
+    const t0 = Date.now();
+    while (Date.now() - t0 < timeoutMs) {
+      const hit = this.logs.find((l) => re.test(l));
+      if (hit) return hit;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`no log line matching ${re} within ${timeoutMs} ms; last lines:\n${this.logs.slice(-10).join('\n')}`);
+  }
+
+  async stop(): Promise<number | null> {
+    if (this.alive) {
+      const exited = new Promise<void>((r) => this.proc.once('exit', () => r()));
+      this.proc.kill('SIGTERM');
+      const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+    return this.exitCode ?? null;
+  }
+}
