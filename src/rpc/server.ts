@@ -132,12 +132,16 @@ export class RpcServer {
   }
 
   /** Handles one decoded JSON value (a request or a batch); returns the reply, or null for none. */
-  async handleValue(value: unknown): Promise<Reply | Reply[] | null> {
+  private async handleValue(value: unknown): Promise<Reply | Reply[] | null> {
     if (Array.isArray(value)) {
       if (value.length === 0) return errorReply(null, RpcCode.INVALID_REQUEST, 'Invalid request');
-      const replies = await Promise.all(value.map((v) => this.handleRequest(v)));
-      const sent = replies.filter((r): r is Reply => r !== null);
-      return sent.length > 0 ? sent : null;
+      // One at a time, in order, so a batch like [create, add_target] behaves like the sequence.
+      const replies: Reply[] = [];
+      for (const request of value) {
+        const reply = await this.handleRequest(request);
+        if (reply !== null) replies.push(reply);
+      }
+      return replies.length > 0 ? replies : null;
     }
     return this.handleRequest(value);
   }

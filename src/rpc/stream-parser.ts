@@ -27,29 +27,30 @@ export interface PushResult {
   error?: JsonStreamError;
 }
 
-const enum Byte {
-  TAB = 0x09,
-  LF = 0x0a,
-  CR = 0x0d,
-  SPACE = 0x20,
-  QUOTE = 0x22,
-  COMMA = 0x2c,
-  COLON = 0x3a,
-  OPEN_BRACKET = 0x5b,
-  BACKSLASH = 0x5c,
-  CLOSE_BRACKET = 0x5d,
-  OPEN_BRACE = 0x7b,
-  CLOSE_BRACE = 0x7d,
-}
+const Byte = {
+  TAB: 0x09,
+  LF: 0x0a,
+  CR: 0x0d,
+  SPACE: 0x20,
+  QUOTE: 0x22,
+  COMMA: 0x2c,
+  COLON: 0x3a,
+  OPEN_BRACKET: 0x5b,
+  BACKSLASH: 0x5c,
+  CLOSE_BRACKET: 0x5d,
+  OPEN_BRACE: 0x7b,
+  CLOSE_BRACE: 0x7d,
+} as const;
 
-const enum State {
+const State = {
   /** Between values, skipping whitespace. */
-  IDLE,
+  IDLE: 0,
   /** Inside an object/array or a top-level string. */
-  NESTED,
+  NESTED: 1,
   /** Inside a top-level number or literal, which ends at the next delimiter. */
-  SCALAR,
-}
+  SCALAR: 2,
+} as const;
+type State = (typeof State)[keyof typeof State];
 
 function isWhitespace(b: number): boolean {
   return b === Byte.SPACE || b === Byte.LF || b === Byte.CR || b === Byte.TAB;
@@ -70,7 +71,7 @@ function isDelimiter(b: number): boolean {
 
 export class JsonStreamParser {
   readonly maxValueBytes: number;
-  private state = State.IDLE;
+  private state: State = State.IDLE;
   private depth = 0;
   private inString = false;
   private escaped = false;

@@ -108,6 +108,8 @@ export class ScsiTask {
   opXfer = 0;
   /** @internal The I/O is a write (decides the I/O-error sense). */
   opIsWrite = false;
+  /** @internal Source of the block WRITE SAME repeats. */
+  opSrc: IoVecs | null = null;
 
   constructor(opts: ScsiTaskOptions = {}) {
     const segs = opts.maxSegments ?? DEFAULT_MAX_SEGMENTS;

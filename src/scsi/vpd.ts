@@ -171,7 +171,7 @@ export function buildVpdPage(page: number, info: ScsiLunInfo, id: VpdIdentity, o
   let end: number;
   switch (page) {
     case VpdPage.SUPPORTED_PAGES: {
-      const pages = [
+      const pages: number[] = [
         VpdPage.SUPPORTED_PAGES,
         VpdPage.UNIT_SERIAL_NUMBER,
         VpdPage.DEVICE_IDENTIFICATION,

@@ -6,7 +6,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { bdevTable, controllerTable, methodTable } from './tables.js';
 
 /** Parsed positionals and options of one subcommand, keyed by name (commander's camelCase). */
-// biome-ignore lint/suspicious/noExplicitAny: CLI glue; each builder reads the keys it declared.
+// `any`: CLI glue; each builder reads exactly the keys its command declared.
 export type CliArgs = Record<string, any>;
 
 /** How rpc.py prints the result: print_dict, print_json (bare strings raw), or not at all. */
