@@ -2,11 +2,19 @@
   "targets": [
     {
       "target_name": "vhostd_native",
-      "sources": ["native/addon.cc", "native/fd_io.cc", "native/mapping.cc", "native/fd_watch.cc"],
+      "sources": [
+        "native/addon.cc",
+        "native/fd_io.cc",
+        "native/mapping.cc",
+        "native/fd_watch.cc",
+        "native/uring.cc",
+        "native/rbd.cc"
+      ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "cflags_cc!": ["-fno-exceptions"],
+      "libraries": ["-luring", "-lrbd", "-lrados"]
     }
   ]
 }

@@ -4,6 +4,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitFdIo(env, exports);
   vhostd::InitMapping(env, exports);
   vhostd::InitFdWatch(env, exports);
+  vhostd::InitUring(env, exports);
+  vhostd::InitRbd(env, exports);
   return exports;
 }
 

@@ -18,5 +18,7 @@ inline int64_t ArgInt64(const Napi::CallbackInfo& info, size_t i) {
 void InitFdIo(Napi::Env env, Napi::Object exports);
 void InitMapping(Napi::Env env, Napi::Object exports);
 void InitFdWatch(Napi::Env env, Napi::Object exports);
+void InitUring(Napi::Env env, Napi::Object exports);
+void InitRbd(Napi::Env env, Napi::Object exports);
 
 }  // namespace vhostd
