@@ -16,6 +16,8 @@ export interface AppOptions {
   rpcSocket: string;
   jsonConfig?: string;
   logLevel?: string;
+  /** How long an idle reactor keeps polling before it sleeps on guest kicks. */
+  pollIdleUs?: number;
   /** Mode of controller and RPC sockets. */
   socketMode?: number;
   logger?: Logger;
@@ -38,10 +40,10 @@ export class VhostdApp {
   static async start(opts: AppOptions): Promise<VhostdApp> {
     const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info' }, pino.destination({ fd: 2, sync: true }));
     const cores = parseCpumask(opts.cpumask);
-    const pool = new ReactorPool(cores, log);
+    const pool = new ReactorPool(cores, log, opts.pollIdleUs);
     const bdevs = new BdevRegistry();
     const vhost = new VhostService({ socketDir: opts.socketDir, socketMode: opts.socketMode ?? 0o600 }, bdevs, pool, log);
-    const ctx: RpcContext = { bdevs, vhost, logger: log, version: VERSION };
+    const ctx: RpcContext = { bdevs, vhost, logger: log, version: VERSION, reactors: pool };
     const rpc = new RpcServer({ socketPath: opts.rpcSocket, logger: log });
     registerMethods(rpc, ctx);
     const app = new VhostdApp(log, pool, bdevs, vhost, rpc, ctx);

@@ -18,10 +18,15 @@ export async function main(argv: string[]): Promise<void> {
     .option('-r, --rpc-socket <path>', 'JSON-RPC Unix socket', DEFAULT_RPC_SOCKET)
     .option('-c, --json <file>', 'JSON config (as written by save_config) to load at start')
     .option('-L, --log-level <level>', 'log level (fatal, error, warn, info, debug, trace)', 'info')
+    .option('--poll-idle-us <us>', 'idle time after which a polling reactor sleeps on guest kicks', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected microseconds >= 0');
+      return n;
+    }, 1000)
     .option('--socket-mode <mode>', 'permissions of the RPC and controller sockets', parseMode, 0o600)
     .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
   program.parse(argv);
-  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number }>();
+  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; pollIdleUs: number }>();
   let app: VhostdApp;
   try {
     app = await VhostdApp.start({
@@ -31,6 +36,7 @@ export async function main(argv: string[]): Promise<void> {
       jsonConfig: o.json,
       logLevel: o.logLevel,
       socketMode: o.socketMode,
+      pollIdleUs: o.pollIdleUs,
     });
   } catch (e) {
     process.stderr.write(`vhostd: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -19,6 +19,10 @@ interface QueueSlot {
 export interface DeviceHost {
   deviceFailed(dev: DeviceInstance, qid: number, reason: string): void;
   scheduleFlush(runner: QueueRunner): void;
+  /** A queue was kicked, started or stopped: the reactor re-plans its polling. */
+  queuesChanged(): void;
+  /** The guest kicked: the reactor switches to (or stays in) poll mode. */
+  kicked(): void;
 }
 
 export class DeviceInstance {
@@ -31,7 +35,7 @@ export class DeviceInstance {
   constructor(
     readonly devId: number,
     readonly spec: DeviceSpec,
-    host: DeviceHost,
+    private readonly host: DeviceHost,
     private readonly warn: (msg: string) => void,
   ) {
     this.channel = openChannel(spec.bdev);
@@ -56,13 +60,17 @@ export class DeviceInstance {
     runner.handler = new BlkHandler(runner, this.channel, this.spec, this.warn);
     const watch = new native.FdWatch(kickFd, () => {
       native.eventfdRead(kickFd);
+      // Serve the kicked queue at once (wake-up latency), then let the reactor poll.
       runner.poll();
+      this.host.kicked();
     });
     this.queues.set(cfg.qid, { runner, kickFd, watch });
     this.broken = false;
     watch.start();
+    this.host.queuesChanged();
     // The driver may have queued requests before the kick fd was handed to us.
     runner.poll();
+    this.host.kicked();
     return runner;
   }
 
@@ -71,14 +79,27 @@ export class DeviceInstance {
     const slot = this.queues.get(qid);
     if (!slot) throw new Error(`queue ${qid} is not running`);
     slot.watch.close();
-    await slot.runner.stop();
     this.queues.delete(qid);
+    this.host.queuesChanged();
+    await slot.runner.stop();
     return slot.runner.queue.lastAvail;
   }
 
   setCallFd(qid: number, fd: number): void {
     const slot = this.queues.get(qid);
     if (slot) slot.runner.callFd = fd;
+  }
+
+  runners(): QueueRunner[] {
+    return [...this.queues.values()].map((s) => s.runner);
+  }
+
+  /**
+   * Reaps completions of backends that poll (io_uring, rbd). Such backends also watch their own
+   * completion fd, so a sleeping reactor still completes their I/O.
+   */
+  pollChannel(): number {
+    return this.channel.poll ? this.channel.poll() : 0;
   }
 
   /** Stops every queue at once after a protocol violation; requests in flight still complete. */
@@ -88,6 +109,7 @@ export class DeviceInstance {
       slot.watch.stop();
       slot.runner.stopped = true;
     }
+    this.host.queuesChanged();
   }
 
   async close(): Promise<void> {
@@ -98,6 +120,7 @@ export class DeviceInstance {
   stats(): QueueStats[] {
     return [...this.queues.values()].map((s) => ({
       devId: this.devId,
+      device: this.spec.name,
       qid: s.runner.qid,
       inFlight: s.runner.inFlight,
       completed: s.runner.completed,

@@ -18,14 +18,25 @@ export type ReactorRequest =
 
 export interface QueueStats {
   devId: number;
+  /** Controller name. */
+  device: string;
   qid: number;
   inFlight: number;
   completed: number;
 }
 
 export interface ReactorStats {
+  index: number;
   core: number;
   tid: number;
+  /** Sleeping on kick eventfds (true) or polling. */
+  inInterrupt: boolean;
+  busyUs: number;
+  idleUs: number;
+  /** Interrupt → poll transitions. */
+  wakeups: number;
+  gcCount: number;
+  heapUsed: number;
   queues: QueueStats[];
 }
 
@@ -37,4 +48,6 @@ export interface ReactorInit {
   index: number;
   core: number;
   logLevel: string;
+  /** How long a reactor keeps polling with no work before it sleeps on kicks. */
+  pollIdleUs: number;
 }

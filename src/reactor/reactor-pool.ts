@@ -78,6 +78,9 @@ export function formatCpumask(cores: number[]): string {
   return `0x${v.toString(16)}`;
 }
 
+/** Default time a reactor keeps polling an idle ring before it sleeps on kicks. */
+export const DEFAULT_POLL_IDLE_US = 1000;
+
 export class ReactorPool {
   readonly reactors: ReactorHandle[] = [];
   private readonly listeners = new Set<(e: ReactorEvent) => void>();
@@ -85,9 +88,10 @@ export class ReactorPool {
   constructor(
     readonly cores: number[],
     private readonly log: Logger,
+    pollIdleUs = DEFAULT_POLL_IDLE_US,
   ) {
     cores.forEach((core, index) => {
-      const init: ReactorInit = { index, core, logLevel: log.level };
+      const init: ReactorInit = { index, core, logLevel: log.level, pollIdleUs };
       const worker = new Worker(workerEntry(), { workerData: init });
       this.reactors.push(new ReactorHandle(index, core, worker, (e) => this.dispatch(e), log));
     });

@@ -2,6 +2,7 @@
 // encode the reply; they hold no state of their own.
 import type { Logger } from 'pino';
 import type { BdevRegistry } from '../bdev/registry.js';
+import type { ReactorStats } from '../reactor/messages.js';
 
 export interface BlkControllerParams {
   ctrlr: string;
@@ -35,10 +36,18 @@ export interface VhostControllerService {
   setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void;
 }
 
+/** Reactor statistics for framework_get_reactors / thread_get_stats. */
+export interface ReactorInfoProvider {
+  readonly cpumask: string;
+  stats(): Promise<ReactorStats[]>;
+}
+
 /** Everything an RPC method may touch. */
 export interface RpcContext {
   bdevs: BdevRegistry;
   vhost: VhostControllerService;
   logger: Logger;
   version: string;
+  /** Absent in RPC unit tests that run without reactors. */
+  reactors?: ReactorInfoProvider;
 }

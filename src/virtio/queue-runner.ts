@@ -66,20 +66,17 @@ export class QueueRunner {
     this.queue.bind(this.mem, this.addrs, false);
   }
 
-  /** Processes every available request; returns how many were started. */
+  /**
+   * Processes every available request (one pass until the ring is empty) and publishes the
+   * batch's completions with at most one guest signal; returns how many requests were started.
+   */
   poll(): number {
     if (this.stopped) return 0;
     const q = this.queue;
     let started = 0;
     this.polling = true;
     try {
-      for (;;) {
-        let n = q.available();
-        if (n === 0) {
-          q.enableNotifications();
-          n = q.available();
-          if (n === 0) break;
-        }
+      for (let n = q.available(); n > 0 && !this.stopped; n = q.available()) {
         for (; n > 0 && !this.stopped; n--) {
           const head = q.popHead();
           if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
@@ -90,7 +87,6 @@ export class QueueRunner {
           started++;
           this.handler.handle(head, this.chain);
         }
-        if (this.stopped) break;
       }
     } catch (e) {
       this.polling = false;
@@ -100,6 +96,25 @@ export class QueueRunner {
     this.polling = false;
     this.flush();
     return started;
+  }
+
+  /**
+   * Asks the driver to kick again before the reactor sleeps; returns true when requests arrived
+   * meanwhile (then the reactor must keep polling instead of sleeping).
+   */
+  arm(): boolean {
+    if (this.stopped) return false;
+    this.queue.enableNotifications();
+    try {
+      return this.queue.available() > 0;
+    } catch {
+      return true; // poll() reports the bad index
+    }
+  }
+
+  /** Tells the driver not to kick while the reactor polls. */
+  quiesce(): void {
+    if (!this.stopped) this.queue.disableNotifications();
   }
 
   /** Records a finished request; `len` is the number of bytes written into guest buffers. */

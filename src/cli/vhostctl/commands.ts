@@ -3,7 +3,7 @@
 // with vhostctl unchanged. Each spec says how to turn parsed arguments into the RPC params and how
 // rpc.py prints the result.
 import { type Command, InvalidArgumentError } from 'commander';
-import { bdevTable, controllerTable, methodTable } from './tables.js';
+import { bdevTable, controllerTable, methodTable, reactorTable } from './tables.js';
 
 /** Parsed positionals and options of one subcommand, keyed by name (commander's camelCase). */
 // `any`: CLI glue; each builder reads exactly the keys its command declared.
@@ -280,5 +280,20 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
     configure: (cmd) => cmd.argument('<ctrlr>', 'controller name'),
     params: (a) => ({ ctrlr: a.ctrlr }),
     output: 'none',
+  },
+  {
+    name: 'framework_get_reactors',
+    description: 'Display list of all reactors',
+    configure: (cmd) => tableOption(cmd),
+    params: () => undefined,
+    output: 'dict',
+    table: (r) => reactorTable(r),
+  },
+  {
+    name: 'thread_get_stats',
+    description: 'Display current statistics of all the threads',
+    configure: () => undefined,
+    params: () => undefined,
+    output: 'dict',
   },
 ];

@@ -71,3 +71,27 @@ export function methodTable(methods: unknown[]): string {
     methods.map((m) => [str(m)]),
   );
 }
+
+/** framework_get_reactors: one row per reactor, with its queues, busy/idle time and completions. */
+export function reactorTable(result: unknown): string {
+  const r = (result ?? {}) as { tick_rate?: number; reactors?: Row[] };
+  const rate = Number(r.tick_rate) || 1;
+  return render(
+    ['Core', 'TID', 'Mode', 'Busy (s)', 'Idle (s)', 'Busy %', 'Queues', 'Completed I/O'],
+    (r.reactors ?? []).map((x) => {
+      const busy = Number(x.busy);
+      const idle = Number(x.idle);
+      const queues = Array.isArray(x.queues) ? (x.queues as Row[]) : [];
+      return [
+        str(x.lcore),
+        str(x.tid),
+        x.in_interrupt ? 'interrupt' : 'poll',
+        (busy / rate).toFixed(3),
+        (idle / rate).toFixed(3),
+        busy + idle > 0 ? ((100 * busy) / (busy + idle)).toFixed(1) : '0.0',
+        queues.map((q) => `${str(q.device)}/${str(q.queue)}`).join(' '),
+        String(queues.reduce((n, q) => n + Number(q.completed), 0)),
+      ];
+    }),
+  );
+}

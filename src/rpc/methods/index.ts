@@ -5,6 +5,7 @@ import type { RpcServer } from '../server.js';
 import { bdevMethods } from './bdev.js';
 import { frameworkMethods } from './framework.js';
 import type { RpcMethodDef, RpcMethodEntry, RpcMethodTable } from './types.js';
+import { reactorMethods } from './reactor.js';
 import { vhostMethods } from './vhost.js';
 
 export type { RpcMethodDef, RpcMethodEntry, RpcMethodHandler, RpcMethodTable } from './types.js';
@@ -12,7 +13,7 @@ export type { RpcMethodDef, RpcMethodEntry, RpcMethodHandler, RpcMethodTable } f
 /** Builds name -> handler for all methods and aliases (aliases point at the same handler). */
 export function buildMethodTable(ctx: RpcContext): RpcMethodTable {
   const table = new Map<string, RpcMethodEntry>();
-  const defs: RpcMethodDef[] = [...frameworkMethods(ctx, () => table), ...bdevMethods(ctx), ...vhostMethods(ctx)];
+  const defs: RpcMethodDef[] = [...frameworkMethods(ctx, () => table), ...bdevMethods(ctx), ...vhostMethods(ctx), ...reactorMethods(ctx)];
   for (const def of defs) {
     if (table.has(def.name)) throw new Error(`duplicate RPC method ${def.name}`);
     table.set(def.name, { name: def.name, handler: def.handler, deprecated: def.legacy ?? false });

@@ -1,0 +1,72 @@
+// Reactors: a multi-queue controller on a 2-core cpumask is served from both reactors, idle
+// reactors sleep (no CPU), and the first request after idle wakes them.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { BlkStatus } from '../../src/devices/blk/blk-spec.js';
+import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
+import { VhostdProcess } from '../lib/vhostd.js';
+
+let d: VhostdProcess;
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+interface Reactors {
+  tick_rate: number;
+  reactors: Array<{ lcore: number; in_interrupt: boolean; busy: number; idle: number; queues: Array<{ device: string; queue: number; completed: number }> }>;
+}
+
+describe('reactors', () => {
+  before(async () => {
+    d = await VhostdProcess.start(['-m', '0x3', '--poll-idle-us', '2000']);
+    await d.rpc('bdev_malloc_create', { name: 'M0', num_blocks: 16384, block_size: 512 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'mq', dev_name: 'M0', cpumask: '0x3' });
+  });
+  after(async () => {
+    assert.equal(await d.stop(), 0);
+  });
+
+  test('a 2-queue controller on cpumask 0x3 is served from both reactors', async () => {
+    const ini = await BlkInitiator.connect(d.socket('mq'), { queues: 2 });
+    try {
+      for (let q = 0; q < 2; q++) {
+        const data = new Uint8Array(4096).fill(q + 1);
+        assert.equal((await ini.write(8 * q, data, q)).status, BlkStatus.OK);
+        assert.deepEqual((await ini.read(8 * q, 4096, q)).data, data);
+      }
+      const r = await d.rpc<Reactors>('framework_get_reactors');
+      assert.equal(r.reactors.length, 2);
+      const served = r.reactors.map((x) => x.queues.filter((q) => q.device === 'mq').map((q) => q.queue));
+      assert.deepEqual(served.flat().sort(), [0, 1]);
+      assert.ok(served.every((qs) => qs.length === 1), `each reactor serves one queue: ${JSON.stringify(served)}`);
+      for (const x of r.reactors) assert.ok(x.queues.every((q) => q.completed >= 2));
+    } finally {
+      ini.close();
+    }
+  });
+
+  test('idle with a connected front-end: reactors sleep, CPU < 1%, and wake on the next request', async () => {
+    const ini = await BlkInitiator.connect(d.socket('mq'), { queues: 2 });
+    try {
+      assert.equal((await ini.read(0, 4096)).status, BlkStatus.OK);
+      await new Promise((r) => setTimeout(r, 200));
+      const r = await d.rpc<Reactors>('framework_get_reactors');
+      assert.ok(r.reactors.every((x) => x.in_interrupt), 'both reactors in interrupt mode');
+      const pid = d.proc.pid as number;
+      const c0 = cpuSeconds(pid);
+      await new Promise((res) => setTimeout(res, 2000));
+      const used = (cpuSeconds(pid) - c0) / 2;
+      assert.ok(used < 0.01, `idle CPU ${(used * 100).toFixed(2)}% of a core`);
+      const t0 = performance.now();
+      assert.equal((await ini.read(0, 4096, 1)).status, BlkStatus.OK);
+      const wakeUs = (performance.now() - t0) * 1000;
+      console.log(`# idle CPU ${(used * 100).toFixed(2)}% of a core; first request after idle: ${wakeUs.toFixed(0)} us`);
+    } finally {
+      ini.close();
+    }
+  });
+});
