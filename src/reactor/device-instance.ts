@@ -82,7 +82,7 @@ export class DeviceInstance {
     this.queues.delete(qid);
     this.host.queuesChanged();
     await slot.runner.stop();
-    return slot.runner.queue.lastAvail;
+    return slot.runner.queue.vringBase();
   }
 
   setCallFd(qid: number, fd: number): void {

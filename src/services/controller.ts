@@ -1,15 +1,21 @@
 // A vhost-user controller: a listening socket named after the controller, and one session per
 // connected front-end (QEMU reconnects after restarts and guest reboots).
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { EAGAIN, type FdWatchHandle, check, native } from '../native/index.js';
 import { DevicePlane } from '../reactor/device-plane.js';
 import type { ReactorPool } from '../reactor/reactor-pool.js';
 import { VhostUserConnection } from '../vhost-user/connection.js';
 import type { DeviceModel } from '../vhost-user/device-model.js';
+import { Req } from '../vhost-user/protocol.js';
 import { VhostUserSession } from '../vhost-user/session.js';
+import { applySocketPerms, withPrivateUmask } from '../util/socket-perms.js';
 
-/** Connections one controller serves at once; more are refused so idle clients cannot pile up. */
+/**
+ * Connections one controller serves at once. At the limit, a new connection evicts the oldest one
+ * that never negotiated (sent neither SET_OWNER nor SET_MEM_TABLE), so clients that connect and
+ * never speak cannot lock QEMU out; only when every session negotiated is the new one refused.
+ */
 export const MAX_SESSIONS_PER_CONTROLLER = 8;
 
 export interface ControllerOptions {
@@ -18,12 +24,18 @@ export interface ControllerOptions {
   cores: number[];
   model: DeviceModel;
   socketMode: number;
+  /** Group of the socket file, when set (--socket-group). */
+  socketGid?: number;
 }
 
 interface SessionEntry {
   session: VhostUserSession;
   plane: DevicePlane;
   conn: VhostUserConnection;
+  id: number;
+  acceptedAt: number;
+  /** Sent SET_OWNER or SET_MEM_TABLE: a front-end at work, never evicted for a newcomer. */
+  negotiated: boolean;
   /** Settles once the session released its queues and memory. */
   closed?: Promise<void>;
 }
@@ -55,8 +67,15 @@ export class Controller {
     } catch {
       // no stale socket
     }
-    this.listenFd = check('listen', native.socketListen(path, 16));
-    chmodSync(path, this.opts.socketMode);
+    this.listenFd = check('listen', withPrivateUmask(() => native.socketListen(path, 16)));
+    try {
+      applySocketPerms(path, { mode: this.opts.socketMode, gid: this.opts.socketGid });
+    } catch (e) {
+      native.close(this.listenFd);
+      this.listenFd = -1;
+      unlinkSync(path);
+      throw e;
+    }
     this.watch = new native.FdWatch(this.listenFd, () => this.acceptAll());
     this.watch.start();
     this.log.info({ ctrlr: this.name, socket: path }, 'controller listening');
@@ -66,8 +85,8 @@ export class Controller {
     for (;;) {
       const fd = native.accept(this.listenFd);
       if (fd === -EAGAIN || fd < 0) return;
-      if (this.sessions.size >= MAX_SESSIONS_PER_CONTROLLER) {
-        this.log.warn({ ctrlr: this.name }, `refusing connection: ${MAX_SESSIONS_PER_CONTROLLER} sessions already open`);
+      if (this.sessions.size >= MAX_SESSIONS_PER_CONTROLLER && !this.evictIdle()) {
+        this.log.warn({ ctrlr: this.name }, `refusing connection: ${MAX_SESSIONS_PER_CONTROLLER} negotiated sessions already open`);
         native.close(fd);
         continue;
       }
@@ -75,14 +94,31 @@ export class Controller {
     }
   }
 
+  /** Closes the oldest session that never negotiated; false when every session did. */
+  private evictIdle(): boolean {
+    for (const s of this.sessions) {
+      if (s.negotiated) continue;
+      this.log.warn(
+        { ctrlr: this.name, session: s.id, idleMs: Date.now() - s.acceptedAt },
+        `evicting the oldest connection that never negotiated: ${MAX_SESSIONS_PER_CONTROLLER} sessions open and a new front-end is connecting`,
+      );
+      s.conn.close('evicted to admit a new connection (never negotiated)');
+      return true;
+    }
+    return false;
+  }
+
   private startSession(fd: number): void {
     const id = this.nextSessionId++;
     const log = this.log.child({ ctrlr: this.name, session: id });
     const plane = new DevicePlane(this.pool, this.opts.cores, this.opts.model.spec());
-    const entry = { plane } as SessionEntry;
+    const entry = { plane, id, acceptedAt: Date.now(), negotiated: false } as SessionEntry;
     entry.conn = new VhostUserConnection(
       fd,
-      (m) => entry.session.handle(m),
+      (m) => {
+        if (m.request === Req.SET_OWNER || m.request === Req.SET_MEM_TABLE) entry.negotiated = true;
+        return entry.session.handle(m);
+      },
       (reason) => {
         log.info({ reason }, 'vhost-user connection closed');
         this.sessions.delete(entry);

@@ -1,6 +1,7 @@
 // The control-plane API the RPC layer calls. RPC methods decode params, call one of these, and
 // encode the reply; they hold no state of their own.
 import type { Logger } from 'pino';
+import type { ConfigCall } from '../bdev/bdev.js';
 import type { BdevRegistry } from '../bdev/registry.js';
 import type { ReactorStats } from '../reactor/messages.js';
 
@@ -34,6 +35,11 @@ export interface VhostControllerService {
   /** Throws ENODEV for an unknown name. */
   getControllers(name?: string): ControllerInfo[];
   setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void;
+  /**
+   * The RPC calls that recreate the controllers of one SPDK subsystem, in creation order (SPDK's
+   * spdk_vhost_blk_config_json / spdk_vhost_scsi_config_json), for framework_get_config.
+   */
+  writeConfig(subsystem: 'vhost_blk' | 'vhost_scsi'): ConfigCall[];
 }
 
 /** Reactor statistics for framework_get_reactors / thread_get_stats. */

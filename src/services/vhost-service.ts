@@ -2,6 +2,7 @@
 // controller, sockets in the socket directory), and the vhost_get_controllers view.
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { ConfigCall } from '../bdev/bdev.js';
 import type { BdevRegistry } from '../bdev/registry.js';
 import { BlkModel } from '../devices/blk/blk-model.js';
 import { formatCpumask, parseCpumask, type ReactorPool } from '../reactor/reactor-pool.js';
@@ -20,6 +21,7 @@ interface Entry {
   cores: number[];
   bdevName: string;
   readonly: boolean;
+  packedRing: boolean;
   kind: 'blk';
   delayBaseUs: number;
   iopsThreshold: number;
@@ -28,6 +30,8 @@ interface Entry {
 export interface VhostServiceOptions {
   socketDir: string;
   socketMode: number;
+  /** Group of the controller sockets (--socket-group). */
+  socketGid?: number;
 }
 
 export class VhostService implements VhostControllerService {
@@ -76,17 +80,17 @@ export class VhostService implements VhostControllerService {
   async createBlkController(p: BlkControllerParams): Promise<void> {
     const socketPath = this.checkName(p.ctrlr);
     const cores = this.cores(p.cpumask);
-    if (p.packedRing) throw VhostdError.errno('ENOTSUP', 'packed rings are not supported yet');
     const bdev = this.bdevs.claim(p.devName, p.ctrlr);
     try {
-      const model = new BlkModel(p.ctrlr, bdev, { readonly: p.readonly ?? false });
-      const controller = new Controller({ name: p.ctrlr, socketPath, cores, model, socketMode: this.opts.socketMode }, this.pool, this.log);
+      const model = new BlkModel(p.ctrlr, bdev, { readonly: p.readonly ?? false, packedRing: p.packedRing ?? false });
+      const controller = new Controller({ name: p.ctrlr, socketPath, cores, model, socketMode: this.opts.socketMode, socketGid: this.opts.socketGid }, this.pool, this.log);
       controller.listen();
       this.controllers.set(p.ctrlr, {
         controller,
         cores,
         bdevName: bdev.name,
         readonly: p.readonly ?? false,
+        packedRing: p.packedRing ?? false,
         kind: 'blk',
         delayBaseUs: DEFAULT_DELAY_BASE_US,
         iopsThreshold: DEFAULT_IOPS_THRESHOLD,
@@ -139,6 +143,39 @@ export class VhostService implements VhostControllerService {
       sessions: [],
       backend_specific: { block: { readonly: e.readonly, bdev: e.bdevName, transport: 'vhost_user_blk' } },
     }));
+  }
+
+  /**
+   * The calls that recreate this subsystem's controllers, in creation order: SPDK's
+   * vhost_blk_write_config_json ({ctrlr, dev_name, cpumask, readonly, transport}) and
+   * vhost_controller_set_coalescing when it differs from the defaults. SCSI controllers
+   * (vhost_create_scsi_controller, vhost_scsi_controller_add_target per target,
+   * vhost_start_scsi_controller) belong to 'vhost_scsi' once they exist.
+   */
+  writeConfig(subsystem: 'vhost_blk' | 'vhost_scsi'): ConfigCall[] {
+    const calls: ConfigCall[] = [];
+    for (const [ctrlr, e] of this.controllers) {
+      if (subsystem !== 'vhost_blk' || e.kind !== 'blk') continue;
+      calls.push({
+        method: 'vhost_create_blk_controller',
+        params: {
+          ctrlr,
+          dev_name: e.bdevName,
+          cpumask: formatCpumask(e.cores),
+          readonly: e.readonly,
+          transport: 'vhost_user_blk',
+          // Not in SPDK's output (it forgets it); written only when set, so SPDK reads the file too.
+          ...(e.packedRing ? { packed_ring: true } : {}),
+        },
+      });
+      if (e.delayBaseUs !== DEFAULT_DELAY_BASE_US || e.iopsThreshold !== DEFAULT_IOPS_THRESHOLD) {
+        calls.push({
+          method: 'vhost_controller_set_coalescing',
+          params: { ctrlr, delay_base_us: e.delayBaseUs, iops_threshold: e.iopsThreshold },
+        });
+      }
+    }
+    return calls;
   }
 
   setCoalescing(ctrlr: string, delayBaseUs: number, iopsThreshold: number): void {

@@ -186,8 +186,10 @@ export class VhostUserSession {
       case Req.SET_VRING_NUM: {
         const s = decodeVringState(name, p);
         const v = this.vring(s.index, name);
-        if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
-          throw new ProtocolError(`SET_VRING_NUM: size ${s.num} is not a power of two up to ${MAX_QUEUE_SIZE}`);
+        // Split rings need a power of two; packed rings any size up to 32768.
+        const packed = hasFeature(this.features, VirtioFeature.RING_PACKED);
+        if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (!packed && (s.num & (s.num - 1)) !== 0)) {
+          throw new ProtocolError(`SET_VRING_NUM: size ${s.num} is not ${packed ? 'between 1 and' : 'a power of two up to'} ${MAX_QUEUE_SIZE}`);
         }
         if (v.running) throw new ProtocolError(`SET_VRING_NUM: vring ${s.index} is running`);
         v.num = s.num;
@@ -197,7 +199,10 @@ export class VhostUserSession {
         const s = decodeVringState(name, p);
         const v = this.vring(s.index, name);
         if (v.running) throw new ProtocolError(`SET_VRING_BASE: vring ${s.index} is running`);
-        if (s.num > 0xffff) throw new ProtocolError(`SET_VRING_BASE: base ${s.num} beyond 16 bits`);
+        // Packed rings carry avail index + wrap in the low 16 bits and used index + wrap in the high 16.
+        if (s.num > 0xffff && !hasFeature(this.features, VirtioFeature.RING_PACKED)) {
+          throw new ProtocolError(`SET_VRING_BASE: base ${s.num} beyond 16 bits`);
+        }
         v.base = s.num;
         return false;
       }
@@ -292,14 +297,16 @@ export class VhostUserSession {
     const v = this.vrings[index];
     if (v.running || !v.enabled || v.kickFd < 0 || v.num === 0 || v.addr === undefined) return;
     const a = v.addr;
+    const packed = hasFeature(this.features, VirtioFeature.RING_PACKED);
     const descGpa = this.uvaToGpa(a.descUserAddr, 16 * v.num, 'descriptor table');
-    const availGpa = this.uvaToGpa(a.availUserAddr, 6 + 2 * v.num, 'avail ring');
-    const usedGpa = this.uvaToGpa(a.usedUserAddr, 6 + 8 * v.num, 'used ring');
+    const availGpa = this.uvaToGpa(a.availUserAddr, packed ? 4 : 6 + 2 * v.num, packed ? 'driver event area' : 'avail ring');
+    const usedGpa = this.uvaToGpa(a.usedUserAddr, packed ? 4 : 6 + 8 * v.num, packed ? 'device event area' : 'used ring');
     const cfg: QueueConfig = {
       qid: index,
       size: v.num,
       eventIdx: hasFeature(this.features, VirtioFeature.RING_EVENT_IDX),
       indirect: hasFeature(this.features, VirtioFeature.RING_INDIRECT_DESC),
+      packed,
       lastAvail: v.base,
       addrs: { descGpa, availGpa, usedGpa },
       callFd: v.callFd,

@@ -38,6 +38,10 @@ export class Chain {
   writableLen = 0;
   overflow = false;
   descCount = 0;
+  /** Packed rings: ring slots the chain occupies, and its buffer id. */
+  ringDescs = 0;
+  id = 0;
+  seenWritable = false;
   // The last writable byte, found even on overflow so a status can still be reported.
   lastWin: Uint8Array | undefined;
   lastOff = 0;
@@ -53,6 +57,8 @@ export class Chain {
     this.writableLen = 0;
     this.overflow = false;
     this.descCount = 0;
+    this.ringDescs = 0;
+    this.seenWritable = false;
     this.lastWin = undefined;
   }
 }
@@ -63,10 +69,9 @@ export class ChainWalker {
     private readonly indirectAllowed: boolean,
   ) {}
 
-  /** Fills `out` with the chain starting at `head` of a table of `size` entries. */
+  /** Split ring: fills `out` with the chain starting at `head` of a table of `size` entries. */
   walk(view: DataView, tableOff: number, size: number, head: number, out: Chain): number {
     out.reset();
-    let seenWritable = false;
     let idx = head;
     let tView = view;
     let tOff = tableOff;
@@ -94,20 +99,75 @@ export class ChainWalker {
         idx = 0;
         continue;
       }
-      const writable = (flags & F_WRITE) !== 0;
-      if (writable) {
-        if (!seenWritable) {
-          seenWritable = true;
-          out.firstWritable = out.iov.count;
-        }
-      } else if (seenWritable) {
-        return ChainError.ORDER;
-      }
-      if (!this.addBuffer(addr, len, writable, out)) return ChainError.BAD_ADDRESS;
+      const rc = this.segment(addr, len, flags, out);
+      if (rc !== ChainError.OK) return rc;
       if (!(flags & F_NEXT)) break;
       idx = next;
     }
-    if (!seenWritable) out.firstWritable = out.iov.count;
+    return this.finish(out);
+  }
+
+  /**
+   * Packed ring: fills `out` with the chain whose first descriptor is ring slot `start`; sets
+   * out.ringDescs (slots consumed) and out.id (the buffer id, from the chain's last descriptor).
+   */
+  walkPacked(view: DataView, tableOff: number, size: number, start: number, out: Chain): number {
+    out.reset();
+    let slot = start;
+    for (;;) {
+      if (out.ringDescs === size) return ChainError.LOOP;
+      const d = tableOff + slot * 16;
+      const addr = view.getUint32(d + 4, true) * 0x100000000 + view.getUint32(d, true);
+      const len = view.getUint32(d + 8, true);
+      const id = view.getUint16(d + 12, true);
+      const flags = view.getUint16(d + 14, true);
+      out.ringDescs++;
+      out.descCount++;
+      if (flags & F_INDIRECT) {
+        // An indirect table is the whole buffer: walked in order, NEXT ignored, no nesting.
+        if (!this.indirectAllowed || flags & F_NEXT) return ChainError.BAD_INDIRECT;
+        if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT) return ChainError.BAD_INDIRECT;
+        if (!this.mem.translateWhole(addr, len)) return ChainError.BAD_INDIRECT;
+        const iv = this.mem.view;
+        const io = this.mem.off;
+        for (let i = 0; i < len / 16; i++) {
+          const e = io + i * 16;
+          const f = iv.getUint16(e + 14, true);
+          if (f & F_INDIRECT) return ChainError.BAD_INDIRECT;
+          out.descCount++;
+          const rc = this.segment(iv.getUint32(e + 4, true) * 0x100000000 + iv.getUint32(e, true), iv.getUint32(e + 8, true), f, out);
+          if (rc !== ChainError.OK) return rc;
+        }
+        out.id = id;
+        break;
+      }
+      const rc = this.segment(addr, len, flags, out);
+      if (rc !== ChainError.OK) return rc;
+      if (!(flags & F_NEXT)) {
+        out.id = id;
+        break;
+      }
+      slot = slot + 1 === size ? 0 : slot + 1;
+    }
+    return this.finish(out);
+  }
+
+  /** Adds one descriptor's buffer, enforcing readable-before-writable. */
+  private segment(addr: number, len: number, flags: number, out: Chain): number {
+    const writable = (flags & F_WRITE) !== 0;
+    if (writable) {
+      if (!out.seenWritable) {
+        out.seenWritable = true;
+        out.firstWritable = out.iov.count;
+      }
+    } else if (out.seenWritable) {
+      return ChainError.ORDER;
+    }
+    return this.addBuffer(addr, len, writable, out) ? ChainError.OK : ChainError.BAD_ADDRESS;
+  }
+
+  private finish(out: Chain): number {
+    if (!out.seenWritable) out.firstWritable = out.iov.count;
     return ChainError.OK;
   }
 

@@ -2,14 +2,18 @@
 // handler, collects completions, and publishes used entries + signals the guest once per batch.
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { native } from '../native/index.js';
-import { Chain, ChainError, ChainWalker, chainErrorText } from './desc-chain.js';
-import { QueueError, type RingAddresses, SplitQueue } from './split-queue.js';
+import { Chain, ChainWalker } from './desc-chain.js';
+import { PackedQueue } from './packed-queue.js';
+import { SplitQueue } from './split-queue.js';
+import { QueueError, type RingAddresses, type Virtqueue } from './virtqueue.js';
 
 export interface QueueConfig {
   qid: number;
   size: number;
   eventIdx: boolean;
   indirect: boolean;
+  packed: boolean;
+  /** Vring base from SET_VRING_BASE (packed: index | wrap counter << 15). */
   lastAvail: number;
   addrs: RingAddresses;
   callFd: number;
@@ -32,7 +36,7 @@ export interface RunnerHost {
 
 export class QueueRunner {
   readonly qid: number;
-  readonly queue: SplitQueue;
+  readonly queue: Virtqueue;
   private readonly chain: Chain;
   private readonly walker: ChainWalker;
   private readonly heads: Uint8Array;
@@ -54,7 +58,7 @@ export class QueueRunner {
   ) {
     this.qid = cfg.qid;
     this.callFd = cfg.callFd;
-    this.queue = new SplitQueue(cfg.size, cfg.eventIdx, cfg.lastAvail);
+    this.queue = cfg.packed ? new PackedQueue(cfg.size, cfg.eventIdx, cfg.lastAvail) : new SplitQueue(cfg.size, cfg.eventIdx, cfg.lastAvail);
     this.queue.bind(mem, addrs, true);
     this.chain = new Chain(cfg.chainCapacity);
     this.walker = new ChainWalker(mem, cfg.indirect);
@@ -76,17 +80,14 @@ export class QueueRunner {
     let started = 0;
     this.polling = true;
     try {
-      for (let n = q.available(); n > 0 && !this.stopped; n = q.available()) {
-        for (; n > 0 && !this.stopped; n--) {
-          const head = q.popHead();
-          if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
-          const rc = this.walker.walk(q.descView, q.descOff, q.size, head, this.chain);
-          if (rc !== ChainError.OK) throw new QueueError(`chain at head ${head}: ${chainErrorText[rc]}`);
-          this.heads[head] = 1;
-          this.inFlight++;
-          started++;
-          this.handler.handle(head, this.chain);
-        }
+      while (!this.stopped) {
+        const head = q.pop(this.walker, this.chain);
+        if (head < 0) break;
+        if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
+        this.heads[head] = 1;
+        this.inFlight++;
+        started++;
+        this.handler.handle(head, this.chain);
       }
     } catch (e) {
       this.polling = false;
@@ -105,11 +106,7 @@ export class QueueRunner {
   arm(): boolean {
     if (this.stopped) return false;
     this.queue.enableNotifications();
-    try {
-      return this.queue.available() > 0;
-    } catch {
-      return true; // poll() reports the bad index
-    }
+    return this.queue.hasAvailable();
   }
 
   /** Tells the driver not to kick while the reactor polls. */

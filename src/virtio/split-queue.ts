@@ -2,20 +2,14 @@
 // notification suppression. Index fields go through Atomics so the guest's vCPUs observe
 // used-ring entries before the index that publishes them.
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { ChainError, chainErrorText, type Chain, type ChainWalker } from './desc-chain.js';
+import { QueueError, type RingAddresses, type Virtqueue } from './virtqueue.js';
 
 const DESC_SIZE = 16;
 const AVAIL_F_NO_INTERRUPT = 1;
 const USED_F_NO_NOTIFY = 1;
 
-export class QueueError extends Error {}
-
-export interface RingAddresses {
-  descGpa: number;
-  availGpa: number;
-  usedGpa: number;
-}
-
-export class SplitQueue {
+export class SplitQueue implements Virtqueue {
   readonly mask: number;
   /** Descriptor table: read with DataView at descOff + 16 * i. */
   descView!: DataView;
@@ -68,6 +62,26 @@ export class SplitQueue {
     const n = (Atomics.load(this.avail, 1) - this.lastAvail) & 0xffff;
     if (n > this.size) throw new QueueError(`avail index moved by ${n}, more than the queue size ${this.size}`);
     return n;
+  }
+
+  pop(walker: ChainWalker, chain: Chain): number {
+    if (this.available() === 0) return -1;
+    const head = this.popHead();
+    const rc = walker.walk(this.descView, this.descOff, this.size, head, chain);
+    if (rc !== ChainError.OK) throw new QueueError(`chain at head ${head}: ${chainErrorText[rc]}`);
+    return head;
+  }
+
+  hasAvailable(): boolean {
+    try {
+      return this.available() > 0;
+    } catch {
+      return true; // pop() reports the bad index
+    }
+  }
+
+  vringBase(): number {
+    return this.lastAvail;
   }
 
   /** Takes the next avail entry's head; the caller checked available() > 0. */

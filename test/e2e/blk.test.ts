@@ -81,6 +81,23 @@ describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
     assert.equal(second.results.random_match, '1');
   });
 
+  test('packed virtqueues (QEMU packed=on, packed_ring controller): fio verify over both queues', async () => {
+    await d.rpc('bdev_malloc_create', { name: 'Mpk', num_blocks: (64 * MiB) / 512, block_size: 512 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'packed', dev_name: 'Mpk', packed_ring: true });
+    const r = await runGuest({
+      name: 'packed',
+      script: sequence([
+        { script: guestScript('blk-geometry.sh'), env: { DEV: 'vda', EXPECT_SIZE: String(64 * MiB), EXPECT_QUEUES: '2' } },
+        { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vda', SIZE_MB: '16', IODEPTH: '32', NUMJOBS: '2', FS_CHECK: '0' } },
+        { script: 'grep -q "^.\\{34\\}1" /sys/block/vda/device/features && echo "RESULT packed=1" || { echo "RESULT packed=0"; exit 1; }', env: {} },
+      ]),
+      devices: vhostUserBlkArgs(d.socket('packed'), { numQueues: 2, extra: 'packed=on' }),
+    });
+    assertGuestOk(r, 'packed fio');
+    assert.equal(r.results.fio_errors, '0');
+    assert.equal(r.results.packed, '1', 'the guest negotiated VIRTIO_F_RING_PACKED');
+  });
+
   test('a read-only controller: the guest sees it read-only, writes fail, the bdev is unchanged', async () => {
     await d.rpc('bdev_malloc_create', { name: 'Mro', num_blocks: (16 * MiB) / 512, block_size: 512 });
     // Fill the first 64 KiB with a pattern through a writable controller, then swap it for a read-only one.

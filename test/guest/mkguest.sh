@@ -57,7 +57,7 @@ die() { echo "mkguest: ERROR: $*" >&2; exit 1; }
 
 # --- what goes into the guest ----------------------------------------------------------------
 # Host packages the guest's userland is copied from (also part of the cache key).
-PKGS="busybox-static bash fio util-linux e2fsprogs sg3-utils coreutils diffutils kmod cpio"
+PKGS="busybox-static bash fio util-linux fdisk e2fsprogs sg3-utils coreutils diffutils kmod cpio"
 # Real binaries (override busybox applets of the same name). Missing optional ones are skipped.
 BINS_REQUIRED="busybox bash fio blockdev blkdiscard lsblk mount umount mkfs.ext4 e2fsck dd sync sha256sum cmp od stty"
 BINS_OPTIONAL="fstrim sfdisk findmnt blkid wipefs dumpe2fs tune2fs
@@ -154,12 +154,15 @@ fetch_kernel() {
   fi
 }
 
-# Cache key: this script, the compression, the kernel package and the userland package versions.
+# Cache key: this script, the compression, the kernel package, the userland package versions and
+# which optional tools the host has.
 cache_key() {
+  local b
   {
     sha256sum <"$SELF"
     echo "compress=$COMPRESS kernel=$KPKG=$KVERSION"
     dpkg-query -W -f '${Package}=${Version}\n' $PKGS 2>/dev/null || true
+    for b in $BINS_OPTIONAL; do command -v "$b" || true; done
   } | sha256sum | cut -d' ' -f1
 }
 

@@ -15,6 +15,8 @@ const CONFIG_SIZE = 60;
 
 export interface BlkOptions {
   readonly: boolean;
+  /** Offer VIRTIO_F_RING_PACKED (SPDK's packed_ring). */
+  packedRing: boolean;
 }
 
 export class BlkModel implements DeviceModel {
@@ -42,6 +44,7 @@ export class BlkModel implements DeviceModel {
       bit(BlkFeature.MQ) |
       bit(BlkFeature.FLUSH);
     if (opts.readonly) f |= bit(BlkFeature.RO);
+    if (opts.packedRing) f |= bit(VirtioFeature.RING_PACKED);
     if (unmap) f |= bit(BlkFeature.DISCARD);
     if (writeZeroes) f |= bit(BlkFeature.WRITE_ZEROES);
     this.features = f;
