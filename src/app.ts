@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { BdevRegistry } from './bdev/registry.js';
 import { ReactorPool, parseCpumask } from './reactor/reactor-pool.js';
 import { buildMethodTable, registerMethods } from './rpc/methods/index.js';
+import { ConfigError, loadJsonConfig } from './rpc/json-config.js';
 import { RpcServer } from './rpc/server.js';
 import type { RpcContext } from './services/types.js';
 import { VhostService } from './services/vhost-service.js';
@@ -20,11 +21,9 @@ export interface AppOptions {
   pollIdleUs?: number;
   /** Mode of controller and RPC sockets. */
   socketMode?: number;
+  /** Group (gid) of controller and RPC sockets; unchanged when absent. */
+  socketGid?: number;
   logger?: Logger;
-}
-
-interface ConfigFile {
-  subsystems?: Array<{ subsystem: string; config?: Array<{ method: string; params?: unknown }> | null }>;
 }
 
 export class VhostdApp {
@@ -42,13 +41,13 @@ export class VhostdApp {
     const cores = parseCpumask(opts.cpumask);
     const pool = new ReactorPool(cores, log, opts.pollIdleUs);
     const bdevs = new BdevRegistry();
-    const vhost = new VhostService({ socketDir: opts.socketDir, socketMode: opts.socketMode ?? 0o600 }, bdevs, pool, log);
+    const vhost = new VhostService({ socketDir: opts.socketDir, socketMode: opts.socketMode ?? 0o600, socketGid: opts.socketGid }, bdevs, pool, log);
     const ctx: RpcContext = { bdevs, vhost, logger: log, version: VERSION, reactors: pool };
-    const rpc = new RpcServer({ socketPath: opts.rpcSocket, logger: log });
+    const rpc = new RpcServer({ socketPath: opts.rpcSocket, logger: log, socketMode: opts.socketMode, socketGid: opts.socketGid });
     registerMethods(rpc, ctx);
     const app = new VhostdApp(log, pool, bdevs, vhost, rpc, ctx);
     try {
-      if (opts.jsonConfig) await app.loadConfig(JSON.parse(readFileSync(opts.jsonConfig, 'utf8')) as ConfigFile);
+      if (opts.jsonConfig) await app.loadConfig(readConfigFile(opts.jsonConfig), opts.jsonConfig);
       await rpc.start();
     } catch (e) {
       await app.stop();
@@ -65,11 +64,12 @@ export class VhostdApp {
     return entry.handler(params);
   }
 
-  /** Replays an SPDK-style JSON config: each entry is an RPC call, in file order. */
-  async loadConfig(config: ConfigFile): Promise<void> {
-    for (const sub of config.subsystems ?? []) {
-      for (const c of sub.config ?? []) await this.call(c.method, c.params ?? {});
-    }
+  /**
+   * Replays an SPDK JSON config (save_config's format) the way SPDK's --json loader does; see
+   * rpc/json-config.ts for what is skipped and what fails. Throws ConfigError naming the entry.
+   */
+  async loadConfig(config: unknown, source?: string): Promise<void> {
+    await loadJsonConfig(config, buildMethodTable(this.ctx), this.log, source);
   }
 
   async stop(): Promise<void> {
@@ -77,5 +77,19 @@ export class VhostdApp {
     await this.vhost.close();
     await this.pool.close();
     this.log.info('vhostd stopped');
+  }
+}
+
+function readConfigFile(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read JSON config ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new ConfigError(`JSON config ${path} is not valid JSON: ${(e as Error).message}`);
   }
 }

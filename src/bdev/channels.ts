@@ -2,10 +2,14 @@
 import type { BdevChannel, ChannelFactory, ChannelSpec } from './bdev.js';
 import { MallocChannel } from './modules/malloc/malloc.js';
 import { NullChannel } from './modules/null/null.js';
+import { FileChannel } from './modules/uring/uring.js';
+import { RbdChannel } from './modules/rbd/rbd.js';
 
 const factories = new Map<string, ChannelFactory>([
   ['malloc', (spec) => new MallocChannel(spec)],
   ['null', () => new NullChannel()],
+  ['uring', (spec) => new FileChannel(spec)],
+  ['rbd', (spec) => new RbdChannel(spec)],
 ]);
 
 export function registerChannelFactory(module: string, factory: ChannelFactory): void {

@@ -1,11 +1,14 @@
 // Control-thread registry of named bdevs with SPDK-style exclusive claims: a bdev used by a
-// controller cannot be deleted until the controller lets it go.
+// controller cannot be deleted until the controller lets it go — unless the claim holder can
+// hot-remove it (a SCSI target), in which case deletion detaches it first, as SPDK does.
 import { VhostdError } from '../util/errors.js';
 import type { Bdev } from './bdev.js';
 
 export class BdevRegistry {
   private readonly bdevs = new Map<string, Bdev>();
   private readonly claims = new Map<string, string>();
+  /** Claims whose holder lets go when the bdev is deleted (hot-remove). */
+  private readonly onRemove = new Map<string, () => Promise<void>>();
 
   add(bdev: Bdev): Bdev {
     if (this.bdevs.has(bdev.name)) throw VhostdError.errno('EEXIST', `bdev ${bdev.name} already exists`);
@@ -32,24 +35,30 @@ export class BdevRegistry {
     return this.claims.get(name);
   }
 
-  claim(name: string, owner: string): Bdev {
+  claim(name: string, owner: string, onRemove?: () => Promise<void>): Bdev {
     const bdev = this.get(name);
     const holder = this.claims.get(bdev.name);
     if (holder !== undefined) throw VhostdError.errno('EPERM', `bdev ${bdev.name} already claimed by ${holder}`);
     this.claims.set(bdev.name, owner);
+    if (onRemove) this.onRemove.set(bdev.name, onRemove);
     return bdev;
   }
 
   release(name: string, owner: string): void {
-    if (this.claims.get(name) === owner) this.claims.delete(name);
+    if (this.claims.get(name) !== owner) return;
+    this.claims.delete(name);
+    this.onRemove.delete(name);
   }
 
   /** Deletes an unclaimed bdev of the given module (undefined = any module). */
   async delete(name: string, module?: string): Promise<void> {
     const bdev = this.get(name);
     if (module !== undefined && bdev.module !== module) throw VhostdError.errno('ENODEV', `bdev ${name} is not a ${module} bdev`);
+    const hotRemove = this.onRemove.get(bdev.name);
+    if (hotRemove) await hotRemove();
     const holder = this.claims.get(bdev.name);
     if (holder !== undefined) throw VhostdError.errno('EBUSY', `bdev ${bdev.name} is in use by ${holder}`);
+    if (!this.bdevs.has(bdev.name)) throw VhostdError.errno('ENODEV', `bdev ${name} does not exist`);
     this.bdevs.delete(bdev.name);
     await bdev.destroy();
   }

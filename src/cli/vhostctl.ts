@@ -2,13 +2,14 @@
 //   vhostctl [-s RPC_SOCKET] [-t TIMEOUT] [-r RETRIES] [--dry-run] METHOD ARGS...
 //   vhostctl call METHOD [JSON_PARAMS]
 // Output and error text follow rpc.py so existing scripts keep working.
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { RpcClient, RpcError } from '../rpc/client.js';
 import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
 import { type CliArgs, type OutputStyle, type RpcCommandSpec, parseFloatArg, parseIntArg, rpcCommands } from './vhostctl/commands.js';
+import { ConfigCommandError, type ConfigRpc, loadConfig, loadSubsystemConfig, saveConfig, saveSubsystemConfig } from './vhostctl/config.js';
 import { formatConnectError, formatDict, formatJson, formatRpcError, pythonJsonDumps } from './vhostctl/output.js';
 
 export interface CliIo {
@@ -153,6 +154,69 @@ function addRawCallCommand(program: Command, io: CliIo): void {
     });
 }
 
+/** Runs `fn` on one connection, reporting failures like invoke() (rpc.py prints JSONRPCException). */
+async function withClient(opts: GlobalOptions, io: CliIo, fn: (rpc: ConfigRpc) => Promise<string>): Promise<void> {
+  const client = new RpcClient(opts.serverAddr, { timeoutMs: opts.timeout * 1000 });
+  try {
+    await connect(client, opts, io);
+    io.out(await fn(client));
+  } catch (err) {
+    if (err instanceof ExitError) throw err;
+    if (err instanceof RpcError) {
+      io.err(`${formatRpcError(err.method ?? '', err.params, err.requestId ?? 0, err)}\n`);
+    } else if ((err as NodeJS.ErrnoException).code === 'ETIMEDOUT') {
+      io.err('Timeout while waiting for response:\n\n\n');
+    } else {
+      io.err(`${(err as Error).message}\n`);
+    }
+    throw new ExitError(1);
+  } finally {
+    client.close();
+  }
+}
+
+/** rpc.py _json_load: -j is a file path if one exists, else JSON text; stdin when absent. */
+async function readJsonConf(jsonConf: string | undefined): Promise<unknown> {
+  let text: string;
+  if (jsonConf === undefined) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    text = Buffer.concat(chunks).toString('utf8');
+  } else {
+    text = existsSync(jsonConf) ? readFileSync(jsonConf, 'utf8') : jsonConf;
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new ConfigCommandError(`Invalid JSON configuration: ${(err as Error).message}`);
+  }
+}
+
+function addConfigCommands(program: Command, io: CliIo): void {
+  const globals = () => program.opts<GlobalOptions>();
+  const indentOption = (cmd: Command) =>
+    cmd.option('-i, --indent <n>', 'Indent level. Value less than 0 mean compact mode. Default indent level is 2.', parseIntArg, 2);
+  indentOption(program.command('save_config').description('Write current (live) configuration of SPDK subsystems and targets to stdout.')).action(
+    async (o: { indent: number }) => withClient(globals(), io, (rpc) => saveConfig(rpc, o.indent)),
+  );
+  program
+    .command('load_config')
+    .description('Configure SPDK subsystems and targets using JSON RPC.')
+    .option('-i, --include-aliases', 'include RPC aliases')
+    .option('-j, --json-conf <json>', 'Valid JSON configuration (default: stdin)')
+    .action(async (o: { includeAliases?: boolean; jsonConf?: string }) =>
+      withClient(globals(), io, async (rpc) => loadConfig(rpc, await readJsonConf(o.jsonConf), o.includeAliases ?? false)),
+    );
+  indentOption(program.command('save_subsystem_config').description('Write current (live) configuration of SPDK subsystem to stdout.'))
+    .requiredOption('-n, --name <name>', 'Name of subsystem')
+    .action(async (o: { indent: number; name: string }) => withClient(globals(), io, (rpc) => saveSubsystemConfig(rpc, o.name, o.indent)));
+  program
+    .command('load_subsystem_config')
+    .description('Configure SPDK subsystem using JSON RPC.')
+    .option('-j, --json-conf <json>', 'Valid JSON configuration (default: stdin)')
+    .action(async (o: { jsonConf?: string }) => withClient(globals(), io, async (rpc) => loadSubsystemConfig(rpc, await readJsonConf(o.jsonConf))));
+}
+
 export function buildProgram(io: CliIo = processIo): Command {
   const program = new Command('vhostctl')
     .description('vhostd RPC command line interface (compatible with SPDK scripts/rpc.py)')
@@ -176,6 +240,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     for (const alias of spec.deprecatedAliases ?? []) addRpcCommand(program, spec, io, alias);
   }
   addRawCallCommand(program, io);
+  addConfigCommands(program, io);
   return program;
 }
 

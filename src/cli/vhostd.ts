@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { VERSION, VhostdApp } from '../app.js';
 import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
+import { resolveGroup } from '../util/socket-perms.js';
 
 function parseMode(v: string): number {
   if (!/^[0-7]{3,4}$/.test(v)) throw new InvalidArgumentError('expected an octal mode such as 0600');
@@ -24,11 +25,13 @@ export async function main(argv: string[]): Promise<void> {
       return n;
     }, 1000)
     .option('--socket-mode <mode>', 'permissions of the RPC and controller sockets', parseMode, 0o600)
+    .option('--socket-group <group>', 'group (name or gid) of the RPC and controller sockets; with --socket-mode 0660 it may connect')
     .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
   program.parse(argv);
-  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; pollIdleUs: number }>();
+  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number }>();
   let app: VhostdApp;
   try {
+    const socketGid = o.socketGroup !== undefined ? resolveGroup(o.socketGroup) : undefined;
     app = await VhostdApp.start({
       socketDir: o.socketDir,
       cpumask: o.cpumask,
@@ -36,6 +39,7 @@ export async function main(argv: string[]): Promise<void> {
       jsonConfig: o.json,
       logLevel: o.logLevel,
       socketMode: o.socketMode,
+      socketGid,
       pollIdleUs: o.pollIdleUs,
     });
   } catch (e) {

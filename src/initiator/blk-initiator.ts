@@ -1,6 +1,6 @@
 // A userspace vhost-user-blk initiator: plays QEMU and the guest driver at once, over memfd
 // memory and split rings. The tool the hostile-input tests (and later the bench) drive targets with.
-import { BlkReqType } from '../devices/blk/blk-spec.js';
+import { BlkFeature, BlkReqType } from '../devices/blk/blk-spec.js';
 import { check, type FdWatchHandle, native } from '../native/index.js';
 import { VirtioFeature, bit } from '../virtio/features.js';
 import { ProtocolFeature, Req, VHOST_USER_F_PROTOCOL_FEATURES, encodeU64 } from '../vhost-user/protocol.js';
@@ -117,11 +117,35 @@ export class BlkQueue {
   }
 }
 
+/** What negotiate() asks for beyond QEMU's baseline (VERSION_1, PROTOCOL_FEATURES). */
+export interface NegotiateOptions {
+  /** Negotiate VIRTIO_RING_F_EVENT_IDX when offered (default false, as before). */
+  eventIdx?: boolean;
+  /** Negotiate VIRTIO_RING_F_INDIRECT_DESC when offered (default true). */
+  indirect?: boolean;
+  /** Fail unless VIRTIO_F_VERSION_1 is offered. */
+  requireVersion1?: boolean;
+}
+
+/** Guest-physical addresses of one split (or packed) ring, as SET_VRING_ADDR carries them. */
+export interface VringGpas {
+  desc: number;
+  avail: number;
+  used: number;
+}
+
 export class BlkInitiator {
   readonly queues: BlkQueue[] = [];
   capacitySectors = 0;
   blockSize = 512;
   features = 0n;
+  offeredFeatures = 0n;
+  protocolFeatures = 0n;
+  offeredProtocolFeatures = 0n;
+  /** GET_QUEUE_NUM (when MQ was negotiated), else undefined. */
+  maxQueues: number | undefined;
+  /** virtio_blk_config.num_queues (when VIRTIO_BLK_F_MQ was negotiated), else undefined. */
+  configNumQueues: number | undefined;
 
   private constructor(
     readonly fe: VhostUserFrontend,
@@ -129,23 +153,49 @@ export class BlkInitiator {
   ) {}
 
   /** Connects and negotiates like QEMU's vhost-user-blk, without starting queues. */
-  static async negotiate(path: string, memBytes = 16 << 20): Promise<BlkInitiator> {
+  static async negotiate(path: string, memBytes = 16 << 20, opts: NegotiateOptions = {}): Promise<BlkInitiator> {
     const fe = VhostUserFrontend.connect(path);
     const init = new BlkInitiator(fe, new DriverMemory(memBytes));
-    const offered = (await fe.call(Req.GET_FEATURES)).getBigUint64(0, true);
-    const want = bit(VirtioFeature.VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VirtioFeature.RING_INDIRECT_DESC);
-    init.features = offered & (want | 0x7fffn);
-    const proto = (await fe.call(Req.GET_PROTOCOL_FEATURES)).getBigUint64(0, true);
-    const wantProto = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG);
-    fe.send(Req.SET_PROTOCOL_FEATURES, encodeU64(proto & wantProto));
-    fe.send(Req.SET_OWNER);
-    const cfgReq = new Uint8Array(12 + 60);
-    new DataView(cfgReq.buffer).setUint32(4, 60, true);
-    const cfg = await fe.call(Req.GET_CONFIG, cfgReq);
-    init.capacitySectors = Number(cfg.getBigUint64(12, true));
-    init.blockSize = cfg.getUint32(12 + 20, true);
-    await init.ack(Req.SET_FEATURES, encodeU64(init.features));
+    try {
+      const offered = (await fe.call(Req.GET_FEATURES)).getBigUint64(0, true);
+      init.offeredFeatures = offered;
+      if (opts.requireVersion1 && (offered & bit(VirtioFeature.VERSION_1)) === 0n) {
+        throw new Error('the back-end does not offer VIRTIO_F_VERSION_1');
+      }
+      let want = bit(VirtioFeature.VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+      if (opts.indirect ?? true) want |= bit(VirtioFeature.RING_INDIRECT_DESC);
+      if (opts.eventIdx) want |= bit(VirtioFeature.RING_EVENT_IDX);
+      init.features = offered & (want | 0x7fffn);
+      if ((offered & bit(VHOST_USER_F_PROTOCOL_FEATURES)) === 0n) {
+        throw new Error('the back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES');
+      }
+      const proto = (await fe.call(Req.GET_PROTOCOL_FEATURES)).getBigUint64(0, true);
+      init.offeredProtocolFeatures = proto;
+      const wantProto = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG);
+      init.protocolFeatures = proto & wantProto;
+      fe.send(Req.SET_PROTOCOL_FEATURES, encodeU64(init.protocolFeatures));
+      if (init.protocolFeatures & bit(ProtocolFeature.MQ)) {
+        init.maxQueues = Number((await fe.call(Req.GET_QUEUE_NUM)).getBigUint64(0, true));
+      }
+      fe.send(Req.SET_OWNER);
+      const cfgReq = new Uint8Array(12 + 60);
+      new DataView(cfgReq.buffer).setUint32(4, 60, true);
+      const cfg = await fe.call(Req.GET_CONFIG, cfgReq);
+      init.capacitySectors = Number(cfg.getBigUint64(12, true));
+      init.blockSize = cfg.getUint32(12 + 20, true);
+      // virtio_blk_config.num_queues (offset 34) is valid with VIRTIO_BLK_F_MQ.
+      if (init.features & bit(BlkFeature.MQ)) init.configNumQueues = cfg.getUint16(12 + 34, true);
+      await init.ack(Req.SET_FEATURES, encodeU64(init.features));
+    } catch (e) {
+      init.close();
+      throw e;
+    }
     return init;
+  }
+
+  /** Whether `feature` (a virtio feature bit number) was negotiated. */
+  has(feature: number): boolean {
+    return (this.features & bit(feature)) !== 0n;
   }
 
   static async connect(path: string, opts: BlkInitiatorOptions = {}): Promise<BlkInitiator> {
@@ -176,6 +226,24 @@ export class BlkInitiator {
   /** Sets up and enables queue `q` (SET_VRING_NUM/BASE/ADDR/KICK/CALL/ENABLE). */
   async startQueue(q: number, size: number, maxIo: number, ringAddrs?: { desc: number; avail: number; used: number }): Promise<BlkQueue> {
     const queue = new BlkQueue(this.mem, q, size, maxIo);
+    const uvas = ringAddrs ?? {
+      desc: this.mem.gpaToUva(queue.ring.descGpa),
+      avail: this.mem.gpaToUva(queue.ring.availGpa),
+      used: this.mem.gpaToUva(queue.ring.usedGpa),
+    };
+    await this.setupVring(q, size, uvas, queue.kickFd, queue.callFd, () => {
+      this.queues[q] = queue;
+    });
+    return queue;
+  }
+
+  /**
+   * The vhost-user part of starting vring `q` whose rings the caller laid out itself:
+   * SET_VRING_NUM/BASE/ADDR (`uvas` are front-end virtual addresses, see DriverMemory.gpaToUva),
+   * SET_VRING_CALL/KICK with the caller's eventfds, then SET_VRING_ENABLE. `beforeEnable` runs
+   * just before the ring is enabled (the back-end may process it right after).
+   */
+  async setupVring(q: number, size: number, uvas: VringGpas, kickFd: number, callFd: number, beforeEnable?: () => void): Promise<void> {
     const state = (num: number) => {
       const b = new Uint8Array(8);
       new DataView(b.buffer).setUint32(0, q, true);
@@ -187,15 +255,14 @@ export class BlkInitiator {
     const a = new Uint8Array(40);
     const av = new DataView(a.buffer);
     av.setUint32(0, q, true);
-    av.setBigUint64(8, BigInt(ringAddrs?.desc ?? this.mem.gpaToUva(queue.ring.descGpa)), true);
-    av.setBigUint64(16, BigInt(ringAddrs?.used ?? this.mem.gpaToUva(queue.ring.usedGpa)), true);
-    av.setBigUint64(24, BigInt(ringAddrs?.avail ?? this.mem.gpaToUva(queue.ring.availGpa)), true);
+    av.setBigUint64(8, BigInt(uvas.desc), true);
+    av.setBigUint64(16, BigInt(uvas.used), true);
+    av.setBigUint64(24, BigInt(uvas.avail), true);
     await this.ack(Req.SET_VRING_ADDR, a);
-    await this.ack(Req.SET_VRING_CALL, encodeU64(q), [queue.callFd]);
-    await this.ack(Req.SET_VRING_KICK, encodeU64(q), [queue.kickFd]);
-    this.queues[q] = queue;
+    await this.ack(Req.SET_VRING_CALL, encodeU64(q), [callFd]);
+    await this.ack(Req.SET_VRING_KICK, encodeU64(q), [kickFd]);
+    beforeEnable?.();
     await this.ack(Req.SET_VRING_ENABLE, state(1));
-    return queue;
   }
 
   read(sector: number, len: number, q = 0): Promise<BlkResult> {

@@ -73,12 +73,17 @@ export class MemoryTable {
    */
   replace(descs: MemoryRegionDesc[], fds: number[]): MappedRegion[] {
     const mapped: MappedRegion[] = [];
+    // fds[0, consumed) were handed to map(), which closes its fd whether it succeeds or not.
+    let consumed = 0;
     try {
       if (descs.length > this.maxRegions) throw new ProtocolError(`${descs.length} memory regions, at most ${this.maxRegions}`);
       descs.forEach((d, i) => MemoryTable.validate(d, descs.slice(0, i)));
-      for (let i = 0; i < descs.length; i++) mapped.push(MemoryTable.map(descs[i], fds[i]));
+      while (consumed < descs.length) {
+        const i = consumed++;
+        mapped.push(MemoryTable.map(descs[i], fds[i]));
+      }
     } catch (e) {
-      for (let i = mapped.length; i < fds.length; i++) native.close(fds[i]);
+      for (let i = consumed; i < fds.length; i++) native.close(fds[i]);
       MemoryTable.release(mapped);
       throw e;
     }

@@ -3,6 +3,8 @@
 import type { BdevChannel } from '../bdev/bdev.js';
 import { openChannel } from '../bdev/channels.js';
 import { BlkHandler } from '../devices/blk/blk-handler.js';
+import { ScsiDevice } from '../devices/scsi/scsi-device.js';
+import type { ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { RegionShare } from '../memory/region.js';
 import { type FdWatchHandle, native } from '../native/index.js';
@@ -27,7 +29,9 @@ export interface DeviceHost {
 
 export class DeviceInstance {
   readonly memory = new GuestMemory();
-  private readonly channel: BdevChannel;
+  /** blk: the bdev channel; scsi: the device with its targets (each LUN has its own channel). */
+  private readonly channel: BdevChannel | undefined;
+  private readonly scsi: ScsiDevice | undefined;
   private readonly queues = new Map<number, QueueSlot>();
   broken = false;
   private readonly runnerHost: RunnerHost;
@@ -38,7 +42,8 @@ export class DeviceInstance {
     private readonly host: DeviceHost,
     private readonly warn: (msg: string) => void,
   ) {
-    this.channel = openChannel(spec.bdev);
+    if (spec.kind === 'blk') this.channel = openChannel(spec.bdev);
+    else this.scsi = new ScsiDevice(spec, warn);
     this.runnerHost = {
       fail: (runner, reason) => {
         if (this.broken) return;
@@ -57,7 +62,8 @@ export class DeviceInstance {
   startQueue(cfg: QueueConfig, kickFd: number): QueueRunner {
     if (this.queues.has(cfg.qid)) throw new Error(`queue ${cfg.qid} is already running`);
     const runner = new QueueRunner(this.memory, cfg, cfg.addrs, this.runnerHost);
-    runner.handler = new BlkHandler(runner, this.channel, this.spec, this.warn);
+    if (this.scsi) runner.handler = this.scsi.handlerFor(runner);
+    else if (this.spec.kind === 'blk' && this.channel) runner.handler = new BlkHandler(runner, this.channel, this.spec, this.warn);
     const watch = new native.FdWatch(kickFd, () => {
       native.eventfdRead(kickFd);
       // Serve the kicked queue at once (wake-up latency), then let the reactor poll.
@@ -87,7 +93,11 @@ export class DeviceInstance {
 
   setCallFd(qid: number, fd: number): void {
     const slot = this.queues.get(qid);
-    if (slot) slot.runner.callFd = fd;
+    if (!slot) return;
+    slot.runner.callFd = fd;
+    // Completions published while the front-end was swapping call fds signalled the old (or no)
+    // fd; one extra interrupt on the new one makes the driver look at the used ring again.
+    if (fd >= 0) native.eventfdWrite(fd);
   }
 
   runners(): QueueRunner[] {
@@ -99,7 +109,7 @@ export class DeviceInstance {
    * completion fd, so a sleeping reactor still completes their I/O.
    */
   pollChannel(): number {
-    return this.channel.poll ? this.channel.poll() : 0;
+    return this.channel?.poll ? this.channel.poll() : 0;
   }
 
   /** Stops every queue at once after a protocol violation; requests in flight still complete. */
@@ -114,7 +124,18 @@ export class DeviceInstance {
 
   async close(): Promise<void> {
     for (const qid of [...this.queues.keys()]) await this.stopQueue(qid);
-    this.channel.close();
+    this.channel?.close();
+    await this.scsi?.close();
+  }
+
+  scsiAttach(target: ScsiTargetSpec): void {
+    if (!this.scsi) throw new Error(`device ${this.spec.name} is not a SCSI device`);
+    this.scsi.attachTarget(target);
+  }
+
+  async scsiDetach(target: number): Promise<void> {
+    if (!this.scsi) throw new Error(`device ${this.spec.name} is not a SCSI device`);
+    await this.scsi.detachTarget(target);
   }
 
   stats(): QueueStats[] {

@@ -1,5 +1,6 @@
 // The data plane of one vhost-user session: spreads the device's queues over the reactors of its
 // cpumask (first queue on the least-loaded one) and forwards memory/queue changes to them.
+import type { ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
 import type { RegionShare } from '../memory/region.js';
 import type { QueueConfig } from '../virtio/queue-runner.js';
 import type { DeviceSpec } from './messages.js';
@@ -17,7 +18,7 @@ export class DevicePlane {
   constructor(
     pool: ReactorPool,
     cores: number[],
-    private readonly spec: DeviceSpec,
+    private spec: DeviceSpec,
   ) {
     this.reactors = pool.select(cores);
   }
@@ -63,6 +64,18 @@ export class DevicePlane {
   async setCallFd(qid: number, fd: number): Promise<void> {
     const r = this.queueReactor.get(qid);
     if (r) await r.request({ op: 'setCall', devId: this.devId, qid, fd });
+  }
+
+  /** Hot-attach: every reactor of this session gets the LUN; the event queue's tells the guest. */
+  async scsiAttach(target: ScsiTargetSpec): Promise<void> {
+    if (this.spec.kind === 'scsi') this.spec = { ...this.spec, targets: [...this.spec.targets.filter((t) => t.target !== target.target), target] };
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'scsiAttach', devId: this.devId, target })));
+  }
+
+  /** Hot-detach: resolves once every reactor finished the target's in-flight commands. */
+  async scsiDetach(target: number): Promise<void> {
+    if (this.spec.kind === 'scsi') this.spec = { ...this.spec, targets: this.spec.targets.filter((t) => t.target !== target) };
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'scsiDetach', devId: this.devId, target })));
   }
 
   async close(): Promise<void> {

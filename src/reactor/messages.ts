@@ -1,11 +1,12 @@
 // Messages between the control thread and reactor workers. Requests carry an id and get exactly
 // one reply; events flow from reactors to the control thread unasked.
 import type { BlkDeviceSpec } from '../devices/blk/blk-spec.js';
+import type { ScsiDeviceSpec, ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
 import type { RegionShare } from '../memory/region.js';
 import type { QueueConfig } from '../virtio/queue-runner.js';
 
-/** Device descriptions a reactor can instantiate (scsi joins this union). */
-export type DeviceSpec = BlkDeviceSpec;
+/** Device descriptions a reactor can instantiate. */
+export type DeviceSpec = BlkDeviceSpec | ScsiDeviceSpec;
 
 export type ReactorRequest =
   | { op: 'attach'; devId: number; spec: DeviceSpec }
@@ -14,6 +15,8 @@ export type ReactorRequest =
   | { op: 'stopQueue'; devId: number; qid: number }
   | { op: 'setCall'; devId: number; qid: number; fd: number }
   | { op: 'detach'; devId: number }
+  | { op: 'scsiAttach'; devId: number; target: ScsiTargetSpec }
+  | { op: 'scsiDetach'; devId: number; target: number }
   | { op: 'stats' };
 
 export interface QueueStats {

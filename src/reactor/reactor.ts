@@ -92,6 +92,12 @@ export class Reactor implements DeviceHost {
         }
         return undefined;
       }
+      case 'scsiAttach':
+        this.device(msg.devId).scsiAttach(msg.target);
+        return undefined;
+      case 'scsiDetach':
+        await this.device(msg.devId).scsiDetach(msg.target);
+        return undefined;
       case 'stats':
         return this.stats();
     }

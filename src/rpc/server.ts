@@ -3,11 +3,12 @@
 // and a parse error is answered once before the connection is closed (a byte stream has no resync
 // point). Method dispatch is delegated to json-rpc-2.0; request validation and error shaping follow
 // SPDK so rpc.py sees the same codes and messages.
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { JSONRPCErrorException, type JSONRPCResponse, JSONRPCServer } from 'json-rpc-2.0';
 import type { Logger } from 'pino';
 import { RpcCode, VhostdError } from '../util/errors.js';
+import { type SocketPerms, applySocketPerms } from '../util/socket-perms.js';
 import { JsonStreamParser } from './stream-parser.js';
 
 export const DEFAULT_RPC_SOCKET = '/var/tmp/spdk.sock';
@@ -24,6 +25,9 @@ export interface RpcServerOptions {
   maxConnections?: number;
   /** Largest single JSON request accepted, in bytes. */
   maxRequestBytes?: number;
+  /** Mode of the socket file (default 0600) and, optionally, its group. */
+  socketMode?: number;
+  socketGid?: number;
 }
 
 type RpcId = string | number | null;
@@ -54,6 +58,7 @@ export class RpcServer {
   private readonly logger: Logger;
   private readonly maxConnections: number;
   private readonly maxRequestBytes: number | undefined;
+  private readonly socketPerms: SocketPerms;
   private readonly dispatcher: JSONRPCServer;
   private readonly connections = new Set<Socket>();
   private server: Server | undefined;
@@ -65,6 +70,7 @@ export class RpcServer {
     this.logger = opts.logger.child({ component: 'rpc' });
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     this.maxRequestBytes = opts.maxRequestBytes;
+    this.socketPerms = { mode: opts.socketMode ?? 0o600, gid: opts.socketGid };
     this.dispatcher = new JSONRPCServer({ errorListener: (_msg, err) => this.logMethodError(err) });
     this.dispatcher.mapErrorToJSONRPCErrorResponse = (id, err) => {
       const { code, message } = this.toRpcError(err);
@@ -85,7 +91,7 @@ export class RpcServer {
     return this.server?.listening ?? false;
   }
 
-  /** Binds the socket (mode 0600). Fails if a live server already answers on the path. */
+  /** Binds the socket (mode 0600 unless socketMode). Fails if a live server already answers on the path. */
   async start(): Promise<void> {
     if (this.server) throw new Error('RpcServer already started');
     await this.clearStaleSocket();
@@ -107,7 +113,7 @@ export class RpcServer {
     });
     this.server = server;
     try {
-      chmodSync(this.socketPath, 0o600);
+      applySocketPerms(this.socketPath, this.socketPerms);
       this.socketIno = lstatSync(this.socketPath).ino;
     } catch (err) {
       await this.close();

@@ -131,6 +131,11 @@ export class Controller {
     log.info('vhost-user connection accepted');
   }
 
+  /** Runs `fn` on the data plane of every live session (hot-plug reaches running guests). */
+  async forEachPlane(fn: (plane: DevicePlane) => Promise<void>): Promise<void> {
+    await Promise.all([...this.sessions].map((s) => fn(s.plane)));
+  }
+
   /** Whether a data-plane device id belongs to this controller (for reactor error events). */
   ownsDevice(devId: number): boolean {
     for (const s of this.sessions) if (s.plane.devId === devId) return true;

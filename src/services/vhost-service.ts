@@ -5,6 +5,9 @@ import type { Logger } from 'pino';
 import type { ConfigCall } from '../bdev/bdev.js';
 import type { BdevRegistry } from '../bdev/registry.js';
 import { BlkModel } from '../devices/blk/blk-model.js';
+import { ScsiModel } from '../devices/scsi/scsi-model.js';
+import { MAX_SCSI_TARGETS } from '../devices/scsi/scsi-spec.js';
+import { scsiLunInfoFromBdev } from '../scsi/index.js';
 import { formatCpumask, parseCpumask, type ReactorPool } from '../reactor/reactor-pool.js';
 import { VhostdError, invalidParams } from '../util/errors.js';
 import { Controller } from './controller.js';
@@ -19,10 +22,15 @@ export const MAX_CONTROLLERS = 256;
 interface Entry {
   controller: Controller;
   cores: number[];
+  /** blk: the one bdev; scsi: unused (see scsi). */
   bdevName: string;
   readonly: boolean;
   packedRing: boolean;
-  kind: 'blk';
+  kind: 'blk' | 'scsi';
+  /** scsi: the model whose targets new sessions start from. */
+  scsi?: ScsiModel;
+  /** scsi: target number → bdev name. */
+  targets: Map<number, string>;
   delayBaseUs: number;
   iopsThreshold: number;
 }
@@ -92,6 +100,7 @@ export class VhostService implements VhostControllerService {
         readonly: p.readonly ?? false,
         packedRing: p.packedRing ?? false,
         kind: 'blk',
+        targets: new Map(),
         delayBaseUs: DEFAULT_DELAY_BASE_US,
         iopsThreshold: DEFAULT_IOPS_THRESHOLD,
       });
@@ -101,18 +110,68 @@ export class VhostService implements VhostControllerService {
     }
   }
 
-  async createScsiController(_p: { ctrlr: string; cpumask?: string }): Promise<void> {
-    throw VhostdError.errno('ENOTSUP', 'vhost-user-scsi controllers are not supported yet');
+  async createScsiController(p: { ctrlr: string; cpumask?: string }): Promise<void> {
+    const socketPath = this.checkName(p.ctrlr);
+    const cores = this.cores(p.cpumask);
+    const model = new ScsiModel(p.ctrlr);
+    const controller = new Controller({ name: p.ctrlr, socketPath, cores, model, socketMode: this.opts.socketMode, socketGid: this.opts.socketGid }, this.pool, this.log);
+    controller.listen();
+    this.controllers.set(p.ctrlr, {
+      controller,
+      cores,
+      bdevName: '',
+      readonly: false,
+      packedRing: true,
+      kind: 'scsi',
+      scsi: model,
+      targets: new Map(),
+      delayBaseUs: DEFAULT_DELAY_BASE_US,
+      iopsThreshold: DEFAULT_IOPS_THRESHOLD,
+    });
   }
 
-  async scsiAddTarget(ctrlr: string, _targetNum: number, _bdevName: string): Promise<number> {
-    this.get(ctrlr);
-    throw VhostdError.errno('EINVAL', `controller ${ctrlr} is not a SCSI controller`);
+  private scsiEntry(ctrlr: string): Entry & { scsi: ScsiModel } {
+    const e = this.get(ctrlr);
+    if (!e.scsi) throw VhostdError.errno('EINVAL', `controller ${ctrlr} is not a SCSI controller`);
+    return e as Entry & { scsi: ScsiModel };
   }
 
-  async scsiRemoveTarget(ctrlr: string, _targetNum: number): Promise<void> {
-    this.get(ctrlr);
-    throw VhostdError.errno('EINVAL', `controller ${ctrlr} is not a SCSI controller`);
+  async scsiAddTarget(ctrlr: string, targetNum: number, bdevName: string): Promise<number> {
+    const e = this.scsiEntry(ctrlr);
+    let t = targetNum;
+    if (t === -1) {
+      t = [...Array(MAX_SCSI_TARGETS).keys()].find((n) => !e.targets.has(n)) ?? -1;
+      if (t < 0) throw VhostdError.errno('ENOSPC', `controller ${ctrlr} has no free target`);
+    }
+    if (!Number.isInteger(t) || t < 0 || t >= MAX_SCSI_TARGETS) throw VhostdError.errno('EINVAL', `target ${targetNum} is not in 0..${MAX_SCSI_TARGETS - 1}`);
+    if (e.targets.has(t)) throw VhostdError.errno('EEXIST', `controller ${ctrlr} target ${t} is already occupied`);
+    const owner = `${ctrlr}/target${t}`;
+    // Deleting the bdev hot-detaches the target, as SPDK does.
+    const bdev = this.bdevs.claim(bdevName, owner, () => this.scsiRemoveTarget(ctrlr, t));
+    const spec = { target: t, lun: scsiLunInfoFromBdev(bdev), bdev: bdev.channelSpec() };
+    e.targets.set(t, bdev.name);
+    e.scsi.targets.set(t, spec);
+    try {
+      await e.controller.forEachPlane((plane) => plane.scsiAttach(spec));
+    } catch (err) {
+      this.log.error({ ctrlr, target: t, err }, 'hot-attach failed on a running session');
+    }
+    this.log.info({ ctrlr, target: t, bdev: bdev.name }, 'SCSI target added');
+    return t;
+  }
+
+  async scsiRemoveTarget(ctrlr: string, targetNum: number): Promise<void> {
+    const e = this.scsiEntry(ctrlr);
+    const bdevName = e.targets.get(targetNum);
+    if (bdevName === undefined) throw VhostdError.errno('ENODEV', `controller ${ctrlr} has no target ${targetNum}`);
+    e.targets.delete(targetNum);
+    e.scsi.targets.delete(targetNum);
+    try {
+      await e.controller.forEachPlane((plane) => plane.scsiDetach(targetNum));
+    } finally {
+      this.bdevs.release(bdevName, `${ctrlr}/target${targetNum}`);
+    }
+    this.log.info({ ctrlr, target: targetNum, bdev: bdevName }, 'SCSI target removed');
   }
 
   private get(ctrlr: string): Entry {
@@ -129,7 +188,12 @@ export class VhostService implements VhostControllerService {
     }
     this.controllers.delete(ctrlr);
     await e.controller.close();
-    this.bdevs.release(e.bdevName, ctrlr);
+    this.releaseClaims(ctrlr, e);
+  }
+
+  private releaseClaims(ctrlr: string, e: Entry): void {
+    if (e.kind === 'blk') this.bdevs.release(e.bdevName, ctrlr);
+    for (const [t, bdev] of e.targets) this.bdevs.release(bdev, `${ctrlr}/target${t}`);
   }
 
   getControllers(name?: string): ControllerInfo[] {
@@ -141,33 +205,48 @@ export class VhostService implements VhostControllerService {
       iops_threshold: e.iopsThreshold,
       socket: e.controller.opts.socketPath,
       sessions: [],
-      backend_specific: { block: { readonly: e.readonly, bdev: e.bdevName, transport: 'vhost_user_blk' } },
+      backend_specific:
+        e.kind === 'blk'
+          ? { block: { readonly: e.readonly, bdev: e.bdevName, transport: 'vhost_user_blk' } }
+          : {
+              scsi: [...e.targets.entries()]
+                .sort(([a], [b]) => a - b)
+                .map(([t, bdev]) => ({ target_name: `Target ${t}`, id: t, scsi_dev_num: t, luns: [{ id: 0, bdev_name: bdev }] })),
+            },
     }));
   }
 
   /**
    * The calls that recreate this subsystem's controllers, in creation order: SPDK's
    * vhost_blk_write_config_json ({ctrlr, dev_name, cpumask, readonly, transport}) and
-   * vhost_controller_set_coalescing when it differs from the defaults. SCSI controllers
-   * (vhost_create_scsi_controller, vhost_scsi_controller_add_target per target,
-   * vhost_start_scsi_controller) belong to 'vhost_scsi' once they exist.
+   * vhost_controller_set_coalescing when it differs from the defaults; SCSI controllers
+   * (subsystem 'vhost_scsi') as vhost_scsi_write_config_json writes them.
    */
   writeConfig(subsystem: 'vhost_blk' | 'vhost_scsi'): ConfigCall[] {
     const calls: ConfigCall[] = [];
     for (const [ctrlr, e] of this.controllers) {
-      if (subsystem !== 'vhost_blk' || e.kind !== 'blk') continue;
-      calls.push({
-        method: 'vhost_create_blk_controller',
-        params: {
-          ctrlr,
-          dev_name: e.bdevName,
-          cpumask: formatCpumask(e.cores),
-          readonly: e.readonly,
-          transport: 'vhost_user_blk',
-          // Not in SPDK's output (it forgets it); written only when set, so SPDK reads the file too.
-          ...(e.packedRing ? { packed_ring: true } : {}),
-        },
-      });
+      if (subsystem !== (e.kind === 'blk' ? 'vhost_blk' : 'vhost_scsi')) continue;
+      if (e.kind === 'scsi') {
+        // SPDK's vhost_scsi_write_config_json: create (delayed), one add_target per target, start.
+        calls.push({ method: 'vhost_create_scsi_controller', params: { ctrlr, cpumask: formatCpumask(e.cores), delay: true } });
+        for (const [t, bdev] of [...e.targets].sort(([a], [b]) => a - b)) {
+          calls.push({ method: 'vhost_scsi_controller_add_target', params: { ctrlr, scsi_target_num: t, bdev_name: bdev } });
+        }
+        calls.push({ method: 'vhost_start_scsi_controller', params: { ctrlr } });
+      } else {
+        calls.push({
+          method: 'vhost_create_blk_controller',
+          params: {
+            ctrlr,
+            dev_name: e.bdevName,
+            cpumask: formatCpumask(e.cores),
+            readonly: e.readonly,
+            transport: 'vhost_user_blk',
+            // Not in SPDK's output (it forgets it); written only when set, so SPDK reads the file too.
+            ...(e.packedRing ? { packed_ring: true } : {}),
+          },
+        });
+      }
       if (e.delayBaseUs !== DEFAULT_DELAY_BASE_US || e.iopsThreshold !== DEFAULT_IOPS_THRESHOLD) {
         calls.push({
           method: 'vhost_controller_set_coalescing',
@@ -187,7 +266,7 @@ export class VhostService implements VhostControllerService {
   async close(): Promise<void> {
     for (const [name, e] of this.controllers) {
       await e.controller.close();
-      this.bdevs.release(e.bdevName, name);
+      this.releaseClaims(name, e);
     }
     this.controllers.clear();
   }

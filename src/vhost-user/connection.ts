@@ -72,10 +72,12 @@ export class VhostUserConnection {
       const flags = view.getUint32(4, true);
       const size = view.getUint32(8, true);
       if ((flags & FLAG_VERSION_MASK) !== FLAG_VERSION) {
+        for (const fd of chunkFds) native.close(fd);
         this.close(`message ${reqName[request] ?? request} has protocol version ${flags & FLAG_VERSION_MASK}, expected 1`);
         return false;
       }
       if (size > MAX_PAYLOAD) {
+        for (const fd of chunkFds) native.close(fd);
         this.close(`message ${reqName[request] ?? request} declares a ${size}-byte payload (at most ${MAX_PAYLOAD})`);
         return false;
       }
@@ -90,6 +92,12 @@ export class VhostUserConnection {
     if (chunkFds.length > 0) {
       if (lastFramed !== undefined && off === buf.length) lastFramed.fds.push(...chunkFds);
       else this.pendingFds.push(...chunkFds);
+    }
+    // A message carries at most MAX_FDS_PER_MESSAGE; more piling up for an unfinished one would let
+    // a peer hold any number of descriptors open in the daemon.
+    if (this.pendingFds.length > MAX_FDS_PER_MESSAGE) {
+      this.close(`peer sent ${this.pendingFds.length} file descriptors for one unfinished message (at most ${MAX_FDS_PER_MESSAGE})`);
+      return false;
     }
     return true;
   }

@@ -38,7 +38,6 @@ const MAX_QUEUE_SIZE = 32768;
 const SESSION_PROTOCOL_FEATURES =
   bit(ProtocolFeature.MQ) |
   bit(ProtocolFeature.REPLY_ACK) |
-  bit(ProtocolFeature.CONFIG) |
   bit(ProtocolFeature.RESET_DEVICE) |
   bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
 
@@ -56,6 +55,14 @@ class Vring {
     for (const fd of [this.kickFd, this.callFd, this.errFd]) if (fd >= 0) native.close(fd);
     this.kickFd = this.callFd = this.errFd = -1;
   }
+}
+
+/**
+ * Takes ownership of a message's fds: handle() closes whatever is still in m.fds when dispatch
+ * fails, so code that passes fds on (to the memory table, a vring) must take them first.
+ */
+function takeFds(m: Message): number[] {
+  return m.fds.splice(0);
 }
 
 export class VhostUserSession {
@@ -87,6 +94,10 @@ export class VhostUserSession {
 
   async handle(m: Message): Promise<void> {
     const name = reqName[m.request] ?? `request ${m.request}`;
+    if (this.log.isLevelEnabled('debug')) {
+      const arg = m.payload.byteLength >= 8 ? m.payload.getBigUint64(0, true).toString(16) : undefined;
+      this.log.debug({ request: name, size: m.payload.byteLength, fds: m.fds.length, arg }, 'vhost-user message');
+    }
     let replied = false;
     let failed = false;
     try {
@@ -168,17 +179,18 @@ export class VhostUserSession {
         return true;
       case Req.SET_MEM_TABLE: {
         const descs = decodeMemTable(p, MAX_MEM_SLOTS);
-        const old = this.memory.replace(descs, m.fds);
+        const old = this.memory.replace(descs, takeFds(m));
         await this.publishMemory(old);
         return false;
       }
       case Req.ADD_MEM_REG: {
-        this.memory.add(decodeSingleRegion(name, p), m.fds[0]);
+        const desc = decodeSingleRegion(name, p);
+        this.memory.add(desc, takeFds(m)[0]);
         await this.publishMemory([]);
         return false;
       }
       case Req.REM_MEM_REG: {
-        for (const fd of m.fds) native.close(fd);
+        for (const fd of takeFds(m)) native.close(fd);
         const removed = this.memory.remove(decodeSingleRegion(name, p));
         await this.publishMemory([removed]);
         return false;
@@ -272,23 +284,34 @@ export class VhostUserSession {
     const raw = m.payload.getUint32(0, true);
     const index = raw & VRING_IDX_MASK;
     const v = this.vring(index, name);
-    const fd = raw & VRING_NOFD_MASK ? -1 : m.fds[0];
+    const noFd = (raw & VRING_NOFD_MASK) !== 0;
+    // The message's fd becomes the vring's (takeFds) only once nothing before can fail, so that
+    // handle() closes it on an early error and the vring closes it otherwise, never both.
     if (m.request === Req.SET_VRING_KICK) {
-      if (fd < 0) throw new ProtocolError('SET_VRING_KICK without a file descriptor (polling the ring without kicks is not supported)');
+      if (noFd) throw new ProtocolError('SET_VRING_KICK without a file descriptor (polling the ring without kicks is not supported)');
       if (v.running) await this.stopVring(index);
       if (v.kickFd >= 0) native.close(v.kickFd);
-      v.kickFd = fd;
+      v.kickFd = takeFds(m)[0];
       // Without F_PROTOCOL_FEATURES a ring runs as soon as it is kicked.
       if (!hasFeature(this.features, VHOST_USER_F_PROTOCOL_FEATURES)) v.enabled = true;
       await this.reconcile(index);
     } else if (m.request === Req.SET_VRING_CALL) {
+      const fd = noFd ? -1 : takeFds(m)[0];
+      if (v.running) {
+        try {
+          await this.plane.setCallFd(index, fd);
+        } catch (e) {
+          // The queue keeps signalling the old fd; the new one was never installed.
+          if (fd >= 0) native.close(fd);
+          throw e;
+        }
+      }
       const old = v.callFd;
       v.callFd = fd;
-      if (v.running) await this.plane.setCallFd(index, fd);
       if (old >= 0) native.close(old);
     } else {
       if (v.errFd >= 0) native.close(v.errFd);
-      v.errFd = fd;
+      v.errFd = noFd ? -1 : takeFds(m)[0];
     }
   }
 
@@ -314,6 +337,7 @@ export class VhostUserSession {
     };
     try {
       await this.plane.startQueue(cfg, v.kickFd);
+      this.log.debug({ queue: index, size: v.num, base: v.base, packed }, 'vring started');
     } catch (e) {
       throw new ProtocolError(`vring ${index} cannot start: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -335,8 +359,13 @@ export class VhostUserSession {
   }
 
   private async publishMemory(released: ReturnType<MemoryTable['clear']>): Promise<void> {
-    await this.plane.setMemory(this.memory.shares());
-    MemoryTable.release(released);
+    try {
+      await this.plane.setMemory(this.memory.shares());
+    } finally {
+      // Even when a reactor failed to switch (the connection then closes): a released mapping
+      // stays addressable (anonymous memory), so this cannot fault a reactor, only leak if skipped.
+      MemoryTable.release(released);
+    }
   }
 
   private async reset(): Promise<void> {

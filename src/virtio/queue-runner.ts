@@ -25,6 +25,8 @@ export interface QueueConfig {
 export interface RequestHandler {
   /** Starts the request in `chain` (taken from slot `head`); must call runner.complete(head, len) once. */
   handle(head: number, chain: Chain): void;
+  /** The queue is stopping: complete anything the handler holds on its own (event buffers). */
+  stop?(): void;
 }
 
 export interface RunnerHost {
@@ -141,6 +143,7 @@ export class QueueRunner {
   /** Stops taking new requests and resolves once every in-flight request completed. */
   stop(): Promise<void> {
     this.stopped = true;
+    this.handler.stop?.();
     if (this.inFlight === 0) {
       this.flush();
       return Promise.resolve();

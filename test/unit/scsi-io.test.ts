@@ -403,6 +403,18 @@ describe('WRITE SAME', () => {
     ]);
   });
 
+  it('data-out longer than one block: only the first block is repeated, the rest is residual', () => {
+    const { lun, disk } = setup();
+    const block = pattern(BS, 21);
+    const trailing = new Uint8Array(300).fill(0x77);
+    const e = exec(lun, ws10(2, 3), { outBufs: [block.subarray(0, 400), block.subarray(400), trailing] });
+    expectGood(e.task);
+    assert.equal(e.task.dataTransferred, BS);
+    assert.equal(e.task.residual, 300);
+    for (let i = 2; i < 5; i++) assert.deepEqual(disk.subarray(i * BS, (i + 1) * BS), block, `block ${i}`);
+    assert.ok(disk.subarray(5 * BS).every((x) => x === 0));
+  });
+
   it('an all-zero block becomes one WRITE ZEROES', () => {
     const { lun, disk, ch } = setup();
     disk.fill(0xab);
@@ -410,6 +422,26 @@ describe('WRITE SAME', () => {
     assert.deepEqual(ch.ios.map((i) => [i.type, i.offset, i.length]), [[IoType.WRITE_ZEROES, 3 * BS, 5 * BS]]);
     assert.ok(disk.subarray(3 * BS, 8 * BS).every((x) => x === 0));
     assert.equal(disk[8 * BS], 0xab);
+  });
+
+  it('without bdev WRITE ZEROES, zero blocks (and NDOB) are written as repeated writes', () => {
+    const bdev = new MallocBdev('m', BS, 64 * BS);
+    const ch = new TestChannel(new MallocChannel(bdev.channelSpec()));
+    const info = { ...scsiLunInfoFromBdev(bdev), supportsWriteZeroes: false, supportsUnmap: false };
+    const lun = new ScsiLun(info, ch);
+    const disk = new Uint8Array(bdev.buffer).fill(0xab);
+    expectGood(exec(lun, ws10(1, 3, 0x08), { outBufs: [new Uint8Array(BS)] }).task);
+    const ndob = exec(lun, cdb16(0x93, 0, 10, 4, 0x01));
+    expectGood(ndob.task);
+    assert.equal(ndob.task.dataTransferred, 0);
+    assert.deepEqual(ch.ios.map((i) => [i.type, i.offset / BS, i.length / BS]), [
+      [IoType.WRITE, 1, 3],
+      [IoType.WRITE, 10, 4],
+    ]);
+    assert.ok(disk.subarray(BS, 4 * BS).every((x) => x === 0));
+    assert.ok(disk.subarray(10 * BS, 14 * BS).every((x) => x === 0));
+    assert.equal(disk[4 * BS], 0xab);
+    assert.equal(disk[14 * BS], 0xab);
   });
 
   it('the UNMAP bit unmaps the range (WRITE SAME 16)', () => {

@@ -85,6 +85,35 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
     output: 'json',
   },
   {
+    name: 'framework_start_init',
+    description: 'Start initialization of subsystems',
+    configure: () => {},
+    params: () => undefined,
+    output: 'none',
+  },
+  {
+    name: 'framework_get_subsystems',
+    description:
+      'Print subsystems array in initialization order. Each subsystem entry contain (unsorted) array of subsystems it depends on.',
+    configure: () => {},
+    params: () => undefined,
+    output: 'dict',
+  },
+  {
+    name: 'framework_get_config',
+    description: 'Print subsystem configuration',
+    configure: (cmd) => cmd.argument('<name>', 'Name of subsystem to query'),
+    params: (a) => ({ name: a.name }),
+    output: 'dict',
+  },
+  {
+    name: 'bdev_wait_for_examine',
+    description: 'Report when all bdevs have been examined',
+    configure: () => {},
+    params: () => undefined,
+    output: 'none',
+  },
+  {
     name: 'bdev_malloc_create',
     description: 'Create a bdev with malloc backend',
     deprecatedAliases: ['construct_malloc_bdev'],

@@ -1,7 +1,8 @@
 // virtio-blk request semantics on one queue (the transport-neutral part of QEMU's
 // virtio-blk-handler): header decode, range and alignment checks, and the bdev call.
 import type { BdevChannel } from '../../bdev/bdev.js';
-import { IoType, type IoVecs, copyBytes } from '../../bdev/io.js';
+import { IoType, copyBytes } from '../../bdev/io.js';
+import { readBytes, sliceInto } from '../../virtio/chain-io.js';
 import type { Chain } from '../../virtio/desc-chain.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import { BLK_ID_BYTES, BlkReqType, type BlkDeviceSpec, BlkStatus, SECTOR_SIZE, WRITE_ZEROES_FLAG_UNMAP } from './blk-spec.js';
@@ -9,43 +10,6 @@ import { BlkRequest } from './blk-request.js';
 
 const HEADER_BYTES = 16;
 const SEGMENT_BYTES = 16;
-
-/** Copies `len` bytes starting at byte `skip` of segments [from, to) of `src` into `dst`. */
-function readBytes(src: IoVecs, from: number, to: number, skip: number, dst: Uint8Array, len: number): void {
-  let done = 0;
-  for (let i = from; i < to && done < len; i++) {
-    let segLen = src.lens[i];
-    let segOff = src.offs[i];
-    if (skip >= segLen) {
-      skip -= segLen;
-      continue;
-    }
-    segOff += skip;
-    segLen -= skip;
-    skip = 0;
-    const n = Math.min(segLen, len - done);
-    copyBytes(src.bufs[i], segOff, dst, done, n);
-    done += n;
-  }
-}
-
-/** Appends to `dst` the byte range [skip, skip+len) of segments [from, to) of `src`. */
-function sliceInto(src: IoVecs, from: number, to: number, skip: number, len: number, dst: IoVecs): boolean {
-  dst.reset();
-  for (let i = from; i < to && len > 0; i++) {
-    let segLen = src.lens[i];
-    if (skip >= segLen) {
-      skip -= segLen;
-      continue;
-    }
-    segLen -= skip;
-    const n = Math.min(segLen, len);
-    if (!dst.push(src.bufs[i], src.offs[i] + skip, n)) return false;
-    skip = 0;
-    len -= n;
-  }
-  return true;
-}
 
 export class BlkHandler implements RequestHandler {
   private readonly requests: BlkRequest[];

@@ -3,6 +3,7 @@
 import type { Bdev } from '../../bdev/bdev.js';
 import { IoType } from '../../bdev/io.js';
 import type { DeviceModel } from '../../vhost-user/device-model.js';
+import { ProtocolFeature } from '../../vhost-user/protocol.js';
 import { VirtioFeature, bit } from '../../virtio/features.js';
 import { BlkFeature, type BlkDeviceSpec, SECTOR_SIZE } from './blk-spec.js';
 
@@ -21,7 +22,8 @@ export interface BlkOptions {
 
 export class BlkModel implements DeviceModel {
   readonly maxQueues = BLK_MAX_QUEUES;
-  readonly protocolFeatures = 0n;
+  /** QEMU's vhost-user-blk reads its config space from the back-end. */
+  readonly protocolFeatures = bit(ProtocolFeature.CONFIG);
   readonly chainCapacity = BLK_SEG_MAX + 8;
   readonly features: bigint;
   private readonly blkSpec: BlkDeviceSpec;

@@ -1,0 +1,117 @@
+// Opening and sizing the backing file of a uring/aio bdev on the control thread: O_DIRECT with a
+// logged fallback to buffered I/O, regular file vs block device, size and logical block size.
+import { constants } from 'node:os';
+import type { Logger } from 'pino';
+import { native } from '../../../native/index.js';
+import { fileConst, fileStat, uringNative } from '../../../native/uring.js';
+import { VhostdError } from '../../../util/errors.js';
+
+const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
+
+/** strerror() texts for the errors opening and sizing a file can produce. */
+const STRERROR: Record<string, string> = {
+  EPERM: 'Operation not permitted',
+  ENOENT: 'No such file or directory',
+  EIO: 'Input/output error',
+  ENXIO: 'No such device or address',
+  ENOMEM: 'Cannot allocate memory',
+  EACCES: 'Permission denied',
+  EBUSY: 'Device or resource busy',
+  EEXIST: 'File exists',
+  ENODEV: 'No such device',
+  ENOTDIR: 'Not a directory',
+  EISDIR: 'Is a directory',
+  EINVAL: 'Invalid argument',
+  EMFILE: 'Too many open files',
+  ENFILE: 'Too many open files in system',
+  ETXTBSY: 'Text file busy',
+  EFBIG: 'File too large',
+  EROFS: 'Read-only file system',
+  ELOOP: 'Too many levels of symbolic links',
+  ENAMETOOLONG: 'File name too long',
+  EOVERFLOW: 'Value too large for defined data type',
+  ENOTSUP: 'Operation not supported',
+  EOPNOTSUPP: 'Operation not supported',
+};
+
+export function errnoName(errno: number): string {
+  return errnoNames.get(Math.abs(errno)) ?? `errno ${Math.abs(errno)}`;
+}
+
+/**
+ * An RPC error with code -errno (as SPDK replies) whose message is strerror() followed by what
+ * exactly was wrong, e.g. "No such file or directory: cannot open /x".
+ */
+export function fileError(errno: number | string, detail: string): VhostdError {
+  const name = typeof errno === 'string' ? errno : errnoName(errno);
+  const code = typeof errno === 'string' ? (constants.errno as Record<string, number>)[errno] : Math.abs(errno);
+  const err = new VhostdError(-code, `${STRERROR[name] ?? name}: ${detail}`);
+  err.detail = detail;
+  return err;
+}
+
+export interface OpenedFile {
+  fd: number;
+  /** Opened with O_DIRECT. */
+  direct: boolean;
+  blockDevice: boolean;
+  /** File size, or BLKGETSIZE64 for a block device. */
+  sizeBytes: number;
+  /** BLKSSZGET of a block device; 0 for a regular file (not detectable, as in SPDK). */
+  logicalBlockSize: number;
+  /** Alignment O_DIRECT needs for buffer addresses and lengths (0 when buffered). */
+  dioAlign: number;
+}
+
+export interface OpenOptions {
+  readonly: boolean;
+  log: Logger;
+  /** Skip O_DIRECT (tests; a block size the file's direct I/O alignment does not divide). */
+  buffered?: boolean;
+}
+
+function openFd(filename: string, readonly: boolean, direct: boolean): number {
+  const flags = (readonly ? fileConst.O_RDONLY : fileConst.O_RDWR) | (direct ? fileConst.O_DIRECT : 0);
+  return uringNative.fileOpen(filename, flags);
+}
+
+/** Opens `filename` (O_DIRECT unless refused) and sizes it; throws an RPC error, leaking no fd. */
+export function openBackingFile(filename: string, opts: OpenOptions): OpenedFile {
+  if (filename === '') throw fileError('EINVAL', 'filename must not be empty');
+  let direct = !opts.buffered;
+  let fd = openFd(filename, opts.readonly, direct);
+  if (fd === -constants.errno.EINVAL && direct) {
+    // tmpfs before Linux 6.6, ramfs, some FUSE file systems: no O_DIRECT at all.
+    opts.log.warn({ filename }, `O_DIRECT refused by the file system of ${filename} (EINVAL): using buffered I/O`);
+    direct = false;
+    fd = openFd(filename, opts.readonly, false);
+  }
+  if (fd < 0) throw fileError(fd, `cannot open ${filename}${opts.readonly ? ' read-only' : ' read-write'}`);
+  try {
+    const st = fileStat(fd);
+    if (typeof st === 'number') throw fileError(st, `cannot stat ${filename}`);
+    if (st.isBlockDevice) {
+      const size = uringNative.blkGetSize64(fd);
+      if (size < 0) throw fileError(size, `BLKGETSIZE64 failed on ${filename}`);
+      const lbs = uringNative.blkGetSectorSize(fd);
+      if (lbs < 0) throw fileError(lbs, `BLKSSZGET failed on ${filename}`);
+      const dioAlign = direct ? Math.max(512, lbs, st.dioMemAlign) : 0;
+      return { fd, direct, blockDevice: true, sizeBytes: size, logicalBlockSize: lbs, dioAlign };
+    }
+    if (!st.isRegular) throw fileError('EINVAL', `${filename} is neither a regular file nor a block device`);
+    if (direct && st.dioOffsetAlign === 0) {
+      // statx says this file has no direct I/O even though open() accepted the flag.
+      opts.log.warn({ filename }, `${filename} does not support direct I/O (statx): using buffered I/O`);
+      native.close(fd);
+      fd = -1;
+      fd = openFd(filename, opts.readonly, false);
+      if (fd < 0) throw fileError(fd, `cannot open ${filename}`);
+      direct = false;
+    }
+    const dioAlign = direct ? Math.max(512, st.dioOffsetAlign, st.dioMemAlign) : 0;
+    return { fd, direct, blockDevice: false, sizeBytes: st.size, logicalBlockSize: 0, dioAlign };
+  } catch (e) {
+    if (fd >= 0) native.close(fd);
+    throw e;
+  }
+}

@@ -1,0 +1,84 @@
+// Smoke test of `npm run bench`: the null-bdev rows only, about a second of measurement, against
+// both targets (vhostd and qemu-storage-daemon). Checks the table has an IOPS > 0 row per target
+// and that the JSON results and the SVG chart were written.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+const root = new URL('../../', import.meta.url).pathname;
+
+function hasQsd(): boolean {
+  try {
+    execFileSync('sh', ['-c', 'command -v qemu-storage-daemon'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    p.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => {
+      p.kill('SIGKILL');
+      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeout: 120_000 }, async () => {
+  const out = mkdtempSync(join(tmpdir(), 'vhostd-bench-smoke-'));
+  try {
+    const r = await run(
+      ['--bdev', 'null', '--rw', 'randread', '--qd', '16', '--queues', '1', '--duration', '0.4', '--warmup', '0.1', '--alloc-requests', '20000', '--quiet-wait', '0', '--out-dir', out],
+      90_000,
+    );
+    assert.equal(r.code, 0, `bench failed:\n${r.stderr}\n${r.stdout}`);
+
+    // The table: one row per target, IOPS (6th column) > 0.
+    const cells = (line: string) => line.split('│').map((c) => c.trim());
+    const rows = r.stdout.split('\n').filter((l) => /^│ (qsd|vhostd)\s+│ null\s+│/.test(l)).map(cells);
+    const qsd = hasQsd();
+    for (const target of ['vhostd', ...(qsd ? ['qsd'] : [])]) {
+      const row = rows.find((c) => c[1] === target);
+      assert.ok(row, `no table row for ${target}:\n${r.stdout}`);
+      const iops = Number(row[6].replace(/,/g, ''));
+      assert.ok(iops > 0, `${target} IOPS ${row[6]}`);
+    }
+    if (!qsd) assert.ok(rows.some((c) => c[1] === 'qsd' && /not available/.test(c.at(-2) ?? '')), 'QSD row must say not available');
+    assert.match(r.stdout, /Allocation check: vhostd null bdev/);
+
+    const files = readdirSync(out);
+    const json = files.find((f) => f.endsWith('.json'));
+    const svg = files.find((f) => f.endsWith('.svg'));
+    assert.ok(json, `no JSON in ${files.join(', ')}`);
+    assert.ok(svg, `no SVG in ${files.join(', ')}`);
+    const report = JSON.parse(readFileSync(join(out, json), 'utf8')) as {
+      rows: Array<{ target: string; status: string; iops: number; samples: unknown[] }>;
+    };
+    const ok = report.rows.filter((x) => x.status === 'ok');
+    assert.equal(ok.length, qsd ? 2 : 1, JSON.stringify(report.rows.map((x) => [x.target, x.status])));
+    for (const x of ok) assert.ok(x.iops > 0 && x.samples.length === 1, `${x.target}: ${x.iops}`);
+    const chart = readFileSync(join(out, svg), 'utf8');
+    assert.match(chart, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assert.match(chart, /<title>vhostd null randread QD16 x1: \d+ IOPS<\/title>/);
+    if (qsd) assert.match(chart, /<title>qsd null randread QD16 x1: \d+ IOPS<\/title>/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
