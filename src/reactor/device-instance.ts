@@ -41,6 +41,7 @@ export class DeviceInstance {
     readonly spec: DeviceSpec,
     private readonly host: DeviceHost,
     private readonly warn: (msg: string) => void,
+    private readonly info: (msg: string) => void = warn,
   ) {
     if (spec.kind === 'blk') this.channel = openChannel(spec.bdev);
     else this.scsi = new ScsiDevice(spec, warn);
@@ -74,6 +75,8 @@ export class DeviceInstance {
     this.broken = false;
     watch.start();
     this.host.queuesChanged();
+    const resubmits = runner.queue.pendingResubmits;
+    if (resubmits > 0) this.info(`queue ${cfg.qid}: resubmitting ${resubmits} requests left in flight by a previous vhostd`);
     // The driver may have queued requests before the kick fd was handed to us.
     runner.poll();
     this.host.kicked();

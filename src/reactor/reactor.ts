@@ -68,7 +68,8 @@ export class Reactor implements DeviceHost {
     switch (msg.op) {
       case 'attach': {
         const warn = (m: string) => this.log.warn({ dev: msg.spec.name }, m);
-        this.devices.set(msg.devId, new DeviceInstance(msg.devId, msg.spec, this, warn));
+        const info = (m: string) => this.log.info({ dev: msg.spec.name }, m);
+        this.devices.set(msg.devId, new DeviceInstance(msg.devId, msg.spec, this, warn, info));
         this.queuesChanged();
         return undefined;
       }

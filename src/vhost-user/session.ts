@@ -2,7 +2,8 @@
 // features, memory table and vring state, turned into queue start/stop on the data plane.
 import type { Logger } from 'pino';
 import { MemoryTable } from '../memory/memory-table.js';
-import { native } from '../native/index.js';
+import { check, mmapShared, native } from '../native/index.js';
+import { inflightQueueBytes } from '../virtio/inflight.js';
 import type { DevicePlane } from '../reactor/device-plane.js';
 import { VirtioFeature, bit, hasFeature } from '../virtio/features.js';
 import type { QueueConfig } from '../virtio/queue-runner.js';
@@ -27,6 +28,7 @@ import {
   encodeU64,
   expectSize,
   expectedFds,
+  getU64,
   getU64Big,
   reqName,
 } from './protocol.js';
@@ -39,6 +41,7 @@ const SESSION_PROTOCOL_FEATURES =
   bit(ProtocolFeature.MQ) |
   bit(ProtocolFeature.REPLY_ACK) |
   bit(ProtocolFeature.RESET_DEVICE) |
+  bit(ProtocolFeature.INFLIGHT_SHMFD) |
   bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
 
 class Vring {
@@ -65,8 +68,20 @@ function takeFds(m: Message): number[] {
   return m.fds.splice(0);
 }
 
+/** The INFLIGHT_SHMFD buffer: one region per queue, shared with the front-end across restarts. */
+interface InflightBuffer {
+  buffer: SharedArrayBuffer;
+  mappingId: number;
+  numQueues: number;
+  queueSize: number;
+}
+
+const INFLIGHT_PAYLOAD = 24;
+const MAX_INFLIGHT_BYTES = 64 << 20;
+
 export class VhostUserSession {
   private features = 0n;
+  private inflight: InflightBuffer | undefined;
   private protocolFeatures = 0n;
   private readonly memory = new MemoryTable(MAX_MEM_SLOTS);
   private readonly vrings: Vring[];
@@ -126,7 +141,8 @@ export class VhostUserSession {
       req === Req.GET_VRING_BASE ||
       req === Req.GET_QUEUE_NUM ||
       req === Req.GET_CONFIG ||
-      req === Req.GET_MAX_MEM_SLOTS
+      req === Req.GET_MAX_MEM_SLOTS ||
+      req === Req.GET_INFLIGHT_FD
     );
   }
 
@@ -271,6 +287,47 @@ export class VhostUserSession {
         this.reply(m.request, out);
         return true;
       }
+      case Req.GET_INFLIGHT_FD: {
+        expectSize(name, p, INFLIGHT_PAYLOAD);
+        const numQueues = p.getUint16(16, true);
+        const queueSize = p.getUint16(18, true);
+        if (numQueues === 0 || numQueues > this.model.maxQueues || queueSize === 0 || queueSize > MAX_QUEUE_SIZE) {
+          throw new ProtocolError(`GET_INFLIGHT_FD: ${numQueues} queues of ${queueSize}`);
+        }
+        const size = inflightQueueBytes(queueSize) * numQueues;
+        if (size > MAX_INFLIGHT_BYTES) throw new ProtocolError(`GET_INFLIGHT_FD: ${size} bytes is too large`);
+        const fd = check('memfd_create', native.memfdCreate('vhostd-inflight', size));
+        try {
+          this.setInflight({ ...this.mapInflight(fd, size, 0), numQueues, queueSize });
+          const out = new Uint8Array(INFLIGHT_PAYLOAD);
+          const dv = new DataView(out.buffer);
+          dv.setBigUint64(0, BigInt(size), true);
+          dv.setBigUint64(8, 0n, true);
+          dv.setUint16(16, numQueues, true);
+          dv.setUint16(18, queueSize, true);
+          this.reply(m.request, out, [fd]);
+        } finally {
+          native.close(fd);
+        }
+        return true;
+      }
+      case Req.SET_INFLIGHT_FD: {
+        expectSize(name, p, INFLIGHT_PAYLOAD);
+        const size = getU64(p, 0);
+        const offset = getU64(p, 8);
+        const numQueues = p.getUint16(16, true);
+        const queueSize = p.getUint16(18, true);
+        const fd = m.fds[0];
+        try {
+          if (size === 0 || size > MAX_INFLIGHT_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize) * numQueues) {
+            throw new ProtocolError(`SET_INFLIGHT_FD: ${size} bytes at ${offset} for ${numQueues} queues of ${queueSize}`);
+          }
+          this.setInflight({ ...this.mapInflight(fd, size, offset), numQueues, queueSize });
+        } finally {
+          native.close(fd);
+        }
+        return false;
+      }
       case Req.SET_CONFIG:
         decodeConfig(name, p);
         throw new ProtocolError('SET_CONFIG: the config space is read-only');
@@ -334,6 +391,7 @@ export class VhostUserSession {
       addrs: { descGpa, availGpa, usedGpa },
       callFd: v.callFd,
       chainCapacity: this.model.chainCapacity,
+      inflight: this.inflightFor(index, v.num, packed),
     };
     try {
       await this.plane.startQueue(cfg, v.kickFd);
@@ -342,6 +400,31 @@ export class VhostUserSession {
       throw new ProtocolError(`vring ${index} cannot start: ${e instanceof Error ? e.message : String(e)}`);
     }
     v.running = true;
+  }
+
+  private mapInflight(fd: number, size: number, offset: number): { buffer: SharedArrayBuffer; mappingId: number } {
+    try {
+      const m = mmapShared(fd, size, offset);
+      return { buffer: m.buffer, mappingId: m.id };
+    } catch (e) {
+      throw new ProtocolError(`cannot map the in-flight buffer: ${(e as Error).message}`);
+    }
+  }
+
+  private setInflight(next: InflightBuffer | undefined): void {
+    if (this.inflight) native.releaseMapping(this.inflight.mappingId);
+    this.inflight = next;
+  }
+
+  /** This queue's in-flight region, if the front-end set one up that fits the ring. */
+  private inflightFor(index: number, size: number, packed: boolean): QueueConfig['inflight'] {
+    const inf = this.inflight;
+    if (!inf || packed) return undefined;
+    if (index >= inf.numQueues || size > inf.queueSize) {
+      this.log.warn({ queue: index, size }, 'in-flight buffer does not cover this queue; it is not tracked');
+      return undefined;
+    }
+    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize) };
   }
 
   private uvaToGpa(uva: number, len: number, what: string): number {
@@ -384,6 +467,7 @@ export class VhostUserSession {
     } finally {
       for (const v of this.vrings) v.closeFds();
       MemoryTable.release(this.memory.clear());
+      this.setInflight(undefined);
     }
   }
 }

@@ -124,6 +124,9 @@ export class PackedQueue implements Virtqueue {
     Atomics.store(this.deviceEvent, 1, EVENT_DISABLE);
   }
 
+  /** In-flight tracking covers split rings only. */
+  readonly pendingResubmits = 0;
+
   vringBase(): number {
     const avail = this.nextAvail | (this.availWrap ? 0x8000 : 0);
     const used = this.nextUsed | (this.usedWrap ? 0x8000 : 0);

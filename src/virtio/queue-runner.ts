@@ -3,6 +3,7 @@
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { native } from '../native/index.js';
 import { Chain, ChainWalker } from './desc-chain.js';
+import { SplitInflight } from './inflight.js';
 import { PackedQueue } from './packed-queue.js';
 import { SplitQueue } from './split-queue.js';
 import { QueueError, type RingAddresses, type Virtqueue } from './virtqueue.js';
@@ -19,6 +20,8 @@ export interface QueueConfig {
   callFd: number;
   /** Scatter-list capacity of one chain (seg_max plus header/status room). */
   chainCapacity: number;
+  /** This queue's region of the INFLIGHT_SHMFD buffer (split rings), when the front-end gave one. */
+  inflight?: { buffer: SharedArrayBuffer; offset: number };
 }
 
 /** Device-specific request handling, one instance per queue. */
@@ -60,7 +63,9 @@ export class QueueRunner {
   ) {
     this.qid = cfg.qid;
     this.callFd = cfg.callFd;
-    this.queue = cfg.packed ? new PackedQueue(cfg.size, cfg.eventIdx, cfg.lastAvail) : new SplitQueue(cfg.size, cfg.eventIdx, cfg.lastAvail);
+    this.queue = cfg.packed
+      ? new PackedQueue(cfg.size, cfg.eventIdx, cfg.lastAvail)
+      : new SplitQueue(cfg.size, cfg.eventIdx, cfg.lastAvail, cfg.inflight ? new SplitInflight(cfg.inflight.buffer, cfg.inflight.offset, cfg.size) : undefined);
     this.queue.bind(mem, addrs, true);
     this.chain = new Chain(cfg.chainCapacity);
     this.walker = new ChainWalker(mem, cfg.indirect);

@@ -3,6 +3,7 @@
 // used-ring entries before the index that publishes them.
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { ChainError, chainErrorText, type Chain, type ChainWalker } from './desc-chain.js';
+import type { SplitInflight } from './inflight.js';
 import { QueueError, type RingAddresses, type Virtqueue } from './virtqueue.js';
 
 const DESC_SIZE = 16;
@@ -21,11 +22,14 @@ export class SplitQueue implements Virtqueue {
   usedIdx: number;
   private signalledUsed: number;
   private signalledValid = false;
+  /** Heads a previous process left in flight, resubmitted before new avail entries. */
+  private resubmit: number[] = [];
 
   constructor(
     readonly size: number,
     readonly eventIdx: boolean,
     lastAvail: number,
+    private readonly inflight?: SplitInflight,
   ) {
     this.mask = size - 1;
     this.lastAvail = lastAvail & 0xffff;
@@ -54,6 +58,11 @@ export class SplitQueue implements Virtqueue {
       // The used index lives in guest memory; resume from it (as libvhost-user does).
       this.usedIdx = Atomics.load(this.used16, 1);
       this.signalledValid = false;
+      if (this.inflight) {
+        const r = this.inflight.recover(this.usedIdx);
+        this.lastAvail = r.lastAvail;
+        this.resubmit = r.resubmit;
+      }
     }
   }
 
@@ -64,15 +73,27 @@ export class SplitQueue implements Virtqueue {
     return n;
   }
 
+  /** Heads recovered from the in-flight log that still wait for resubmission. */
+  get pendingResubmits(): number {
+    return this.resubmit.length;
+  }
+
   pop(walker: ChainWalker, chain: Chain): number {
-    if (this.available() === 0) return -1;
-    const head = this.popHead();
+    let head: number;
+    if (this.resubmit.length > 0) {
+      head = this.resubmit.shift() as number;
+    } else {
+      if (this.available() === 0) return -1;
+      head = this.popHead();
+      this.inflight?.begin(head);
+    }
     const rc = walker.walk(this.descView, this.descOff, this.size, head, chain);
     if (rc !== ChainError.OK) throw new QueueError(`chain at head ${head}: ${chainErrorText[rc]}`);
     return head;
   }
 
   hasAvailable(): boolean {
+    if (this.resubmit.length > 0) return true;
     try {
       return this.available() > 0;
     } catch {
@@ -97,11 +118,14 @@ export class SplitQueue implements Virtqueue {
     this.used32[slot] = id;
     this.used32[slot + 1] = len;
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.inflight?.completed(id);
   }
 
   /** Publishes every pushed used entry at once (release ordering via Atomics). */
   publishUsed(): void {
+    this.inflight?.prePublish();
     Atomics.store(this.used16, 1, this.usedIdx);
+    this.inflight?.postPublish(this.usedIdx);
   }
 
   /** Whether the driver wants an interrupt for the entries published since the last signal. */

@@ -28,6 +28,8 @@ export interface Virtqueue {
   needsSignal(): boolean;
   enableNotifications(): void;
   disableNotifications(): void;
+  /** Requests a previous process left in flight that this queue resubmits first. */
+  readonly pendingResubmits: number;
   /** The vring base for GET_VRING_BASE (packed: index | avail wrap counter << 15). */
   vringBase(): number;
 }

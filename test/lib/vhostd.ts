@@ -30,8 +30,9 @@ export class VhostdProcess {
     });
   }
 
-  static async start(args: string[] = []): Promise<VhostdProcess> {
-    const dir = mkdtempSync(join(tmpdir(), 'vhostd-'));
+  /** Starts vhostd with `args`; `dir` reuses a socket directory (restart tests). */
+  static async start(args: string[] = [], opts: { dir?: string } = {}): Promise<VhostdProcess> {
+    const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vhostd-'));
     const rpcSocket = join(dir, 'spdk.sock');
     const proc = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/vhostd.ts'), '-S', dir, '-r', rpcSocket, ...args], {
       cwd: root,
@@ -78,7 +79,15 @@ export class VhostdProcess {
     throw new Error(`no log line matching ${re} within ${timeoutMs} ms; last lines:\n${this.logs.slice(-10).join('\n')}`);
   }
 
-  async stop(): Promise<number | null> {
+  /** Kills the process (SIGKILL: no cleanup at all) and keeps its directory for a restart. */
+  async kill(): Promise<void> {
+    if (!this.alive) return;
+    const exited = new Promise<void>((r) => this.proc.once('exit', () => r()));
+    this.proc.kill('SIGKILL');
+    await exited;
+  }
+
+  async stop(opts: { keepDir?: boolean } = {}): Promise<number | null> {
     if (this.alive) {
       const exited = new Promise<void>((r) => this.proc.once('exit', () => r()));
       this.proc.kill('SIGTERM');
@@ -86,7 +95,7 @@ export class VhostdProcess {
       await exited;
       clearTimeout(timer);
     }
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!opts.keepDir) rmSync(this.dir, { recursive: true, force: true });
     return this.exitCode ?? null;
   }
 }

@@ -1,0 +1,61 @@
+// Restart without losing guest I/O: vhostd is SIGKILLed twice while a guest runs fio verify on a
+// file-backed disk; QEMU (reconnect=1) reconnects to the restarted daemon, the in-flight buffer
+// lets the new process complete every request exactly once, and fio sees no error.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { VhostdProcess } from '../lib/vhostd.js';
+import { GuestSession, assertGuestOk, buildGuest, guestScript, vhostUserBlkArgs } from './lib/guest.js';
+
+const MiB = 1024 * 1024;
+
+test('SIGKILL and restart of vhostd twice during fio verify: no guest I/O error', { timeout: 600_000 }, async () => {
+  await buildGuest();
+  let d = await VhostdProcess.start(['-m', '0x1']);
+  const dir = d.dir;
+  const disk = join(dir, 'disk.img');
+  writeFileSync(disk, Buffer.alloc(64 * MiB));
+  await d.rpc('bdev_aio_create', { name: 'F0', filename: disk, block_size: 512 });
+  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'F0' });
+  // The configuration the restarted daemons start from.
+  const config = join(dir, 'config.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      subsystems: [
+        { subsystem: 'bdev', config: [{ method: 'bdev_aio_create', params: { name: 'F0', filename: disk, block_size: 512 } }] },
+        { subsystem: 'vhost_blk', config: [{ method: 'vhost_create_blk_controller', params: { ctrlr: 'vhost.0', dev_name: 'F0' } }] },
+      ],
+    }),
+  );
+  const g = await GuestSession.start({
+    name: 'reconnect',
+    script: guestScript('blk-fio-rounds.sh'),
+    env: { ROUNDS: '3', SIZE_MB: '16' },
+    devices: vhostUserBlkArgs(d.socket('vhost.0'), { numQueues: 2, reconnectS: 1 }),
+  });
+  let resubmitted = 0;
+  try {
+    await g.waitForMark('running');
+    for (let restart = 0; restart < 2; restart++) {
+      // Let fio get going, then kill the daemon with requests in flight.
+      await new Promise((r) => setTimeout(r, 1500));
+      await d.kill();
+      d = await VhostdProcess.start(['-m', '0x1', '--json', config], { dir });
+      // QEMU (reconnect=1) comes back to the new process on its own.
+      await d.waitForLog(/vhost-user connection accepted/, 30_000);
+      resubmitted += d.logsMatching(/resubmitting \d+ requests/).length;
+      await g.waitForMark(`round${restart + 1}`, 120_000);
+    }
+    const r = await g.waitExit(240_000);
+    assertGuestOk(r, 'fio across restarts');
+    assert.equal(r.results.fio_errors, '0');
+    // QEMU's own account of the back-end going away and coming back.
+    assert.match(r.stderr, /ring restore failed|Unable to connect character device/);
+    console.log(`# queues that resubmitted in-flight requests after a restart: ${resubmitted}`);
+  } finally {
+    await g.kill();
+    await d.stop();
+  }
+});
