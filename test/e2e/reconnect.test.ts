@@ -16,16 +16,25 @@ test('SIGKILL and restart of vhostd twice during fio verify: no guest I/O error'
   const dir = d.dir;
   const disk = join(dir, 'disk.img');
   writeFileSync(disk, Buffer.alloc(64 * MiB));
+  // A delay bdev over the file keeps requests in flight long enough for SIGKILL to catch some.
+  const delay = { base_bdev_name: 'F0', name: 'D0', avg_read_latency: 2000, p99_read_latency: 3000, avg_write_latency: 2000, p99_write_latency: 3000 };
   await d.rpc('bdev_aio_create', { name: 'F0', filename: disk, block_size: 512 });
-  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'F0' });
+  await d.rpc('bdev_delay_create', delay);
+  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'D0' });
   // The configuration the restarted daemons start from.
   const config = join(dir, 'config.json');
   writeFileSync(
     config,
     JSON.stringify({
       subsystems: [
-        { subsystem: 'bdev', config: [{ method: 'bdev_aio_create', params: { name: 'F0', filename: disk, block_size: 512 } }] },
-        { subsystem: 'vhost_blk', config: [{ method: 'vhost_create_blk_controller', params: { ctrlr: 'vhost.0', dev_name: 'F0' } }] },
+        {
+          subsystem: 'bdev',
+          config: [
+            { method: 'bdev_aio_create', params: { name: 'F0', filename: disk, block_size: 512 } },
+            { method: 'bdev_delay_create', params: delay },
+          ],
+        },
+        { subsystem: 'vhost_blk', config: [{ method: 'vhost_create_blk_controller', params: { ctrlr: 'vhost.0', dev_name: 'D0' } }] },
       ],
     }),
   );
@@ -45,8 +54,8 @@ test('SIGKILL and restart of vhostd twice during fio verify: no guest I/O error'
       d = await VhostdProcess.start(['-m', '0x1', '--json', config], { dir });
       // QEMU (reconnect=1) comes back to the new process on its own.
       await d.waitForLog(/vhost-user connection accepted/, 30_000);
-      resubmitted += d.logsMatching(/resubmitting \d+ requests/).length;
       await g.waitForMark(`round${restart + 1}`, 120_000);
+      resubmitted += d.logsMatching(/resubmitting \d+ requests/).length;
     }
     const r = await g.waitExit(240_000);
     assertGuestOk(r, 'fio across restarts');
@@ -54,6 +63,7 @@ test('SIGKILL and restart of vhostd twice during fio verify: no guest I/O error'
     // QEMU's own account of the back-end going away and coming back.
     assert.match(r.stderr, /ring restore failed|Unable to connect character device/);
     console.log(`# queues that resubmitted in-flight requests after a restart: ${resubmitted}`);
+    assert.ok(resubmitted >= 1, 'at least one restart found requests in flight and replayed them');
   } finally {
     await g.kill();
     await d.stop();
