@@ -43,6 +43,8 @@ export class BlkQueue {
   private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly reaped: Array<{ id: number; len: number }> = [];
+  /** Call-eventfd wake-ups seen (interrupts the target raised). */
+  interrupts = 0;
 
   constructor(
     readonly mem: DriverMemory,
@@ -55,7 +57,8 @@ export class BlkQueue {
     this.kickFd = check('eventfd', native.eventfd(0));
     this.callFd = check('eventfd', native.eventfd(0));
     this.watch = new native.FdWatch(this.callFd, () => {
-      native.eventfdRead(this.callFd);
+      const n = native.eventfdRead(this.callFd);
+      if (n > 0) this.interrupts += n;
       this.reap();
     });
     this.watch.start();

@@ -8,7 +8,7 @@ import type { ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { RegionShare } from '../memory/region.js';
 import { type FdWatchHandle, native } from '../native/index.js';
-import { type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
+import { type Coalescing, type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
 import type { DeviceSpec, QueueStats } from './messages.js';
 
 interface QueueSlot {
@@ -21,6 +21,7 @@ interface QueueSlot {
 export interface DeviceHost {
   deviceFailed(dev: DeviceInstance, qid: number, reason: string): void;
   scheduleFlush(runner: QueueRunner): void;
+  deferSignal(runner: QueueRunner, ms: number): void;
   /** A queue was kicked, started or stopped: the reactor re-plans its polling. */
   queuesChanged(): void;
   /** The guest kicked: the reactor switches to (or stays in) poll mode. */
@@ -52,6 +53,7 @@ export class DeviceInstance {
         host.deviceFailed(this, runner.qid, reason);
       },
       scheduleFlush: (runner) => host.scheduleFlush(runner),
+      deferSignal: (runner, ms) => host.deferSignal(runner, ms),
     };
   }
 
@@ -92,6 +94,10 @@ export class DeviceInstance {
     this.host.queuesChanged();
     await slot.runner.stop();
     return slot.runner.queue.vringBase();
+  }
+
+  setCoalescing(c: Coalescing): void {
+    for (const slot of this.queues.values()) slot.runner.setCoalescing(c);
   }
 
   setCallFd(qid: number, fd: number): void {

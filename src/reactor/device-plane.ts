@@ -2,7 +2,7 @@
 // cpumask (first queue on the least-loaded one) and forwards memory/queue changes to them.
 import type { ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
 import type { RegionShare } from '../memory/region.js';
-import type { QueueConfig } from '../virtio/queue-runner.js';
+import type { Coalescing, QueueConfig } from '../virtio/queue-runner.js';
 import type { DeviceSpec } from './messages.js';
 import type { ReactorHandle, ReactorPool } from './reactor-pool.js';
 
@@ -14,6 +14,7 @@ export class DevicePlane {
   private readonly attached = new Set<ReactorHandle>();
   private readonly queueReactor = new Map<number, ReactorHandle>();
   private regions: RegionShare[] = [];
+  private coalescing: Coalescing | undefined;
 
   constructor(
     pool: ReactorPool,
@@ -43,7 +44,7 @@ export class DevicePlane {
   async startQueue(cfg: QueueConfig, kickFd: number): Promise<void> {
     const r = this.reactorFor(cfg.qid);
     await this.ensureAttached(r);
-    await r.request({ op: 'startQueue', devId: this.devId, cfg, kickFd });
+    await r.request({ op: 'startQueue', devId: this.devId, cfg: { ...cfg, coalescing: this.coalescing }, kickFd });
     this.queueReactor.set(cfg.qid, r);
     r.load++;
   }
@@ -64,6 +65,11 @@ export class DevicePlane {
   async setCallFd(qid: number, fd: number): Promise<void> {
     const r = this.queueReactor.get(qid);
     if (r) await r.request({ op: 'setCall', devId: this.devId, qid, fd });
+  }
+
+  async setCoalescing(c: Coalescing): Promise<void> {
+    this.coalescing = c;
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'coalescing', devId: this.devId, coalescing: c })));
   }
 
   /** Hot-attach: every reactor of this session gets the LUN; the event queue's tells the guest. */

@@ -3,7 +3,7 @@
 import type { BlkDeviceSpec } from '../devices/blk/blk-spec.js';
 import type { ScsiDeviceSpec, ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
 import type { RegionShare } from '../memory/region.js';
-import type { QueueConfig } from '../virtio/queue-runner.js';
+import type { Coalescing, QueueConfig } from '../virtio/queue-runner.js';
 
 /** Device descriptions a reactor can instantiate. */
 export type DeviceSpec = BlkDeviceSpec | ScsiDeviceSpec;
@@ -14,6 +14,7 @@ export type ReactorRequest =
   | { op: 'startQueue'; devId: number; cfg: QueueConfig; kickFd: number }
   | { op: 'stopQueue'; devId: number; qid: number }
   | { op: 'setCall'; devId: number; qid: number; fd: number }
+  | { op: 'coalescing'; devId: number; coalescing: Coalescing }
   | { op: 'detach'; devId: number }
   | { op: 'scsiAttach'; devId: number; target: ScsiTargetSpec }
   | { op: 'scsiDetach'; devId: number; target: number }

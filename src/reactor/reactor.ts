@@ -81,6 +81,9 @@ export class Reactor implements DeviceHost {
         return undefined;
       case 'stopQueue':
         return this.device(msg.devId).stopQueue(msg.qid);
+      case 'coalescing':
+        this.device(msg.devId).setCoalescing(msg.coalescing);
+        return undefined;
       case 'setCall':
         this.device(msg.devId).setCallFd(msg.qid, msg.fd);
         return undefined;
@@ -170,6 +173,10 @@ export class Reactor implements DeviceHost {
   deviceFailed(dev: DeviceInstance, qid: number, reason: string): void {
     this.log.error({ dev: dev.spec.name, queue: qid }, `device stopped: ${reason}`);
     this.emit({ event: 'deviceError', devId: dev.devId, reason: `queue ${qid}: ${reason}` });
+  }
+
+  deferSignal(runner: QueueRunner, ms: number): void {
+    setTimeout(() => runner.deferredFlush(), ms);
   }
 
   scheduleFlush(runner: QueueRunner): void {

@@ -4,6 +4,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { EAGAIN, type FdWatchHandle, check, native } from '../native/index.js';
 import { DevicePlane } from '../reactor/device-plane.js';
+import type { Coalescing } from '../virtio/queue-runner.js';
 import type { ReactorPool } from '../reactor/reactor-pool.js';
 import { VhostUserConnection } from '../vhost-user/connection.js';
 import type { DeviceModel } from '../vhost-user/device-model.js';
@@ -45,6 +46,7 @@ export class Controller {
   private watch: FdWatchHandle | undefined;
   private readonly sessions = new Set<SessionEntry>();
   private nextSessionId = 0;
+  private coalescing: Coalescing | undefined;
 
   constructor(
     readonly opts: ControllerOptions,
@@ -112,6 +114,7 @@ export class Controller {
     const id = this.nextSessionId++;
     const log = this.log.child({ ctrlr: this.name, session: id });
     const plane = new DevicePlane(this.pool, this.opts.cores, this.opts.model.spec());
+    if (this.coalescing) void plane.setCoalescing(this.coalescing);
     const entry = { plane, id, acceptedAt: Date.now(), negotiated: false } as SessionEntry;
     entry.conn = new VhostUserConnection(
       fd,
@@ -129,6 +132,12 @@ export class Controller {
     entry.session = new VhostUserSession(entry.conn, this.opts.model, plane, log);
     this.sessions.add(entry);
     log.info('vhost-user connection accepted');
+  }
+
+  /** Interrupt coalescing for the controller's queues, now and in later sessions. */
+  setCoalescing(c: Coalescing): void {
+    this.coalescing = c;
+    for (const s of this.sessions) s.plane.setCoalescing(c).catch((e) => this.log.error({ ctrlr: this.name, err: e }, 'coalescing update failed'));
   }
 
   /** Runs `fn` on the data plane of every live session (hot-plug reaches running guests). */

@@ -261,6 +261,7 @@ export class VhostService implements VhostControllerService {
     const e = this.get(ctrlr);
     e.delayBaseUs = delayBaseUs;
     e.iopsThreshold = iopsThreshold;
+    e.controller.setCoalescing({ delayBaseUs, iopsThreshold });
   }
 
   async close(): Promise<void> {

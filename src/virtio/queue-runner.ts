@@ -22,7 +22,17 @@ export interface QueueConfig {
   chainCapacity: number;
   /** This queue's region of the INFLIGHT_SHMFD buffer (split rings), when the front-end gave one. */
   inflight?: { buffer: SharedArrayBuffer; offset: number };
+  coalescing?: Coalescing;
 }
+
+/** SPDK's vhost_controller_set_coalescing: delay interrupts of queues above an IOPS threshold. */
+export interface Coalescing {
+  delayBaseUs: number;
+  iopsThreshold: number;
+}
+
+/** SPDK re-evaluates each queue's rate every 10 ms (SPDK_VHOST_STATS_CHECK_INTERVAL_MS). */
+const STATS_INTERVAL_MS = 10;
 
 /** Device-specific request handling, one instance per queue. */
 export interface RequestHandler {
@@ -35,6 +45,8 @@ export interface RequestHandler {
 export interface RunnerHost {
   /** The guest did something that requires stopping the device. */
   fail(runner: QueueRunner, reason: string): void;
+  /** Coalescing held back an interrupt: flush the runner again after `ms`. */
+  deferSignal(runner: QueueRunner, ms: number): void;
   /** A completion arrived outside poll(): flush the runner soon. */
   scheduleFlush(runner: QueueRunner): void;
 }
@@ -54,6 +66,15 @@ export class QueueRunner {
   /** Requests completed since creation (reactor statistics). */
   completed = 0;
   private drainWaiters: Array<() => void> = [];
+  // Interrupt coalescing (all in ms / requests per stats interval).
+  private irqDelayBaseMs = 0;
+  private ioThreshold = 0;
+  private irqDelayMs = 0;
+  private reqCount = 0;
+  private nextStatsAt = 0;
+  private lastSignalAt = 0;
+  private signalDeferred = false;
+  private deferTimer = false;
 
   constructor(
     readonly mem: GuestMemory,
@@ -70,6 +91,24 @@ export class QueueRunner {
     this.chain = new Chain(cfg.chainCapacity);
     this.walker = new ChainWalker(mem, cfg.indirect);
     this.heads = new Uint8Array(cfg.size);
+    if (cfg.coalescing) this.setCoalescing(cfg.coalescing);
+  }
+
+  setCoalescing(c: Coalescing): void {
+    this.irqDelayBaseMs = c.delayBaseUs / 1000;
+    this.ioThreshold = (c.iopsThreshold * STATS_INTERVAL_MS) / 1000;
+    if (this.irqDelayBaseMs === 0 || this.ioThreshold <= 0) this.irqDelayMs = 0;
+  }
+
+  /** SPDK's check_session_vq_io_stats: the busier the queue above the threshold, the longer the delay. */
+  private updateIoStats(now: number): void {
+    if (now < this.nextStatsAt) return;
+    this.irqDelayMs =
+      this.irqDelayBaseMs > 0 && this.ioThreshold > 0 && this.reqCount > this.ioThreshold
+        ? (this.irqDelayBaseMs * (this.reqCount - this.ioThreshold)) / this.ioThreshold
+        : 0;
+    this.reqCount = 0;
+    this.nextStatsAt = now + STATS_INTERVAL_MS;
   }
 
   /** Re-resolves ring addresses after a memory-table change. */
@@ -102,6 +141,10 @@ export class QueueRunner {
       return started;
     }
     this.polling = false;
+    if (this.irqDelayBaseMs > 0) {
+      this.reqCount += started;
+      this.updateIoStats(performance.now());
+    }
     this.flush();
     return started;
   }
@@ -138,11 +181,33 @@ export class QueueRunner {
 
   /** Publishes pending used entries and signals the guest if it asked for it. */
   flush(): void {
-    if (this.pendingUsed === 0) return;
-    this.pendingUsed = 0;
+    if (this.pendingUsed === 0 && !this.signalDeferred) return;
     const q = this.queue;
-    q.publishUsed();
+    if (this.pendingUsed > 0) {
+      this.pendingUsed = 0;
+      q.publishUsed();
+    }
+    if (this.irqDelayMs > 0) {
+      const now = performance.now();
+      const wait = this.lastSignalAt + this.irqDelayMs - now;
+      if (wait > 0) {
+        this.signalDeferred = true;
+        if (!this.deferTimer) {
+          this.deferTimer = true;
+          this.host.deferSignal(this, Math.ceil(wait));
+        }
+        return;
+      }
+      this.lastSignalAt = now;
+    }
+    this.signalDeferred = false;
     if (this.callFd >= 0 && q.needsSignal()) native.eventfdWrite(this.callFd);
+  }
+
+  /** The coalescing timer fired. */
+  deferredFlush(): void {
+    this.deferTimer = false;
+    this.flush();
   }
 
   /** Stops taking new requests and resolves once every in-flight request completed. */

@@ -69,4 +69,36 @@ describe('reactors', () => {
       ini.close();
     }
   });
+
+  test('vhost_controller_set_coalescing delays interrupts of a busy queue (SPDK semantics)', async () => {
+    await d.rpc('bdev_malloc_create', { name: 'C0', num_blocks: 16384, block_size: 512 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'co', dev_name: 'C0', cpumask: '0x1' });
+    const ini = await BlkInitiator.connect(d.socket('co'), { queues: 1, queueSize: 64 });
+    /** Keeps 16 reads in flight for `ms`; returns completions per interrupt. */
+    const perInterrupt = async (ms: number) => {
+      const q = ini.queues[0];
+      const i0 = q.interrupts;
+      let done = 0;
+      const t0 = performance.now();
+      const worker = async () => {
+        while (performance.now() - t0 < ms) {
+          assert.equal((await ini.read(0, 4096)).status, BlkStatus.OK);
+          done++;
+        }
+      };
+      await Promise.all(Array.from({ length: 16 }, worker));
+      return done / Math.max(1, q.interrupts - i0);
+    };
+    try {
+      const plain = await perInterrupt(600);
+      assert.equal(await d.rpc('vhost_controller_set_coalescing', { ctrlr: 'co', delay_base_us: 2000, iops_threshold: 1000 }), true);
+      const coalesced = await perInterrupt(600);
+      console.log(`# completions per interrupt: ${plain.toFixed(2)} without coalescing, ${coalesced.toFixed(2)} with`);
+      assert.ok(coalesced > plain * 2, `coalescing batches interrupts (${plain.toFixed(2)} → ${coalesced.toFixed(2)})`);
+      const [c] = await d.rpc<Array<{ delay_base_us: number; iops_threshold: number }>>('vhost_get_controllers', { name: 'co' });
+      assert.deepEqual([c.delay_base_us, c.iops_threshold], [2000, 1000]);
+    } finally {
+      ini.close();
+    }
+  });
 });
