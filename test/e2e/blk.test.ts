@@ -98,6 +98,30 @@ describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
     assert.equal(r.results.packed, '1', 'the guest negotiated VIRTIO_F_RING_PACKED');
   });
 
+  test('guest memory on hugetlbfs (memory-backend-file,share=on): fio verify', async () => {
+    // 512 MiB of 2 MiB pages for the guest, mounted where QEMU looks for them.
+    const { execFileSync } = await import('node:child_process');
+    const { existsSync, mkdirSync, readFileSync, writeFileSync } = await import('node:fs');
+    const free = () => Number(/HugePages_Free:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+    if (free() < 300) writeFileSync('/proc/sys/vm/nr_hugepages', String(Number(readFileSync('/proc/sys/vm/nr_hugepages', 'utf8')) + 300 - free()));
+    if (!readFileSync('/proc/mounts', 'utf8').includes('hugetlbfs')) {
+      if (!existsSync('/dev/hugepages')) mkdirSync('/dev/hugepages');
+      execFileSync('mount', ['-t', 'hugetlbfs', 'none', '/dev/hugepages']);
+    }
+    assert.ok(free() >= 256, `enough free huge pages (${free()})`);
+    await d.rpc('bdev_malloc_create', { name: 'Mhp', num_blocks: (32 * MiB) / 512, block_size: 512 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'huge', dev_name: 'Mhp' });
+    const r = await runGuest({
+      name: 'hugepages',
+      memBackend: 'hugepages',
+      script: guestScript('blk-fio-verify.sh'),
+      env: { DEV: 'vda', SIZE_MB: '8', NUMJOBS: '2', FS_CHECK: '0' },
+      devices: vhostUserBlkArgs(d.socket('huge'), { numQueues: 2 }),
+    });
+    assertGuestOk(r, 'fio on hugepage-backed guest memory');
+    assert.equal(r.results.fio_errors, '0');
+  });
+
   test('a read-only controller: the guest sees it read-only, writes fail, the bdev is unchanged', async () => {
     await d.rpc('bdev_malloc_create', { name: 'Mro', num_blocks: (16 * MiB) / 512, block_size: 512 });
     // Fill the first 64 KiB with a pattern through a writable controller, then swap it for a read-only one.
