@@ -34,6 +34,30 @@ describe('vhost-user-scsi with a QEMU guest', { timeout: 600_000 }, () => {
     assert.equal(r.results.unmap_zeroed, '1');
   });
 
+  test('packed virtqueues (QEMU packed=on): fio verify on a SCSI disk', async () => {
+    await d.rpc('bdev_malloc_create', { name: 'P0', num_blocks: (32 * MiB) / 512, block_size: 512 });
+    await d.rpc('vhost_create_scsi_controller', { ctrlr: 'scsipk' });
+    await d.rpc('vhost_scsi_controller_add_target', { ctrlr: 'scsipk', scsi_target_num: 0, bdev_name: 'P0' });
+    const r = await runGuest({
+      name: 'scsi-packed',
+      script: [
+        '. /vhostd/lib.sh',
+        'wait_dev /dev/sda || finish',
+        'v=$(basename "$(readlink -f /sys/block/sda/device/../../../..)")',
+        'features=$(cat /sys/bus/virtio/devices/*/features | grep -c "^.\\{34\\}1")',
+        'expect packed_devices "$features" 1',
+        'fio --name=v --filename=/dev/sda --rw=randwrite --bs=4k --size=16m --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --output=/tmp/f.txt >/dev/null 2>&1',
+        'result fio_rc $?',
+        `expect fio_errors "$(grep -c 'err= *[1-9]\\|verify:' /tmp/f.txt)" 0`,
+        'finish',
+      ].join('\n'),
+      devices: vhostUserScsiArgs(d.socket('scsipk'), { numQueues: 2, extra: 'packed=on' }),
+    });
+    assertGuestOk(r, 'scsi packed fio');
+    assert.equal(r.results.packed_devices, '1', 'the virtio-scsi device negotiated VIRTIO_F_RING_PACKED');
+    assert.equal(r.results.fio_errors, '0');
+  });
+
   test('hot-attach and hot-detach of a target while fio verify runs on another', async () => {
     await d.rpc('bdev_malloc_create', { name: 'S2', num_blocks: (16 * MiB) / 512, block_size: 512 });
     await d.rpc('bdev_malloc_create', { name: 'H0', num_blocks: (32 * MiB) / 512, block_size: 512 });
