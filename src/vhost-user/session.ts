@@ -272,7 +272,7 @@ export class VhostUserSession {
         if (s.num > 1) throw new ProtocolError(`SET_VRING_ENABLE: value ${s.num}`);
         v.enabled = s.num === 1;
         if (!v.enabled && v.running) await this.stopVring(s.index);
-        else await this.reconcile(s.index);
+        else await this.reconcile(s.index, v.enabled);
         return false;
       }
       case Req.GET_CONFIG: {
@@ -373,9 +373,15 @@ export class VhostUserSession {
   }
 
   /** Starts a vring once it has everything it needs and is enabled. */
-  private async reconcile(index: number): Promise<void> {
+  private async reconcile(index: number, enabling = false): Promise<void> {
     const v = this.vrings[index];
-    if (v.running || !v.enabled || v.kickFd < 0 || v.num === 0 || v.addr === undefined) return;
+    if (v.running || !v.enabled || v.kickFd < 0) return;
+    if (v.num === 0 || v.addr === undefined) {
+      // Front-ends may kick before addressing a ring; only enabling it is a definite error.
+      if (!enabling) return;
+      // A kicked, enabled ring that was never given a size or addresses cannot be served.
+      throw new ProtocolError(`vring ${index} is kicked and enabled but was never set up (${v.num === 0 ? 'no size' : 'no addresses'})`);
+    }
     const a = v.addr;
     const packed = hasFeature(this.features, VirtioFeature.RING_PACKED);
     const descGpa = this.uvaToGpa(a.descUserAddr, 16 * v.num, 'descriptor table');

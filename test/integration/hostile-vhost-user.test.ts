@@ -141,6 +141,25 @@ describe('hostile vhost-user front-ends', () => {
     await assertHealthy(6);
   });
 
+  test('a queue kicked and enabled without ever being set up is refused with a log line', async () => {
+    const ini = await BlkInitiator.negotiate(d.socket('victim'));
+    try {
+      await ini.setMemTable();
+      const kick = native.eventfd(0);
+      assert.equal(await ini.fe.callAck(Req.SET_VRING_KICK, encodeU64(3), [kick]), 0n);
+      const enable = new Uint8Array(8);
+      new DataView(enable.buffer).setUint32(0, 3, true);
+      new DataView(enable.buffer).setUint32(4, 1, true);
+      assert.notEqual(await ini.fe.callAck(Req.SET_VRING_ENABLE, enable), 0n);
+      native.eventfdWrite(kick);
+      await d.waitForLog(/vring 3 is kicked and enabled but was never set up/);
+      native.close(kick);
+    } finally {
+      ini.close();
+    }
+    await assertHealthy(11);
+  });
+
   test('a too-short header gets IOERR and the queue keeps serving', async () => {
     const { ini, q, ring, mem } = await victimQueue();
     try {
