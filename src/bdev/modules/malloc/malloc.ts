@@ -1,7 +1,7 @@
 // malloc bdev: a RAM disk in a SharedArrayBuffer that every reactor reads and writes directly.
 import { randomUUID } from 'node:crypto';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
-import { type BdevIo, IoStatus, IoType, gatherInto, scatterFrom } from '../../io.js';
+import { type BdevIo, IoStatus, IoType, gatherInto, scatterFrom, zeroBytes } from '../../io.js';
 
 export interface MallocSpec extends ChannelSpec {
   module: 'malloc';
@@ -63,7 +63,7 @@ export class MallocChannel implements BdevChannel {
         break;
       case IoType.UNMAP:
       case IoType.WRITE_ZEROES:
-        this.data.fill(0, io.offset, io.offset + io.length);
+        zeroBytes(this.data, io.offset, io.length);
         break;
       case IoType.FLUSH:
         break;

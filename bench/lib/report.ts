@@ -1,0 +1,154 @@
+// Bench rows, their summaries over repeats, vhostd/QSD pairs and the printed table.
+import Table from 'cli-table3';
+import type { LoadResult, RwMode } from '../../src/initiator/load.js';
+import type { BdevKind, TargetKind } from './targets.js';
+
+/** The initiator is the bottleneck when it spends this share of wall time doing work (not polling idle). */
+export const SATURATED_BUSY_PCT = 90;
+
+export interface RowSpec {
+  id: string;
+  bdev: BdevKind;
+  rw: RwMode;
+  qd: number;
+  queues: number;
+}
+
+export interface RowResult extends RowSpec {
+  target: TargetKind;
+  bdevLabel: string;
+  status: 'ok' | 'unavailable' | 'error';
+  reason?: string;
+  /** Another row's measurement of the very same export (QSD's malloc stand-in is its shm file). */
+  sameAs?: string;
+  samples: LoadResult[];
+  /** Cores' worth of CPU other processes used during each sample. */
+  foreignCores: number[];
+  // Medians over samples:
+  iops: number;
+  p50Us: number;
+  p99Us: number;
+  targetCpuPct?: number;
+  iopsPerTargetCpuSec?: number;
+  initiatorCpuPct: number;
+  initiatorBusyPct: number;
+  initiatorSaturated: boolean;
+  /** Target stalls the initiator had to re-kick (sum over samples). */
+  stalls: number;
+  /** Time the initiator thread visibly did not run (sum over samples, ms). */
+  initiatorHiccupMs: number;
+  errors: number;
+}
+
+export interface PairResult {
+  id: string;
+  /** vhostd / QSD of IOPS per target CPU-second. */
+  iopsPerCoreRatio?: number;
+  iopsRatio?: number;
+  /** vhostd / QSD of p99 latency (lower is better for vhostd). */
+  p99Ratio?: number;
+}
+
+const round2 = (v: number) => Math.round(v * 100) / 100;
+
+function median(xs: number[]): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export function summarize(row: Omit<RowResult, 'iops' | 'p50Us' | 'p99Us' | 'initiatorCpuPct' | 'initiatorBusyPct' | 'initiatorSaturated' | 'stalls' | 'initiatorHiccupMs' | 'errors'>): RowResult {
+  const s = row.samples;
+  const tgt = s.filter((x) => x.targetProc);
+  const busy = median(s.map((x) => x.initiator.busyPct));
+  return {
+    ...row,
+    iops: median(s.map((x) => x.iops)),
+    p50Us: round2(median(s.map((x) => x.latency.p50Us))),
+    p99Us: round2(median(s.map((x) => x.latency.p99Us))),
+    targetCpuPct: tgt.length ? median(tgt.map((x) => x.targetProc?.cpuPct ?? 0)) : undefined,
+    iopsPerTargetCpuSec: tgt.length ? median(tgt.map((x) => x.targetProc?.iopsPerCpuSec ?? 0)) : undefined,
+    initiatorCpuPct: median(s.map((x) => x.initiator.cpuPct)),
+    initiatorBusyPct: busy,
+    initiatorSaturated: s.length > 0 && busy >= SATURATED_BUSY_PCT,
+    stalls: s.reduce((n, x) => n + x.initiator.rescueKicks, 0),
+    initiatorHiccupMs: s.reduce((n, x) => n + x.initiator.hiccupMs, 0),
+    errors: s.reduce((n, x) => n + x.errors + x.verifyErrors, 0),
+  };
+}
+
+export function pairs(rows: RowResult[]): PairResult[] {
+  const out: PairResult[] = [];
+  for (const v of rows) {
+    if (v.target !== 'vhostd' || v.status !== 'ok') continue;
+    const q = rows.find((r) => r.target === 'qsd' && r.id === v.id && r.status === 'ok');
+    if (!q) continue;
+    out.push({
+      id: v.id,
+      iopsPerCoreRatio: v.iopsPerTargetCpuSec && q.iopsPerTargetCpuSec ? v.iopsPerTargetCpuSec / q.iopsPerTargetCpuSec : undefined,
+      iopsRatio: q.iops > 0 ? v.iops / q.iops : undefined,
+      p99Ratio: q.p99Us > 0 ? v.p99Us / q.p99Us : undefined,
+    });
+  }
+  return out;
+}
+
+const fmtInt = (v: number) => Math.round(v).toLocaleString('en-US');
+const fmtUs = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const fmtRatio = (v: number | undefined) => (v === undefined ? '' : `${v >= 10 ? v.toFixed(0) : v.toFixed(2)}x`);
+
+export const TABLE_HEAD = [
+  'target',
+  'bdev',
+  'rw',
+  'QD',
+  'queues',
+  'IOPS',
+  'p50 µs',
+  'p99 µs',
+  'target CPU%',
+  'initiator CPU% (busy%)',
+  'IOPS per target CPU-s',
+  'vhostd/QSD IOPS per core',
+  'vhostd/QSD p99',
+  'notes',
+];
+
+export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
+  const t = new Table({ head: TABLE_HEAD, style: { head: [], border: [], compact: true } });
+  const pairById = new Map(pairList.map((p) => [p.id, p]));
+  let lastGroup = '';
+  for (const r of rows) {
+    const group = `${r.bdev}/${r.rw}`;
+    if (lastGroup && group !== lastGroup) t.push(TABLE_HEAD.map(() => ''));
+    lastGroup = group;
+    const base = [r.target, r.bdev, r.rw, String(r.qd), String(r.queues)];
+    if (r.status !== 'ok') {
+      t.push([...base, '—', '—', '—', '—', '—', '—', '', '', `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
+      continue;
+    }
+    const p = r.target === 'vhostd' ? pairById.get(r.id) : undefined;
+    const notes: string[] = [];
+    if (r.initiatorSaturated) notes.push('INITIATOR-BOUND');
+    if (r.stalls > 0) notes.push(`stalls ${r.stalls}`);
+    if (r.initiatorHiccupMs > 50) notes.push(`ini off-CPU ${r.initiatorHiccupMs.toFixed(0)} ms`);
+    if (r.errors > 0) notes.push(`${r.errors} I/O ERRORS`);
+    const foreign = Math.max(0, ...r.foreignCores);
+    if (foreign >= 0.1) notes.push(`other load ${foreign.toFixed(1)}`);
+    if (r.sameAs) notes.push(`= ${r.sameAs}`);
+    t.push([
+      ...base,
+      fmtInt(r.iops),
+      fmtUs(r.p50Us),
+      fmtUs(r.p99Us),
+      r.targetCpuPct === undefined ? '?' : r.targetCpuPct.toFixed(0),
+      `${r.initiatorCpuPct.toFixed(0)} (${r.initiatorBusyPct.toFixed(0)})${r.initiatorSaturated ? ' !' : ''}`,
+      r.iopsPerTargetCpuSec === undefined ? '?' : fmtInt(r.iopsPerTargetCpuSec),
+      fmtRatio(p?.iopsPerCoreRatio),
+      fmtRatio(p?.p99Ratio),
+      notes.join('; '),
+    ]);
+  }
+  return t.toString();
+}

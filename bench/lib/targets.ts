@@ -1,0 +1,358 @@
+// The two targets the bench compares, each started once per bench run and pinned to one core:
+// vhostd (from the TypeScript sources through tsx, or from dist/) and qemu-storage-daemon (QSD,
+// QEMU's reference vhost-user-blk back-end). Each exposes one socket per (bdev kind, queue count).
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LoadGenerator } from '../../src/initiator/load.js';
+import { RpcClient } from '../../src/rpc/client.js';
+
+export const ROOT = new URL('../../', import.meta.url).pathname;
+
+export type BdevKind = 'null' | 'malloc' | 'shm' | 'disk';
+export const BDEV_KINDS: readonly BdevKind[] = ['null', 'malloc', 'shm', 'disk'];
+export type TargetKind = 'vhostd' | 'qsd';
+export const TARGET_KINDS: readonly TargetKind[] = ['qsd', 'vhostd'];
+
+export interface BenchFiles {
+  /** Image on /dev/shm (RAM) for the shm rows and QSD's malloc stand-in. */
+  shm?: string;
+  /** Image on a disk-backed file system. */
+  disk?: string;
+  sizeBytes: number;
+}
+
+/** Where a row connects, or why it cannot run. */
+export type Endpoint = { socket: string; label: string } | { unavailable: string };
+
+export interface Target {
+  readonly kind: TargetKind;
+  readonly pid: number;
+  /** One-line description for the report. */
+  readonly description: string;
+  endpoint(bdev: BdevKind, queues: number): Endpoint;
+  /** Extra facts for the JSON report (versions, bdev details). */
+  info(): Promise<Record<string, unknown>>;
+  stop(): Promise<void>;
+  /** Lines the process wrote (stderr, and stdout for vhostd's --trace-gc). */
+  readonly output: string[];
+}
+
+function collect(proc: ChildProcess, out: string[], onLine?: (l: string) => void): void {
+  for (const stream of [proc.stdout, proc.stderr]) {
+    let buf = '';
+    stream?.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      const lines = buf.split('\n');
+      buf = lines.pop() ?? '';
+      for (const l of lines) {
+        if (out.length < 20000) out.push(l);
+        onLine?.(l);
+      }
+    });
+  }
+}
+
+async function stopProcess(proc: ChildProcess, exited: () => boolean): Promise<void> {
+  if (exited()) return;
+  const done = new Promise<void>((r) => proc.once('exit', () => r()));
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+  await done;
+  clearTimeout(timer);
+}
+
+function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes a device once from start to end in 128 KiB requests. */
+export async function prefill(socket: string, sizeBytes: number): Promise<void> {
+  const ioBytes = 128 << 10;
+  const gen = await LoadGenerator.connect({ socketPath: socket, queues: 1, iodepth: 16, ioBytes });
+  try {
+    const r = await gen.run({ rw: 'write', requests: Math.ceil(sizeBytes / ioBytes) });
+    if (r.errors) throw new Error(`pre-writing ${socket} failed: ${r.firstError}`);
+  } finally {
+    gen.close();
+  }
+}
+
+export interface VhostdOptions {
+  core: number;
+  files: BenchFiles;
+  bdevs: BdevKind[];
+  /** Run dist/src/cli/vhostd.js instead of the sources through tsx. */
+  dist?: boolean;
+  /** Write V8 CPU profiles (main thread and reactor) into this directory. */
+  cpuProfDir?: string;
+  /** Count GCs per isolate from --trace-gc output. */
+  traceGc?: boolean;
+  extraArgs?: string[];
+}
+
+/** GC lines of one isolate ("[pid:0xisolate] ... Scavenge ..."), counted from --trace-gc. */
+export class GcCounter {
+  readonly byIsolate = new Map<string, { scavenges: number; markCompacts: number; pauseMs: number }>();
+
+  onLine(l: string): void {
+    const m = /^\[\d+:(0x[0-9a-f]+)\]\s+\d+ ms: (Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact|Mark-Compact \(reduce\))[^,]*, ([\d.]+) \/ ([\d.]+) ms/.exec(l);
+    if (!m) return;
+    const s = this.byIsolate.get(m[1]) ?? { scavenges: 0, markCompacts: 0, pauseMs: 0 };
+    if (m[2] === 'Scavenge') s.scavenges++;
+    else s.markCompacts++;
+    s.pauseMs += Number(m[3]);
+    this.byIsolate.set(m[1], s);
+  }
+
+  snapshot(): Map<string, { scavenges: number; markCompacts: number; pauseMs: number }> {
+    return new Map([...this.byIsolate].map(([k, v]) => [k, { ...v }]));
+  }
+}
+
+export class VhostdTarget implements Target {
+  readonly kind = 'vhostd';
+  readonly output: string[] = [];
+  readonly gc = new GcCounter();
+  private exited = false;
+  private readonly endpoints = new Map<BdevKind, Endpoint>();
+  methods = new Set<string>();
+  private cpumask = '0x1';
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly dir: string,
+    readonly rpcSocket: string,
+    readonly description: string,
+  ) {
+    collect(proc, this.output, (l) => this.gc.onLine(l));
+    proc.once('exit', () => {
+      this.exited = true;
+    });
+  }
+
+  get pid(): number {
+    return this.proc.pid ?? -1;
+  }
+
+  get alive(): boolean {
+    return !this.exited;
+  }
+
+  static async start(o: VhostdOptions): Promise<VhostdTarget> {
+    const dir = mkdtempSync(join(tmpdir(), 'vhostd-bench-'));
+    const rpcSocket = join(dir, 'rpc.sock');
+    const nodeArgs: string[] = [];
+    if (o.cpuProfDir) {
+      mkdirSync(o.cpuProfDir, { recursive: true });
+      nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`);
+    }
+    if (o.traceGc) nodeArgs.push('--trace-gc');
+    const entry = o.dist ? [join(ROOT, 'dist/src/cli/vhostd.js')] : ['--import', 'tsx', join(ROOT, 'src/cli/vhostd.ts')];
+    const args = ['-c', String(o.core), process.execPath, ...nodeArgs, ...entry, '-S', dir, '-r', rpcSocket, '-m', `0x${(1 << o.core).toString(16)}`, '-L', 'info', ...(o.extraArgs ?? [])];
+    const proc = spawn('taskset', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const t = new VhostdTarget(proc, dir, rpcSocket, `vhostd (${o.dist ? 'dist' : 'tsx sources'}), taskset -c ${o.core}, -m 0x${(1 << o.core).toString(16)}`);
+    for (let i = 0; i < 300 && !existsSync(rpcSocket); i++) {
+      if (t.exited) break;
+      await sleep(50);
+    }
+    if (!existsSync(rpcSocket)) {
+      await t.stop();
+      throw new Error(`vhostd did not start:\n${t.output.slice(-20).join('\n')}`);
+    }
+    t.methods = new Set(await t.rpc<string[]>('rpc_get_methods'));
+    t.cpumask = `0x${(1 << o.core).toString(16)}`;
+    for (const b of o.bdevs) t.endpoints.set(b, await t.createBdev(b, o.files));
+    return t;
+  }
+
+  async rpc<T = unknown>(method: string, params?: object): Promise<T> {
+    const c = new RpcClient(this.rpcSocket, { timeoutMs: 30_000 });
+    try {
+      return await c.call<T>(method, params);
+    } finally {
+      c.close();
+    }
+  }
+
+  private async createBdev(kind: BdevKind, files: BenchFiles): Promise<Endpoint> {
+    const numBlocks = Math.floor(files.sizeBytes / 512);
+    let name: string;
+    let label: string;
+    try {
+      switch (kind) {
+        case 'null':
+          name = 'Null0';
+          label = 'null bdev';
+          await this.rpc('bdev_null_create', { name, num_blocks: numBlocks, block_size: 512 });
+          break;
+        case 'malloc':
+          name = 'Malloc0';
+          label = 'malloc bdev';
+          await this.rpc('bdev_malloc_create', { name, num_blocks: numBlocks, block_size: 512 });
+          break;
+        case 'shm':
+        case 'disk': {
+          const file = kind === 'shm' ? files.shm : files.disk;
+          if (!file) return { unavailable: 'no image file' };
+          name = kind === 'shm' ? 'Shm0' : 'Disk0';
+          const method = ['bdev_uring_create', 'bdev_aio_create'].find((m) => this.methods.has(m));
+          if (!method) return { unavailable: 'not available: vhostd has no bdev_uring_create/bdev_aio_create' };
+          await this.rpc(method, { name, filename: file, block_size: 512 });
+          // The module logs "... created on FILE (O_DIRECT)" or "(buffered)" at info level.
+          await sleep(50);
+          const line = this.output.find((l) => l.includes(`created on ${file} (`));
+          const mode = line ? /created on [^ ]+ \(([^)]+)\)/.exec(line)?.[1] : undefined;
+          label = `${method.replace(/^bdev_|_create$/g, '')} ${file}${mode ? ` (${mode})` : ''}`;
+          break;
+        }
+      }
+      await this.rpc('vhost_create_blk_controller', { ctrlr: `bench.${kind}`, dev_name: name, cpumask: this.cpumask });
+      if (kind === 'malloc') {
+        // A fresh SharedArrayBuffer is untouched anonymous memory: the first write to each page
+        // would page-fault inside the measurement. Write it once, as SPDK's pinned hugepages are.
+        await prefill(join(this.dir, `bench.${kind}`), files.sizeBytes);
+        label += ' (pre-written)';
+      }
+    } catch (e) {
+      return { unavailable: `not available: ${e instanceof Error ? e.message : String(e)}` };
+    }
+    return { socket: join(this.dir, `bench.${kind}`), label };
+  }
+
+  endpoint(bdev: BdevKind, _queues: number): Endpoint {
+    return this.endpoints.get(bdev) ?? { unavailable: 'not created' };
+  }
+
+  async info(): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = { pid: this.pid, description: this.description };
+    try {
+      out.version = await this.rpc('spdk_get_version');
+      out.bdevs = await this.rpc('bdev_get_bdevs');
+    } catch (e) {
+      out.error = String(e);
+    }
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    await stopProcess(this.proc, () => this.exited);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface QsdOptions {
+  core: number;
+  files: BenchFiles;
+  bdevs: BdevKind[];
+  queues: number[];
+  /** cache.direct for the /dev/shm image (default on, like vhostd's file bdev when the fs allows). */
+  shmDirect?: boolean;
+  aio?: 'io_uring' | 'native' | 'threads';
+}
+
+export class QsdTarget implements Target {
+  readonly kind = 'qsd';
+  readonly output: string[] = [];
+  private exited = false;
+
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly dir: string,
+    readonly description: string,
+    private readonly endpoints: Map<string, Endpoint>,
+    readonly cmdline: string,
+  ) {
+    collect(proc, this.output);
+    proc.once('exit', () => {
+      this.exited = true;
+    });
+  }
+
+  get pid(): number {
+    return this.proc.pid ?? -1;
+  }
+
+  static available(): boolean {
+    return hasCommand('qemu-storage-daemon');
+  }
+
+  static async start(o: QsdOptions): Promise<QsdTarget> {
+    const dir = mkdtempSync(join(tmpdir(), 'vhostd-bench-qsd-'));
+    const aio = o.aio ?? 'io_uring';
+    const args = ['--object', 'iothread,id=iot0'];
+    const endpoints = new Map<string, Endpoint>();
+    const nodes = new Map<BdevKind, { node: string; label: string }>();
+    for (const b of o.bdevs) {
+      if (b === 'null') {
+        args.push('--blockdev', `driver=null-co,node-name=null0,size=${o.files.sizeBytes},read-zeroes=on`);
+        nodes.set('null', { node: 'null0', label: 'null-co, read-zeroes=on' });
+      } else if ((b === 'shm' || b === 'malloc') && o.files.shm && !nodes.has('shm')) {
+        const direct = o.shmDirect ?? true;
+        args.push('--blockdev', `driver=file,node-name=shm0,filename=${o.files.shm},aio=${aio},cache.direct=${direct ? 'on' : 'off'},locking=off`);
+        nodes.set('shm', { node: 'shm0', label: `file ${o.files.shm}, aio=${aio}, cache.direct=${direct ? 'on' : 'off'}` });
+      } else if (b === 'disk' && o.files.disk) {
+        args.push('--blockdev', `driver=file,node-name=disk0,filename=${o.files.disk},aio=${aio},cache.direct=on,locking=off`);
+        nodes.set('disk', { node: 'disk0', label: `file ${o.files.disk}, aio=${aio}, cache.direct=on` });
+      }
+    }
+    for (const [kind, n] of nodes) {
+      for (const q of o.queues) {
+        const sock = join(dir, `${kind}-q${q}.sock`);
+        args.push(
+          '--export',
+          `type=vhost-user-blk,id=e-${kind}-q${q},node-name=${n.node},addr.type=unix,addr.path=${sock},writable=on,num-queues=${q},iothread=iot0`,
+        );
+        endpoints.set(`${kind}/${q}`, { socket: sock, label: n.label });
+      }
+    }
+    if (o.bdevs.includes('malloc')) {
+      // QSD has no RAM disk driver; its closest equivalent is a file on tmpfs.
+      for (const q of o.queues) {
+        const e = endpoints.get(`shm/${q}`);
+        endpoints.set(`malloc/${q}`, e && 'socket' in e ? { socket: e.socket, label: `${e.label} (stand-in for malloc)` } : { unavailable: 'no /dev/shm image' });
+      }
+    }
+    const pidfile = join(dir, 'qsd.pid');
+    args.push('--pidfile', pidfile);
+    const cmdline = `taskset -c ${o.core} qemu-storage-daemon ${args.join(' ')}`;
+    const proc = spawn('taskset', ['-c', String(o.core), 'qemu-storage-daemon', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const t = new QsdTarget(proc, dir, `qemu-storage-daemon, iothread iot0, taskset -c ${o.core}`, endpoints, cmdline);
+    // QSD writes the pid file once every export listens.
+    for (let i = 0; i < 400 && !existsSync(pidfile); i++) {
+      if (t.exited) break;
+      await sleep(25);
+    }
+    if (!existsSync(pidfile)) {
+      await t.stop();
+      throw new Error(`qemu-storage-daemon did not start:\n${t.output.slice(-20).join('\n')}\n${cmdline}`);
+    }
+    return t;
+  }
+
+  endpoint(bdev: BdevKind, queues: number): Endpoint {
+    return this.endpoints.get(`${bdev}/${queues}`) ?? { unavailable: 'not exported' };
+  }
+
+  async info(): Promise<Record<string, unknown>> {
+    let version = '';
+    try {
+      version = execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0];
+    } catch {
+      // reported as empty
+    }
+    return { pid: this.pid, description: this.description, version, cmdline: this.cmdline };
+  }
+
+  async stop(): Promise<void> {
+    await stopProcess(this.proc, () => this.exited);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,401 @@
+// npm run bench: vhostd against qemu-storage-daemon (QSD) on the same machine, same run, same
+// initiator (src/initiator/load.ts). Each target is pinned to one core (default 0), the
+// initiator to another (default 1). Rows: bdev (null, malloc, shm file, disk file) x rw
+// (4 KiB randread, randwrite) x queue depth (1, 32, 128) x queues (1, 2).
+//
+//   npm run bench                       full matrix, 3 s per row
+//   npm run bench -- --quick            QD 1 and 32, one queue, 1 s per row
+//   npm run bench -- --bdev null --qd 32 --duration 2
+//   npm run bench -- --rows 'null/randread/*' --profile
+//   npm run bench -- --help
+//
+// Output: a table on stdout, bench/results/<timestamp>.json and .svg (IOPS vs queue depth).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpus, hostname, release } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Command, InvalidArgumentError } from 'commander';
+import { LoadGenerator, type LoadResult, RW_MODES, type RwMode } from '../src/initiator/load.js';
+import { pinProcess } from '../src/initiator/pin.js';
+import { type AllocReport, formatAlloc, measureAllocation } from './lib/alloc.js';
+import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
+import { ForeignLoad } from './lib/noise.js';
+import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
+import { type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
+import { renderChart } from './lib/svg.js';
+import { BDEV_KINDS, type BdevKind, type BenchFiles, QsdTarget, ROOT, TARGET_KINDS, type Target, type TargetKind, VhostdTarget } from './lib/targets.js';
+
+const env = process.env;
+
+function list<T extends string>(allowed: readonly T[], what: string) {
+  return (v: string): T[] => {
+    const items = v.split(',').map((s) => s.trim()).filter(Boolean) as T[];
+    for (const i of items) if (!allowed.includes(i)) throw new InvalidArgumentError(`unknown ${what} ${i} (one of ${allowed.join(', ')})`);
+    return items;
+  };
+}
+
+function intList(v: string): number[] {
+  const items = v.split(',').map((s) => Number(s.trim()));
+  for (const n of items) if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${v} is not a list of positive integers`);
+  return items;
+}
+
+function seconds(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${v} is not a number of seconds`);
+  return n;
+}
+
+function size(v: string): number {
+  const m = /^(\d+)([kmg]?)$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`invalid size ${v}`);
+  return Number(m[1]) * { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'];
+}
+
+/** `null/randread/qd32/q1` against patterns with `*` wildcards (or plain substrings). */
+export function rowMatches(id: string, patterns: string[]): boolean {
+  if (patterns.length === 0) return true;
+  return patterns.some((p) => {
+    if (!p.includes('*')) return id.includes(p);
+    const re = new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+    return re.test(id);
+  });
+}
+
+interface BenchOptions {
+  duration: number;
+  warmup: number;
+  quick?: boolean;
+  bdev: BdevKind[];
+  rw: RwMode[];
+  qd: number[];
+  queues: number[];
+  targets: TargetKind[];
+  rows: string[];
+  repeat: number;
+  size: number;
+  diskDir: string;
+  outDir: string;
+  targetCore: number;
+  initiatorCore: number;
+  spinUs: number;
+  allocRequests: number;
+  profile?: boolean;
+  dist?: boolean;
+  histogram?: boolean;
+  quietWait: number;
+}
+
+function parseArgs(argv: string[]): BenchOptions {
+  const program = new Command()
+    .name('npm run bench --')
+    .description('vhostd vs qemu-storage-daemon: IOPS, latency and CPU per I/O, same machine, same run, same initiator')
+    .option('-d, --duration <s>', 'measured seconds per row [VHOSTD_BENCH_DURATION]', seconds, Number(env.VHOSTD_BENCH_DURATION ?? 3))
+    .option('-w, --warmup <s>', 'unmeasured seconds before each row [VHOSTD_BENCH_WARMUP]', seconds, Number(env.VHOSTD_BENCH_WARMUP ?? 0.5))
+    .option('--quick', 'QD 1 and 32, 1 queue, 1 s per row (0.25 s warm-up) [VHOSTD_BENCH_QUICK=1]', env.VHOSTD_BENCH_QUICK === '1')
+    .option('--bdev <list>', `bdevs (${BDEV_KINDS.join(',')}) [VHOSTD_BENCH_BDEV]`, list(BDEV_KINDS, 'bdev'), list(BDEV_KINDS, 'bdev')(env.VHOSTD_BENCH_BDEV ?? BDEV_KINDS.join(',')))
+    .option('--rw <list>', 'I/O patterns (randread,randwrite,randrw,...) [VHOSTD_BENCH_RW]', list(RW_MODES, 'rw mode'), list(RW_MODES, 'rw mode')(env.VHOSTD_BENCH_RW ?? 'randread,randwrite'))
+    .option('--qd <list>', 'queue depths per queue [VHOSTD_BENCH_QD]', intList, env.VHOSTD_BENCH_QD ? intList(env.VHOSTD_BENCH_QD) : undefined)
+    .option('--queues <list>', 'queue counts [VHOSTD_BENCH_QUEUES]', intList, env.VHOSTD_BENCH_QUEUES ? intList(env.VHOSTD_BENCH_QUEUES) : undefined)
+    .option('--targets <list>', 'targets (qsd,vhostd) [VHOSTD_BENCH_TARGETS]', list(TARGET_KINDS, 'target'), list(TARGET_KINDS, 'target')(env.VHOSTD_BENCH_TARGETS ?? 'qsd,vhostd'))
+    .option('--rows <patterns>', "only rows whose id (bdev/rw/qdN/qN, e.g. 'null/randread/qd32/q1') matches one of these comma-separated patterns (* wildcard) [VHOSTD_BENCH_ROWS]", (v: string) => v.split(',').filter(Boolean), (env.VHOSTD_BENCH_ROWS ?? '').split(',').filter(Boolean))
+    .option('--repeat <n>', 'runs per row and target, alternating targets; the table shows medians [VHOSTD_BENCH_REPEAT]', (v) => intList(v)[0], Number(env.VHOSTD_BENCH_REPEAT ?? 1))
+    .option('--size <bytes>', 'size of every bdev and image (e.g. 1g)', size, size(env.VHOSTD_BENCH_SIZE ?? '1g'))
+    .option('--disk-dir <dir>', 'directory for the disk image (kept between runs)', env.VHOSTD_BENCH_DISK_DIR ?? '/var/tmp')
+    .option('--out-dir <dir>', 'where the JSON and SVG go', env.VHOSTD_BENCH_OUT ?? join(ROOT, 'bench/results'))
+    .option('--target-core <n>', 'core both targets are pinned to', (v) => Number(v), 0)
+    .option('--initiator-core <n>', 'core the initiator (this process) is pinned to', (v) => Number(v), 1)
+    .option('--spin-us <us>', 'initiator busy-poll budget before sleeping on the call eventfd', (v) => Number(v), 50)
+    .option('--alloc-requests <n>', 'requests for the vhostd allocation check (0: skip) [VHOSTD_BENCH_ALLOC]', (v) => Number(v), Number(env.VHOSTD_BENCH_ALLOC ?? 1_000_000))
+    .option('--profile', "run vhostd under node --cpu-prof and summarize where the reactor's time goes")
+    .option('--dist', 'run vhostd from dist/ (npm run build) instead of the sources through tsx')
+    .option('--histogram', 'keep latency histogram buckets in the JSON')
+    .option('--quiet-wait <s>', 'before each run, wait up to this long for other processes to leave the cores (0: do not wait) [VHOSTD_BENCH_QUIET_WAIT]', seconds, Number(env.VHOSTD_BENCH_QUIET_WAIT ?? 10));
+  program.parse(argv);
+  const o = program.opts<BenchOptions>();
+  if (o.quick) {
+    if (program.getOptionValueSource('duration') === 'default' && env.VHOSTD_BENCH_DURATION === undefined) o.duration = 1;
+    if (program.getOptionValueSource('warmup') === 'default' && env.VHOSTD_BENCH_WARMUP === undefined) o.warmup = 0.25;
+    o.qd ??= [1, 32];
+    o.queues ??= [1];
+  }
+  o.qd ??= [1, 32, 128];
+  o.queues ??= [1, 2];
+  return o;
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
+}
+
+function gitDescribe(): string {
+  try {
+    const rev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return `${rev}${dirty ? '+dirty' : ''}`;
+  } catch {
+    return 'unknown';
+  }
+}
+
+const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
+
+/** Other processes using more than this many cores make a run wait (and get flagged). */
+const QUIET_CORES = 0.15;
+
+async function runOne(socket: string, spec: RowSpec, o: BenchOptions, targetPid: number): Promise<LoadResult> {
+  const gen = await LoadGenerator.connect({ socketPath: socket, queues: spec.queues, iodepth: spec.qd, ioBytes: 4096, spinUs: o.spinUs });
+  try {
+    return await gen.run({
+      rw: spec.rw,
+      durationMs: o.duration * 1000,
+      warmupMs: o.warmup * 1000,
+      targetPid,
+      keepHistogram: o.histogram,
+    });
+  } finally {
+    gen.close();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const o = parseArgs(argv);
+  const started = new Date();
+  const stamp = timestamp();
+  if (cpus().length < 2 || o.targetCore === o.initiatorCore) log('WARNING: target and initiator share a core; the numbers measure both together');
+  const loadBefore = readFileSync('/proc/loadavg', 'utf8').trim();
+  if (Number(loadBefore.split(' ')[0]) > 0.5) log(`WARNING: load average ${loadBefore.split(' ').slice(0, 3).join(' ')} before the run: other processes compete for the cores`);
+  const pin = pinProcess(o.initiatorCore);
+  if (!pin.thread) log(`WARNING: could not pin the initiator to core ${o.initiatorCore}: ${pin.error}`);
+
+  const specs: RowSpec[] = [];
+  for (const bdev of o.bdev)
+    for (const rw of o.rw)
+      for (const queues of o.queues)
+        for (const qd of o.qd) {
+          const id = `${bdev}/${rw}/qd${qd}/q${queues}`;
+          if (rowMatches(id, o.rows)) specs.push({ id, bdev, rw, qd, queues });
+        }
+  if (specs.length === 0) {
+    log('no row matches the filters');
+    return 2;
+  }
+  const bdevs = [...new Set(specs.map((s) => s.bdev))];
+  const queueCounts = [...new Set(specs.map((s) => s.queues))];
+
+  const files: BenchFiles = { sizeBytes: o.size };
+  const targets = new Map<TargetKind, Target>();
+  const unavailable = new Map<TargetKind, string>();
+  const rows: RowResult[] = [];
+  let alloc: AllocReport | undefined;
+  const profiles: Array<{ title: string; summary: ReturnType<typeof summarizeProfile> }> = [];
+  const profDir = o.profile ? resolve(o.outDir, `${stamp}-cpuprof`) : undefined;
+  let vhostdRequests = 0;
+  // Ctrl-C / SIGTERM: stop the targets and remove the RAM image instead of leaving them behind.
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: stopping the targets`);
+    Promise.allSettled([...targets.values()].map((t) => t.stop())).finally(() => {
+      removeImage(files.shm);
+      process.exit(130);
+    });
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    if (bdevs.includes('shm') || (bdevs.includes('malloc') && o.targets.includes('qsd'))) files.shm = createShmImage(o.size);
+    if (bdevs.includes('disk')) files.disk = ensureDiskImage(o.diskDir, o.size, log);
+    const wantAlloc = o.allocRequests > 0 && o.targets.includes('vhostd');
+    for (const kind of o.targets) {
+      try {
+        if (kind === 'qsd') {
+          if (!QsdTarget.available()) throw new Error('qemu-storage-daemon is not installed');
+          targets.set(kind, await QsdTarget.start({ core: o.targetCore, files, bdevs: wantAlloc && !bdevs.includes('null') ? [...bdevs, 'null'] : bdevs, queues: [...new Set([...queueCounts, 1])] }));
+        } else {
+          targets.set(
+            kind,
+            await VhostdTarget.start({
+              core: o.targetCore,
+              files,
+              bdevs: wantAlloc && !bdevs.includes('null') ? [...bdevs, 'null'] : bdevs,
+              dist: o.dist,
+              cpuProfDir: profDir,
+              traceGc: wantAlloc,
+            }),
+          );
+        }
+        log(`${kind} started (pid ${targets.get(kind)?.pid})`);
+      } catch (e) {
+        unavailable.set(kind, `not available: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+        log(`${kind}: ${unavailable.get(kind)}`);
+      }
+    }
+
+    // Measurements already taken, by export: QSD's malloc stand-in is its shm export.
+    const measured = new Map<string, { rowId: string; samples: LoadResult[]; foreignCores: number[] }>();
+    const noise = new ForeignLoad(() => [...targets.values()].map((t) => t.pid));
+    let n = 0;
+    for (const spec of specs) {
+      n++;
+      const perTarget = new Map<TargetKind, RowResult>();
+      const order = o.targets;
+      for (let rep = 0; rep < o.repeat; rep++) {
+        const seq = rep % 2 === 0 ? order : [...order].reverse();
+        for (const kind of seq) {
+          const t = targets.get(kind);
+          let row = perTarget.get(kind);
+          if (!row) {
+            row = summarize({ ...spec, target: kind, bdevLabel: '', status: 'ok', samples: [], foreignCores: [] });
+            perTarget.set(kind, row);
+          }
+          if (row.status !== 'ok') continue;
+          if (!t) {
+            Object.assign(row, { status: 'unavailable', reason: unavailable.get(kind) ?? 'not started' });
+            continue;
+          }
+          const ep = t.endpoint(spec.bdev, spec.queues);
+          if ('unavailable' in ep) {
+            Object.assign(row, { status: 'unavailable', reason: ep.unavailable });
+            continue;
+          }
+          row.bdevLabel = ep.label;
+          const key = `${kind}|${ep.socket}|${spec.rw}|${spec.qd}|${spec.queues}`;
+          const prior = measured.get(key);
+          if (prior && prior.rowId !== spec.id) {
+            row.sameAs = prior.rowId;
+            row.samples = prior.samples;
+            row.foreignCores = prior.foreignCores;
+            continue;
+          }
+          try {
+            if (o.quietWait > 0) await noise.waitQuiet(QUIET_CORES, o.quietWait * 1000, log);
+            noise.begin();
+            const r = await runOne(ep.socket, spec, o, t.pid);
+            row.foreignCores.push(noise.end());
+            if (kind === 'vhostd') vhostdRequests += r.iosTotal;
+            row.samples.push(r);
+            measured.set(key, { rowId: spec.id, samples: row.samples, foreignCores: row.foreignCores });
+          } catch (e) {
+            Object.assign(row, { status: 'error', reason: e instanceof Error ? e.message : String(e) });
+          }
+          await sleep(100);
+        }
+      }
+      for (const kind of o.targets) {
+        const row = perTarget.get(kind);
+        if (!row) continue;
+        const s = row.status === 'ok' ? summarize(row) : row;
+        rows.push(s);
+        const r = s.status === 'ok' ? `${Math.round(s.iops)} IOPS, p99 ${s.p99Us} µs, target CPU ${s.targetCpuPct?.toFixed(0) ?? '?'}%, initiator busy ${s.initiatorBusyPct.toFixed(0)}%${s.stalls ? `, ${s.stalls} stalls` : ''}` : `${s.status}: ${s.reason}`;
+        log(`[${n}/${specs.length}] ${kind.padEnd(6)} ${spec.id}: ${r}`);
+      }
+    }
+
+    const vhostd = targets.get('vhostd');
+    if (wantAlloc && vhostd instanceof VhostdTarget) {
+      log(`allocation check: ${o.allocRequests} requests against vhostd's null bdev (QD 32, 1 queue)`);
+      try {
+        alloc = await measureAllocation(vhostd, targets.get('qsd') as QsdTarget | undefined, o.allocRequests, o.spinUs);
+        vhostdRequests += alloc.vhostd.requestsTotal;
+      } catch (e) {
+        log(`allocation check failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  } finally {
+    for (const t of targets.values()) await t.stop().catch(() => undefined);
+    removeImage(files.shm);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+
+  if (profDir && existsSync(profDir)) {
+    // One file per thread: the main (control) thread and the reactor worker.
+    for (const f of readdirSync(profDir).filter((x) => x.endsWith('.cpuprofile'))) {
+      const summary = summarizeProfile(join(profDir, f), vhostdRequests);
+      profiles.push({ title: `vhostd thread profile (${vhostdRequests} requests served)`, summary });
+    }
+  }
+
+  const pairList = pairs(rows);
+  const table = renderTable(rows, pairList);
+  process.stdout.write(`\n${table}\n`);
+  process.stdout.write(
+    `IOPS and latency: medians over ${o.repeat} run(s) of ${o.duration} s (after ${o.warmup} s warm-up), 4 KiB requests, random offsets over ${o.size >> 20} MiB.\n` +
+      `Target CPU%: utime+stime of the whole target process over wall time (100 = one core). Initiator: same for this process; busy% = share of wall time spent\n` +
+      `in polling passes that found work ("!" and INITIATOR-BOUND when >= ${SATURATED_BUSY_PCT}%: the row then measures the initiator). Ratios are vhostd/QSD: IOPS per target\n` +
+      `CPU-second (higher is better for vhostd) and p99 (lower is better). QSD has no RAM disk: its malloc row is its /dev/shm file export.\n` +
+      `Notes: "stalls N": times the target completed nothing for 2 ms with requests in flight (the initiator kicks again); "ini off-CPU": time the\n` +
+      `initiator thread visibly did not run; "other load": cores used by processes other than the bench and its targets during the row (max over\n` +
+      `runs); "= row": the same export measured for that row.\n`,
+  );
+  if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
+  for (const p of profiles) {
+    // The reactor is the data path; the control thread only matters when it is busy; the module
+    // loader threads tsx adds are start-up noise.
+    if (p.summary.role === 'reactor' || (p.summary.role === 'control' && p.summary.busyMs > 0.05 * p.summary.totalMs)) {
+      process.stdout.write(`\n${formatProfile(p.summary, p.title)}\n`);
+    } else {
+      process.stdout.write(`\n${p.title} [${p.summary.role} thread] ${basename(p.summary.file)}: ${p.summary.busyMs.toFixed(0)} ms busy of ${p.summary.totalMs.toFixed(0)} ms (details in the JSON)\n`);
+    }
+  }
+
+  mkdirSync(o.outDir, { recursive: true });
+  const jsonPath = join(o.outDir, `${stamp}.json`);
+  const svgPath = join(o.outDir, `${stamp}.svg`);
+  const targetInfo: Record<string, unknown> = {};
+  const report = {
+    meta: {
+      startedAt: started.toISOString(),
+      finishedAt: new Date().toISOString(),
+      host: hostname(),
+      kernel: release(),
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      node: process.version,
+      vhostdRevision: gitDescribe(),
+      options: o,
+      targets: targetInfo,
+      initiatorPinned: pin,
+      loadavgBefore: loadBefore,
+      loadavgAfter: readFileSync('/proc/loadavg', 'utf8').trim(),
+      unavailable: Object.fromEntries(unavailable),
+    },
+    rows: rows.map((r) => ({ ...r, samples: r.sameAs ? [] : r.samples })),
+    pairs: pairList,
+    alloc,
+    profiles: profiles.map((p) => p.summary),
+  };
+  for (const [k, t] of targets) {
+    targetInfo[k] = {
+      pid: t.pid,
+      description: t.description,
+      ...(t instanceof QsdTarget ? { cmdline: t.cmdline } : {}),
+      // Warnings and errors the target logged (vhostd logs JSON lines; QSD plain text).
+      logTail: t.output.filter((l) => l && !/^\[\d+:0x[0-9a-f]+\]/.test(l) && !/"level":(10|20|30)\b/.test(l)).slice(-50),
+    };
+  }
+  writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
+  const chart = renderChart(
+    rows.filter((r) => r.status === 'ok').map((r) => ({ target: r.target, bdev: r.bdev, rw: r.rw, qd: r.qd, queues: r.queues, iops: r.iops })),
+    {
+      title: 'vhostd vs qemu-storage-daemon: IOPS vs queue depth (4 KiB)',
+      subtitle: `${stamp}, ${cpus()[0]?.model ?? ''} x${cpus().length}, target on core ${o.targetCore}, initiator on core ${o.initiatorCore}, ${o.duration} s per point, vhostd ${gitDescribe()}`,
+      bdevs: [...BDEV_KINDS],
+      rws: o.rw,
+      qds: o.qd,
+    },
+  );
+  writeFileSync(svgPath, chart);
+  process.stdout.write(`\nresults: ${jsonPath}\nchart:   ${svgPath}\n`);
+  if (profDir) process.stdout.write(`profiles: ${profDir}\n`);
+  return rows.some((r) => r.status === 'error') ? 1 : 0;
+}
+
+main(process.argv).then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`bench: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exit(1);
+  },
+);
