@@ -3,6 +3,7 @@
 // hot-remove it (a SCSI target), in which case deletion detaches it first, as SPDK does.
 import { VhostdError } from '../util/errors.js';
 import type { Bdev } from './bdev.js';
+import { attachIostat } from './iostat.js';
 
 export class BdevRegistry {
   private readonly bdevs = new Map<string, Bdev>();
@@ -12,6 +13,8 @@ export class BdevRegistry {
 
   add(bdev: Bdev): Bdev {
     if (this.bdevs.has(bdev.name)) throw VhostdError.errno('EEXIST', `bdev ${bdev.name} already exists`);
+    // bdev_get_iostat counters: every channel spec of a registered bdev carries them.
+    attachIostat(bdev);
     this.bdevs.set(bdev.name, bdev);
     return bdev;
   }

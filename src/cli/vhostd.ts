@@ -29,7 +29,29 @@ export async function main(argv: string[]): Promise<void> {
     .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
   program.parse(argv);
   const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number }>();
-  let app: VhostdApp;
+  // Signals are handled from the start: one that arrives while vhostd is still starting (a long
+  // --json config) stops it as soon as it is up, so its sockets are removed all the same.
+  let app: VhostdApp | undefined;
+  let signalled: string | undefined;
+  let stopping = false;
+  const shutdown = (running: VhostdApp, signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    running.log.info({ signal }, 'shutting down');
+    running.stop().then(
+      () => process.exit(0),
+      (e) => {
+        running.log.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  const onSignal = (signal: string) => {
+    signalled ??= signal;
+    if (app) shutdown(app, signal);
+  };
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
   try {
     const socketGid = o.socketGroup !== undefined ? resolveGroup(o.socketGroup) : undefined;
     app = await VhostdApp.start({
@@ -46,21 +68,7 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`vhostd: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(1);
   }
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    app.log.info({ signal }, 'shutting down');
-    app.stop().then(
-      () => process.exit(0),
-      (e) => {
-        app.log.error({ err: e }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  if (signalled !== undefined) shutdown(app, signalled);
 }
 
 main(process.argv).catch((e) => {

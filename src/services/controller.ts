@@ -45,6 +45,8 @@ export class Controller {
   private listenFd = -1;
   private watch: FdWatchHandle | undefined;
   private readonly sessions = new Set<SessionEntry>();
+  /** Sessions whose connection closed and whose queues and memory are still being released. */
+  private readonly teardowns = new Set<Promise<void>>();
   private nextSessionId = 0;
   private coalescing: Coalescing | undefined;
 
@@ -125,7 +127,10 @@ export class Controller {
       (reason) => {
         log.info({ reason }, 'vhost-user connection closed');
         this.sessions.delete(entry);
-        entry.closed = entry.session.close().catch((e) => log.error({ err: e }, 'session teardown failed'));
+        const closed = entry.session.close().catch((e) => log.error({ err: e }, 'session teardown failed'));
+        entry.closed = closed;
+        this.teardowns.add(closed);
+        void closed.finally(() => this.teardowns.delete(closed));
       },
       log,
     );
@@ -160,8 +165,9 @@ export class Controller {
     } catch {
       // already gone
     }
-    const entries = [...this.sessions];
-    for (const s of entries) s.conn.close('controller deleted');
-    await Promise.all(entries.map((s) => s.closed));
+    for (const s of [...this.sessions]) s.conn.close('controller deleted');
+    // Every teardown, including those of connections the peer closed just before: the reactors
+    // must have let go of a session's queues before anyone stops them.
+    await Promise.all([...this.teardowns]);
   }
 }

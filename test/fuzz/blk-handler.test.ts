@@ -73,7 +73,7 @@ const caseArb = fc.record({
     flags: fc.constantFrom(0, 0, 1, 2, 0xffffffff),
   }),
   headerLen: fc.oneof({ weight: 5, arbitrary: fc.constant(16) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 40 }) }),
-  outs: fc.oneof({ weight: 3, arbitrary: fc.array(lenArb, { maxLength: 4 }) }, { weight: 1, arbitrary: fc.constant([16]) }),
+  outs: fc.oneof({ weight: 3, arbitrary: fc.array(lenArb, { maxLength: 4 }) }, { weight: 1, arbitrary: fc.constant<number[]>([16]) }),
   ins: fc.array(lenArb, { maxLength: 4 }),
   statusLen: fc.oneof({ weight: 6, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 4 }) }),
   // Where buffers go: packed one after another, or at random (possibly overlapping) offsets.

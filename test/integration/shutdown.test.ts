@@ -96,4 +96,29 @@ describe('graceful shutdown', () => {
       }
     });
   }
+
+  test('front-ends that hang up just before SIGTERM: their teardown finishes before the reactors stop', async () => {
+    // Regression: the controller did not wait for sessions already closing, the reactors were
+    // terminated under them, and a reactor's fd callback aborted the process (SIGABRT).
+    for (let round = 0; round < 6; round++) {
+      const d = await VhostdProcess.start(['-m', '0x1']);
+      try {
+        const inis: BlkInitiator[] = [];
+        for (let c = 0; c < 4; c++) {
+          await d.rpc('bdev_malloc_create', { name: `M${c}`, num_blocks: 2048, block_size: 512 });
+          await d.rpc('vhost_create_blk_controller', { ctrlr: `vhost.${c}`, dev_name: `M${c}` });
+          const ini = await BlkInitiator.connect(d.socket(`vhost.${c}`), { queues: 2, queueSize: 16 });
+          assert.equal((await ini.write(0, new Uint8Array(4096).fill(c))).status, BlkStatus.OK);
+          inis.push(ini);
+        }
+        const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => d.proc.once('exit', (code, sig) => resolve([code, sig])));
+        for (const ini of inis) ini.close();
+        d.proc.kill('SIGTERM');
+        assert.deepEqual(await exited, [0, null], `round ${round}; last logs:\n${d.logs.slice(-8).join('\n')}`);
+        assert.deepEqual(readdirSync(d.dir), []);
+      } finally {
+        await d.stop();
+      }
+    }
+  });
 });

@@ -3,7 +3,7 @@
 // with vhostctl unchanged. Each spec says how to turn parsed arguments into the RPC params and how
 // rpc.py prints the result.
 import { type Command, InvalidArgumentError } from 'commander';
-import { bdevTable, controllerTable, methodTable, reactorTable } from './tables.js';
+import { bdevTable, controllerTable, iostatTable, methodTable, reactorTable } from './tables.js';
 
 /** Parsed positionals and options of one subcommand, keyed by name (commander's camelCase). */
 // `any`: CLI glue; each builder reads exactly the keys its command declared.
@@ -56,6 +56,22 @@ function withTruthy(base: Record<string, unknown>, optional: Record<string, unkn
   const out = { ...base };
   for (const [key, value] of Object.entries(optional)) if (value) out[key] = value;
   return out;
+}
+
+/** argparse action='append': every occurrence of the option, in order. */
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+/** rpc.py's `--config key=value` lists → {key: value}; undefined when the option was not given. */
+function keyValueMap(entries: string[] | undefined, option: string): Record<string, string> | undefined {
+  if (!entries || entries.length === 0) return undefined;
+  const map: Record<string, string> = {};
+  for (const entry of entries) {
+    const eq = entry.indexOf('=');
+    // rpc.py raises Exception('--config %s not in key=value form'); a plain Error is printed by main().
+    if (eq < 0) throw new Error(`${option} ${entry} not in key=value form`);
+    map[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return map;
 }
 
 const asRows = (result: unknown) => (Array.isArray(result) ? (result as Record<string, unknown>[]) : []);
@@ -202,6 +218,223 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
     params: (a) => withTruthy({}, { name: a.name, timeout: a.timeoutMs }),
     output: 'dict',
     table: (r) => bdevTable(asRows(r)),
+  },
+  {
+    name: 'bdev_aio_create',
+    description: 'Add a bdev with aio backend',
+    deprecatedAliases: ['construct_aio_bdev'],
+    configure: (cmd) => {
+      cmd.argument('<filename>', 'Path to device or file (ex: /dev/sda)');
+      cmd.argument('<name>', 'Block device name');
+      cmd.argument('[block_size]', 'Block size for this bdev', parseIntArg);
+      cmd.option('-r, --readonly', 'Set this bdev as read-only');
+      // Newer rpc.py options; vhostd's aio bdev implements both.
+      cmd.option('--fallocate', 'Support unmap/writezeros by fallocate');
+      cmd.option('-u, --uuid <uuid>', 'UUID of the bdev (optional)');
+    },
+    params: (a) =>
+      withTruthy({ name: a.name, filename: a.filename }, { block_size: a.block_size, readonly: a.readonly, fallocate: a.fallocate, uuid: a.uuid }),
+    output: 'json',
+  },
+  {
+    name: 'bdev_aio_delete',
+    description: 'Delete an aio disk',
+    deprecatedAliases: ['delete_aio_bdev'],
+    configure: (cmd) => cmd.argument('<name>', 'aio bdev name'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_uring_create',
+    description: 'Create a bdev with io_uring backend',
+    configure: (cmd) => {
+      cmd.argument('<filename>', 'Path to device or file (ex: /dev/nvme0n1)');
+      cmd.argument('<name>', 'bdev name');
+      cmd.argument('[block_size]', 'Block size for this bdev', parseIntArg);
+      cmd.option('-u, --uuid <uuid>', 'UUID of the bdev (optional)');
+    },
+    params: (a) => withTruthy({ name: a.name, filename: a.filename }, { block_size: a.block_size, uuid: a.uuid }),
+    output: 'json',
+  },
+  {
+    name: 'bdev_uring_delete',
+    description: 'Delete a uring bdev',
+    configure: (cmd) => cmd.argument('<name>', 'uring bdev name'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_rbd_register_cluster',
+    description: 'Add a Rados cluster with ceph rbd backend',
+    configure: (cmd) => {
+      cmd.argument('<name>', 'Name of the Rados cluster only known to rbd bdev');
+      cmd.option('--user <user>', 'Ceph user name (i.e. admin, not client.admin)');
+      cmd.option('--config-param <key=value>', 'adds a key=value configuration option for rados_conf_set (default: rely on config file)', collect);
+      cmd.option('--config-file <path>', 'The file path of the Rados configuration file');
+      cmd.option('--key-file <path>', 'The file path of the Rados keyring file');
+      cmd.option('--core-mask <mask>', 'Set core mask for librbd IO context threads');
+    },
+    // rpc.py adds each optional key when it `is not None`.
+    params: (a) => {
+      const p: Record<string, unknown> = { name: a.name };
+      if (a.user !== undefined) p.user_id = a.user;
+      const configParam = keyValueMap(a.configParam, '--config');
+      if (configParam !== undefined) p.config_param = configParam;
+      if (a.configFile !== undefined) p.config_file = a.configFile;
+      if (a.keyFile !== undefined) p.key_file = a.keyFile;
+      if (a.coreMask !== undefined) p.core_mask = a.coreMask;
+      return p;
+    },
+    output: 'json',
+  },
+  {
+    name: 'bdev_rbd_unregister_cluster',
+    description: 'Unregister a Rados cluster object',
+    configure: (cmd) => cmd.argument('<name>', 'Name of the Rados Cluster only known to rbd bdev'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_rbd_get_clusters_info',
+    description: 'Display registered Rados Cluster names and related info',
+    configure: (cmd) => cmd.option('-b, --name <name>', 'Name of the registered Rados Cluster Name. Example: Cluster1'),
+    params: (a) => (a.name !== undefined ? { name: a.name } : undefined),
+    output: 'json',
+  },
+  {
+    name: 'bdev_rbd_create',
+    description: 'Add a bdev with ceph rbd backend',
+    deprecatedAliases: ['construct_rbd_bdev'],
+    configure: (cmd) => {
+      cmd.option('-b, --name <name>', 'Name of the bdev');
+      cmd.option('--user <user>', 'Ceph user name (i.e. admin, not client.admin)');
+      cmd.option('--config <key=value>', 'adds a key=value configuration option for rados_conf_set (default: rely on config file)', collect);
+      // The spellings of bdev_rbd_register_cluster, accepted here too.
+      cmd.option('--user-id <user>', 'same as --user');
+      cmd.option('--config-param <key=value>', 'same as --config', collect);
+      cmd.argument('<pool_name>', 'rbd pool name');
+      cmd.argument('<rbd_name>', 'rbd image name');
+      cmd.argument('<block_size>', 'rbd block size', parseIntArg);
+      cmd.option('-c, --cluster-name <name>', 'cluster name to identify the Rados cluster');
+      cmd.option('-u, --uuid <uuid>', 'UUID of the bdev');
+    },
+    // rpc.py: pool_name, rbd_name, block_size; name if truthy; the rest when given.
+    params: (a) => {
+      const p: Record<string, unknown> = { pool_name: a.pool_name, rbd_name: a.rbd_name, block_size: a.block_size };
+      if (a.name) p.name = a.name;
+      const user = a.user ?? a.userId;
+      if (user !== undefined) p.user_id = user;
+      const config = keyValueMap([...(a.config ?? []), ...(a.configParam ?? [])], '--config');
+      if (config !== undefined) p.config = config;
+      if (a.clusterName !== undefined) p.cluster_name = a.clusterName;
+      if (a.uuid !== undefined) p.uuid = a.uuid;
+      return p;
+    },
+    output: 'json',
+  },
+  {
+    name: 'bdev_rbd_delete',
+    description: 'Delete a rbd bdev',
+    deprecatedAliases: ['delete_rbd_bdev'],
+    configure: (cmd) => cmd.argument('<name>', 'rbd bdev name'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_delay_create',
+    description: 'Add a delay bdev on existing bdev',
+    configure: (cmd) => {
+      cmd.requiredOption('-b, --base-bdev-name <name>', 'Name of the existing bdev');
+      cmd.requiredOption('-d, --name <name>', 'Name of the delay bdev');
+      cmd.option('-u, --uuid <uuid>', 'UUID of the bdev (optional)');
+      cmd.requiredOption('-r, --avg-read-latency <us>', 'Average latency to apply before completing read ops (in microseconds)', parseIntArg);
+      cmd.requiredOption('-t, --nine-nine-read-latency <us>', 'latency to apply to 1 in 100 read ops (in microseconds)', parseIntArg);
+      cmd.requiredOption('-w, --avg-write-latency <us>', 'Average latency to apply before completing write ops (in microseconds)', parseIntArg);
+      cmd.requiredOption('-n, --nine-nine-write-latency <us>', 'latency to apply to 1 in 100 write ops (in microseconds)', parseIntArg);
+    },
+    params: (a) =>
+      withTruthy(
+        {
+          base_bdev_name: a.baseBdevName,
+          name: a.name,
+          avg_read_latency: a.avgReadLatency,
+          p99_read_latency: a.nineNineReadLatency,
+          avg_write_latency: a.avgWriteLatency,
+          p99_write_latency: a.nineNineWriteLatency,
+        },
+        { uuid: a.uuid },
+      ),
+    output: 'json',
+  },
+  {
+    name: 'bdev_delay_delete',
+    description: 'Delete a delay bdev',
+    configure: (cmd) => cmd.argument('<name>', 'delay bdev name'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_delay_update_latency',
+    description: 'Update one of the latency values for a given delay bdev',
+    configure: (cmd) => {
+      cmd.argument('<delay_bdev_name>', 'The name of the given delay bdev');
+      cmd.argument('<latency_type>', 'one of: avg_read, avg_write, p99_read, p99_write. No other values accepted.');
+      cmd.argument('<latency_us>', 'new latency value in microseconds.', parseIntArg);
+    },
+    params: (a) => ({ delay_bdev_name: a.delay_bdev_name, latency_type: a.latency_type, latency_us: a.latency_us }),
+    output: 'json',
+  },
+  {
+    name: 'bdev_error_create',
+    description: 'Add bdev with error injection backend',
+    deprecatedAliases: ['construct_error_bdev'],
+    configure: (cmd) => {
+      cmd.argument('<base_name>', 'base bdev name');
+      cmd.option('--uuid <uuid>', 'UUID for this bdev');
+    },
+    params: (a) => (a.uuid !== undefined ? { base_name: a.base_name, uuid: a.uuid } : { base_name: a.base_name }),
+    output: 'json',
+  },
+  {
+    name: 'bdev_error_delete',
+    description: 'Delete an error bdev',
+    deprecatedAliases: ['delete_error_bdev'],
+    configure: (cmd) => cmd.argument('<name>', 'error bdev name'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_error_inject_error',
+    description: 'bdev inject error',
+    deprecatedAliases: ['bdev_inject_error'],
+    configure: (cmd) => {
+      cmd.argument('<name>', 'the name of the error injection bdev');
+      cmd.argument('<io_type>', "io_type: 'clear' 'read' 'write' 'unmap' 'flush' 'all'");
+      cmd.argument('<error_type>', "error_type: 'failure' 'pending' 'corrupt_data' 'nomem'");
+      cmd.option('-n, --num <num>', 'the number of commands you want to fail', parseIntArg);
+      cmd.option('-q, --queue-depth <qd>', 'the queue depth at which to trigger the error', parseIntArg);
+      cmd.option('-o, --corrupt-offset <offset>', 'the offset in bytes to xor with corrupt_value', parseIntArg);
+      cmd.option('-v, --corrupt-value <value>', 'the value for xor (1-255, 0 is invalid)', parseIntArg);
+    },
+    params: (a) =>
+      withTruthy(
+        { name: a.name, io_type: a.io_type, error_type: a.error_type },
+        { num: a.num, queue_depth: a.queueDepth, corrupt_offset: a.corruptOffset, corrupt_value: a.corruptValue },
+      ),
+    output: 'none',
+  },
+  {
+    name: 'bdev_get_iostat',
+    description: 'Display current I/O statistics of all the blockdevs or specified blockdev.',
+    deprecatedAliases: ['get_bdevs_iostat'],
+    configure: (cmd) => {
+      cmd.option('-b, --name <name>', 'Name of the Blockdev. Example: Nvme0n1');
+      cmd.option('-c, --per-channel', 'Display per channel IO stats for specified device');
+      tableOption(cmd);
+    },
+    params: (a) => withTruthy({}, { name: a.name, per_channel: a.perChannel }),
+    output: 'dict',
+    table: (r) => iostatTable(r),
   },
   {
     name: 'vhost_controller_set_coalescing',

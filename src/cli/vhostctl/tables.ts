@@ -95,3 +95,31 @@ export function reactorTable(result: unknown): string {
     }),
   );
 }
+
+/** bdev_get_iostat: one row per bdev (or per channel with -c), average latencies in µs. */
+export function iostatTable(result: unknown): string {
+  const r = (result ?? {}) as { tick_rate?: number; name?: string; bdevs?: Row[]; channels?: Row[] };
+  const rate = Number(r.tick_rate) || 1;
+  const mib = (v: unknown) => (Number(v) / 2 ** 20).toFixed(2);
+  const avgUs = (ticks: unknown, ops: unknown) => (Number(ops) > 0 ? ((Number(ticks) / Number(ops) / rate) * 1e6).toFixed(1) : '');
+  const perChannel = Array.isArray(r.channels);
+  const rows = (perChannel ? r.channels : r.bdevs) ?? [];
+  return render(
+    [perChannel ? 'Thread' : 'Name', 'Read ops', 'Read MiB', 'Write ops', 'Written MiB', 'Unmap ops', 'Flush ops', 'Read lat (us)', 'Write lat (us)', 'Errors'],
+    rows.map((b) => {
+      const errors = b.io_error && typeof b.io_error === 'object' ? Object.values(b.io_error as Row).reduce<number>((n, v) => n + Number(v), 0) : 0;
+      return [
+        perChannel ? `${str(r.name)} @ ${str(b.thread_id)}` : str(b.name),
+        str(b.num_read_ops),
+        mib(b.bytes_read),
+        str(b.num_write_ops),
+        mib(b.bytes_written),
+        str(b.num_unmap_ops),
+        str(b.num_flush_ops ?? ''),
+        avgUs(b.read_latency_ticks, b.num_read_ops),
+        avgUs(b.write_latency_ticks, b.num_write_ops),
+        String(errors),
+      ];
+    }),
+  );
+}

@@ -6,6 +6,8 @@ import type { RpcServer } from '../server.js';
 import { bdevMethods } from './bdev.js';
 import { fileBdevMethods } from './bdev-file.js';
 import { rbdMethods } from './bdev-rbd.js';
+import { iostatMethods } from './bdev-iostat.js';
+import { testBdevMethods } from './bdev-test.js';
 import { frameworkMethods } from './framework.js';
 import { subsystemMethods } from './subsystems.js';
 import { RPC_SERVER_STATE, type RpcMethodDef, type RpcMethodEntry, type RpcMethodTable, RpcState } from './types.js';
@@ -32,6 +34,8 @@ export function buildMethodTable(ctx: RpcContext): RpcMethodTable {
     ...bdevMethods(ctx),
     ...fileBdevMethods(ctx),
     ...rbdMethods(ctx),
+    ...testBdevMethods(ctx),
+    ...iostatMethods(ctx),
     ...vhostMethods(ctx),
     ...reactorMethods(ctx),
   ];

@@ -1,0 +1,279 @@
+// Per-bdev I/O statistics (SPDK's bdev_get_iostat), counted on the reactors without messages.
+//
+// Every registered bdev gets one SharedArrayBuffer (BdevIostat, control thread) that travels in
+// its channel spec as `iostat`; openChannel() wraps the bdev's channel in an IostatChannel that
+// counts each completed I/O into it. The buffer holds IOSTAT_SLOTS slots of Float64 counters:
+// each channel claims one slot (Atomics.compareExchange on the slot's owner word) and is its only
+// writer, so updates are plain stores with no contention and no lost updates; the control thread
+// sums the slots when asked. A closed channel's slot keeps its counts (marked
+// dirty); the control thread folds dirty slots into its own totals and frees them, and a channel
+// that finds no clean slot takes over a dirty one (its counts stay in the totals either way).
+//
+// Latencies are nanoseconds from performance.now() at submit to completion at this layer, so
+// the reply's tick_rate is 1e9. The counting allocates nothing (child I/Os are pooled); the two
+// clock reads per I/O do box one double each (Node 20 has no allocation-free clock), measured at
+// about +10 young-generation GCs per million I/Os on a null bdev. Like SPDK, only successful I/O counts in bytes/ops/latency;
+// failures count in io_error.failed. SPDK does not count FLUSH or WRITE_ZEROES; vhostd adds them
+// as extra keys after SPDK's (num_flush_ops, flush_latency_ticks, bytes_zeroed,
+// num_write_zeroes_ops, write_zeroes_latency_ticks).
+import { performance } from 'node:perf_hooks';
+import { isMainThread, workerData } from 'node:worker_threads';
+import type { Bdev, BdevChannel, ChannelSpec } from './bdev.js';
+import { type ChildIo, ChildIoPool, type ChildIoOwner } from './vbdev.js';
+import { type BdevIo, IoStatus, IoType } from './io.js';
+
+/** Slots per bdev; the last one is shared by channels that found none free (racy but rare). */
+export const IOSTAT_SLOTS = 64;
+/** Float64 words per slot (256 bytes: slots never share a cache line). */
+const SLOT_WORDS = 32;
+const OWNERS_BYTES = IOSTAT_SLOTS * 4;
+/** Ticks per second of the latency counters (nanoseconds). */
+export const IOSTAT_TICK_RATE = 1_000_000_000;
+
+// Owner word of a slot.
+const FREE = 0;
+/** Closed channel's slot: its counts are not yet folded into the control thread's totals. */
+const DIRTY = -1;
+/** The control thread is folding it. */
+const MERGING = -2;
+const OVERFLOW_SLOT = IOSTAT_SLOTS - 1;
+
+// A class of I/O: [bytes, ops, latency sum, max latency, min latency (0 = none yet)].
+const BYTES = 0;
+const OPS = 1;
+const LAT = 2;
+const MAX = 3;
+const MIN = 4;
+const READ_AT = 0;
+const WRITE_AT = 5;
+const UNMAP_AT = 10;
+const FLUSH_AT = 15;
+const ZEROES_AT = 20;
+const FAILED_AT = 25;
+/** IoType → offset of its class in a slot. */
+const CLASS_AT = new Int8Array(8).fill(-1);
+CLASS_AT[IoType.READ] = READ_AT;
+CLASS_AT[IoType.WRITE] = WRITE_AT;
+CLASS_AT[IoType.UNMAP] = UNMAP_AT;
+CLASS_AT[IoType.FLUSH] = FLUSH_AT;
+CLASS_AT[IoType.WRITE_ZEROES] = ZEROES_AT;
+
+function addInto(dst: Float64Array, dOff: number, src: Float64Array, sOff: number): void {
+  for (let c = 0; c <= ZEROES_AT; c += 5) {
+    dst[dOff + c + BYTES] += src[sOff + c + BYTES];
+    dst[dOff + c + OPS] += src[sOff + c + OPS];
+    dst[dOff + c + LAT] += src[sOff + c + LAT];
+    dst[dOff + c + MAX] = Math.max(dst[dOff + c + MAX], src[sOff + c + MAX]);
+    const m = src[sOff + c + MIN];
+    if (m > 0 && (dst[dOff + c + MIN] === 0 || m < dst[dOff + c + MIN])) dst[dOff + c + MIN] = m;
+  }
+  dst[dOff + FAILED_AT] += src[sOff + FAILED_AT];
+}
+
+/** The statistics object of one bdev (or one channel), in SPDK's key order plus vhostd's. */
+export interface IoStatJson {
+  bytes_read: number;
+  num_read_ops: number;
+  bytes_written: number;
+  num_write_ops: number;
+  bytes_unmapped: number;
+  num_unmap_ops: number;
+  bytes_copied: number;
+  num_copy_ops: number;
+  read_latency_ticks: number;
+  max_read_latency_ticks: number;
+  min_read_latency_ticks: number;
+  write_latency_ticks: number;
+  max_write_latency_ticks: number;
+  min_write_latency_ticks: number;
+  unmap_latency_ticks: number;
+  max_unmap_latency_ticks: number;
+  min_unmap_latency_ticks: number;
+  copy_latency_ticks: number;
+  max_copy_latency_ticks: number;
+  min_copy_latency_ticks: number;
+  io_error?: Record<string, number>;
+  num_flush_ops: number;
+  flush_latency_ticks: number;
+  bytes_zeroed: number;
+  num_write_zeroes_ops: number;
+  write_zeroes_latency_ticks: number;
+}
+
+function toJson(s: Float64Array, o: number, withErrors: boolean): IoStatJson {
+  const r = Math.round;
+  const out: Record<string, unknown> = {
+    bytes_read: s[o + READ_AT + BYTES],
+    num_read_ops: s[o + READ_AT + OPS],
+    bytes_written: s[o + WRITE_AT + BYTES],
+    num_write_ops: s[o + WRITE_AT + OPS],
+    bytes_unmapped: s[o + UNMAP_AT + BYTES],
+    num_unmap_ops: s[o + UNMAP_AT + OPS],
+    bytes_copied: 0,
+    num_copy_ops: 0,
+    read_latency_ticks: r(s[o + READ_AT + LAT]),
+    max_read_latency_ticks: r(s[o + READ_AT + MAX]),
+    min_read_latency_ticks: r(s[o + READ_AT + MIN]),
+    write_latency_ticks: r(s[o + WRITE_AT + LAT]),
+    max_write_latency_ticks: r(s[o + WRITE_AT + MAX]),
+    min_write_latency_ticks: r(s[o + WRITE_AT + MIN]),
+    unmap_latency_ticks: r(s[o + UNMAP_AT + LAT]),
+    max_unmap_latency_ticks: r(s[o + UNMAP_AT + MAX]),
+    min_unmap_latency_ticks: r(s[o + UNMAP_AT + MIN]),
+    copy_latency_ticks: 0,
+    max_copy_latency_ticks: 0,
+    min_copy_latency_ticks: 0,
+  };
+  // SPDK prints io_error (the statuses that occurred) for device stats, not per channel.
+  if (withErrors) {
+    const failed = s[o + FAILED_AT];
+    out.io_error = failed > 0 ? { failed } : {};
+  }
+  // vhostd's extension keys, after SPDK's.
+  out.num_flush_ops = s[o + FLUSH_AT + OPS];
+  out.flush_latency_ticks = r(s[o + FLUSH_AT + LAT]);
+  out.bytes_zeroed = s[o + ZEROES_AT + BYTES];
+  out.num_write_zeroes_ops = s[o + ZEROES_AT + OPS];
+  out.write_zeroes_latency_ticks = r(s[o + ZEROES_AT + LAT]);
+  return out as unknown as IoStatJson;
+}
+
+/** Control-thread side: owns the buffer and the totals of channels that have gone. */
+export class BdevIostat {
+  readonly buffer = new SharedArrayBuffer(OWNERS_BYTES + IOSTAT_SLOTS * SLOT_WORDS * 8);
+  private readonly owners = new Int32Array(this.buffer, 0, IOSTAT_SLOTS);
+  private readonly counters = new Float64Array(this.buffer, OWNERS_BYTES);
+  private readonly retired = new Float64Array(SLOT_WORDS);
+
+  /** Folds the slots of closed channels into `retired` and frees them. */
+  private foldClosed(): void {
+    for (let i = 0; i < OVERFLOW_SLOT; i++) {
+      if (Atomics.load(this.owners, i) !== DIRTY) continue;
+      if (Atomics.compareExchange(this.owners, i, DIRTY, MERGING) !== DIRTY) continue; // a channel took it over
+      addInto(this.retired, 0, this.counters, i * SLOT_WORDS);
+      this.counters.fill(0, i * SLOT_WORDS, (i + 1) * SLOT_WORDS);
+      Atomics.store(this.owners, i, FREE);
+    }
+  }
+
+  /** The device statistics: everything counted since the bdev was registered. */
+  device(): IoStatJson {
+    this.foldClosed();
+    const total = Float64Array.from(this.retired);
+    for (let i = 0; i < IOSTAT_SLOTS; i++) addInto(total, 0, this.counters, i * SLOT_WORDS);
+    return toJson(total, 0, true);
+  }
+
+  /** One entry per open channel, with the id of the thread it runs on (thread_get_stats ids). */
+  channels(): Array<{ thread_id: number } & IoStatJson> {
+    this.foldClosed();
+    const out: Array<{ thread_id: number } & IoStatJson> = [];
+    for (let i = 0; i < IOSTAT_SLOTS; i++) {
+      const owner = Atomics.load(this.owners, i);
+      if (owner > 0) out.push({ thread_id: owner - 1, ...toJson(this.counters, i * SLOT_WORDS, false) });
+    }
+    return out;
+  }
+}
+
+const stats = new WeakMap<Bdev, BdevIostat>();
+
+/**
+ * Gives `bdev` its statistics buffer and makes every channel spec it hands out carry it, so the
+ * channels opened from those specs count into it. Called once when the bdev is registered.
+ */
+export function attachIostat(bdev: Bdev): BdevIostat {
+  let s = stats.get(bdev);
+  if (s) return s;
+  const iostat = new BdevIostat();
+  s = iostat;
+  stats.set(bdev, iostat);
+  const plainSpec = bdev.channelSpec.bind(bdev);
+  bdev.channelSpec = (): ChannelSpec => ({ ...plainSpec(), iostat: iostat.buffer });
+  return iostat;
+}
+
+/** The statistics of a registered bdev (undefined for one that never went through the registry). */
+export function iostatOf(bdev: Bdev): BdevIostat | undefined {
+  return stats.get(bdev);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reactor side.
+
+/** Owner word of this thread: reactor index + 2 (the thread_get_stats id + 1); 1 elsewhere. */
+function threadOwnerTag(): number {
+  if (isMainThread) return 1;
+  const index = (workerData as { index?: unknown } | null)?.index;
+  return typeof index === 'number' && Number.isInteger(index) && index >= 0 ? index + 2 : 1;
+}
+
+/** Counts every I/O completed by `inner` into the slot it claimed in the bdev's buffer. */
+export class IostatChannel implements BdevChannel, ChildIoOwner {
+  poll?: () => number;
+  private readonly owners: Int32Array;
+  private readonly s: Float64Array;
+  private readonly slot: number;
+  private readonly at: number;
+  private readonly pool = new ChildIoPool(this);
+  private closed = false;
+
+  constructor(
+    private readonly inner: BdevChannel,
+    buffer: SharedArrayBuffer,
+  ) {
+    this.owners = new Int32Array(buffer, 0, IOSTAT_SLOTS);
+    this.s = new Float64Array(buffer, OWNERS_BYTES);
+    this.slot = IostatChannel.claim(this.owners, threadOwnerTag());
+    this.at = this.slot * SLOT_WORDS;
+    if (inner.poll) {
+      const p = inner.poll.bind(inner);
+      this.poll = p;
+    }
+  }
+
+  /** A clean slot, else a closed channel's one (its counts stay), else the shared last slot. */
+  private static claim(owners: Int32Array, tag: number): number {
+    for (const from of [FREE, DIRTY]) {
+      for (let i = 0; i < OVERFLOW_SLOT; i++) {
+        if (Atomics.load(owners, i) === from && Atomics.compareExchange(owners, i, from, tag) === from) return i;
+      }
+    }
+    return OVERFLOW_SLOT;
+  }
+
+  submit(io: BdevIo): void {
+    const c = this.pool.take(io);
+    c.t0 = performance.now();
+    this.inner.submit(c);
+  }
+
+  childDone(c: ChildIo, status: IoStatus): void {
+    const s = this.s;
+    const at = this.at;
+    if (status === IoStatus.SUCCESS) {
+      const k = CLASS_AT[c.type];
+      if (k >= 0) {
+        const o = at + k;
+        const dt = (performance.now() - c.t0) * 1e6 || Number.MIN_VALUE;
+        s[o + BYTES] += k === FLUSH_AT ? 0 : c.length;
+        s[o + OPS] += 1;
+        s[o + LAT] += dt;
+        if (dt > s[o + MAX]) s[o + MAX] = dt;
+        const m = s[o + MIN];
+        if (m === 0 || dt < m) s[o + MIN] = dt;
+      }
+    } else if (status === IoStatus.FAILED) {
+      s[at + FAILED_AT] += 1;
+    }
+    // NOMEM is not a completion: the device submits the I/O again.
+    this.pool.release(c).complete(status);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.inner.close();
+    if (this.slot !== OVERFLOW_SLOT) Atomics.store(this.owners, this.slot, DIRTY);
+  }
+}
