@@ -17,6 +17,9 @@ interface QueueSlot {
   watch: FdWatchHandle;
 }
 
+/** How long closing a device waits for its in-flight requests. */
+const CLOSE_DRAIN_MS = 3000;
+
 /** What a device needs from its reactor. */
 export interface DeviceHost {
   deviceFailed(dev: DeviceInstance, qid: number, reason: string): void;
@@ -132,7 +135,20 @@ export class DeviceInstance {
   }
 
   async close(): Promise<void> {
-    for (const qid of [...this.queues.keys()]) await this.stopQueue(qid);
+    for (const qid of [...this.queues.keys()]) {
+      // A bdev that never completes (a hung backend, an error bdev holding I/O) must not keep the
+      // device, or the daemon's shutdown, from finishing.
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.warn(`queue ${qid}: requests still in flight after ${CLOSE_DRAIN_MS} ms; closing anyway`);
+          resolve();
+        }, CLOSE_DRAIN_MS);
+      });
+      await Promise.race([this.stopQueue(qid).then(() => undefined), timeout]);
+      clearTimeout(timer);
+      this.queues.delete(qid);
+    }
     this.channel?.close();
     await this.scsi?.close();
   }

@@ -133,7 +133,16 @@ export class QueueRunner {
         this.heads[head] = 1;
         this.inFlight++;
         started++;
-        this.handler.handle(head, this.chain);
+        try {
+          this.handler.handle(head, this.chain);
+        } catch (e) {
+          // The request was refused before it started: it is not in flight (stop must not wait for it).
+          if (this.heads[head] !== 0) {
+            this.heads[head] = 0;
+            this.inFlight--;
+          }
+          throw e;
+        }
       }
     } catch (e) {
       this.polling = false;
