@@ -103,3 +103,13 @@ export function zeroBytes(dst: Uint8Array, off: number, len: number): void {
 export function zeroFill(iov: IoVecs): void {
   for (let i = 0; i < iov.count; i++) zeroBytes(iov.bufs[i], iov.offs[i], iov.lens[i]);
 }
+
+/** Copies the first `len` bytes of src into the scatter list (len <= iov.totalLen). */
+export function scatterPrefix(iov: IoVecs, src: Uint8Array, len: number): void {
+  let srcOff = 0;
+  for (let i = 0; i < iov.count && srcOff < len; i++) {
+    const n = Math.min(iov.lens[i], len - srcOff);
+    copyBytes(src, srcOff, iov.bufs[i], iov.offs[i], n);
+    srcOff += n;
+  }
+}

@@ -1,27 +1,7 @@
 // Scatter-list helpers the target layer needs beyond src/bdev/io.ts: partial scatter of a small
 // response buffer, byte reads at a logical offset, prefix views and repeated-block views. None of
 // them allocate; the "views" are IoVecs entries pointing into the original buffers.
-import { type IoVecs, copyBytes } from '../bdev/io.js';
-
-/** Copies the first `len` bytes of src into the scatter list (len <= iov.totalLen). */
-export function scatterPrefix(iov: IoVecs, src: Uint8Array, len: number): void {
-  let srcOff = 0;
-  for (let i = 0; i < iov.count && srcOff < len; i++) {
-    const n = Math.min(iov.lens[i], len - srcOff);
-    copyBytes(src, srcOff, iov.bufs[i], iov.offs[i], n);
-    srcOff += n;
-  }
-}
-
-/** Copies the first `len` bytes of the scatter list into dst (len <= iov.totalLen). */
-export function gatherPrefix(iov: IoVecs, dst: Uint8Array, len: number): void {
-  let dstOff = 0;
-  for (let i = 0; i < iov.count && dstOff < len; i++) {
-    const n = Math.min(iov.lens[i], len - dstOff);
-    copyBytes(iov.bufs[i], iov.offs[i], dst, dstOff, n);
-    dstOff += n;
-  }
-}
+import type { IoVecs } from '../bdev/io.js';
 
 /** The byte at logical offset pos of the scatter list (pos < iov.totalLen). */
 export function iovByte(iov: IoVecs, pos: number): number {

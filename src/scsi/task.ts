@@ -2,9 +2,8 @@
 // (status, sense, bytes transferred). A transport preallocates one task per request slot and reuses
 // it; executing a READ or WRITE allocates nothing (the BdevIo and the helper scatter list the
 // target needs are part of the task).
-import { type BdevIo, IoStatus, IoType, IoVecs } from '../bdev/io.js';
+import { type BdevIo, IoStatus, IoType, IoVecs, scatterPrefix } from '../bdev/io.js';
 import { ScsiStatus } from './constants.js';
-import { scatterPrefix } from './iov.js';
 import { writeFixedSense, FIXED_SENSE_LENGTH } from './sense.js';
 
 /** How the transport should answer, beside the SCSI status (virtio-scsi `response`). */

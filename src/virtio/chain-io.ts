@@ -1,5 +1,5 @@
-// Byte access across a chain's scatter list without creating views: copy a header out, write a
-// response in, or cut a sub-range into another scatter list.
+// Byte access across a chain's scatter list without creating views: copy a header out or cut a
+// sub-range into another scatter list (writing a response in is io.ts's scatterPrefix).
 import { type IoVecs, copyBytes } from '../bdev/io.js';
 
 /** Copies `len` bytes starting at byte `skip` of segments [from, to) of `src` into `dst`; returns bytes copied. */
@@ -15,17 +15,6 @@ export function readBytes(src: IoVecs, from: number, to: number, skip: number, d
     const n = Math.min(segLen, len - done);
     copyBytes(src.bufs[i], src.offs[i] + skip, dst, done, n);
     skip = 0;
-    done += n;
-  }
-  return done;
-}
-
-/** Copies `len` bytes of `src` into the scatter list `dst` from its start; returns bytes copied. */
-export function writeBytes(src: Uint8Array, len: number, dst: IoVecs): number {
-  let done = 0;
-  for (let i = 0; i < dst.count && done < len; i++) {
-    const n = Math.min(dst.lens[i], len - done);
-    copyBytes(src, done, dst.bufs[i], dst.offs[i], n);
     done += n;
   }
   return done;

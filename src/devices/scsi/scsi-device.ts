@@ -1,9 +1,9 @@
 // virtio-scsi on a reactor: the request queues feed a SCSI target set, the control queue runs
 // task management, and the event queue carries hot-plug events to the guest.
 import { openChannel } from '../../bdev/channels.js';
-import { IoVecs } from '../../bdev/io.js';
+import { IoVecs, scatterPrefix } from '../../bdev/io.js';
 import { DataDirection, ScsiLun, ScsiTargetSet, ScsiTask, TaskResponse, TmfResponse } from '../../scsi/index.js';
-import { readBytes, sliceInto, writeBytes } from '../../virtio/chain-io.js';
+import { readBytes, sliceInto } from '../../virtio/chain-io.js';
 import type { Chain } from '../../virtio/desc-chain.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import {
@@ -95,7 +95,7 @@ class ScsiRequestHandler implements RequestHandler {
     this.out[10] = task.status;
     this.out[11] = taskResponse[task.response] ?? VirtioScsiResponse.FAILURE;
     for (let i = 0; i < senseLen; i++) this.out[12 + i] = task.sense[i];
-    writeBytes(this.out, 12 + senseLen, req.resp);
+    scatterPrefix(req.resp, this.out, 12 + senseLen);
     const dataIn = task.response === TaskResponse.OK ? task.dataTransferred : 0;
     this.runner.complete(req.head, CMD_RESP_BYTES + (task.direction === DataDirection.FROM_DEV ? dataIn : 0));
   }
@@ -103,7 +103,7 @@ class ScsiRequestHandler implements RequestHandler {
   private respond(req: ScsiRequest, response: number, len: number): void {
     this.out.fill(0, 0, 12);
     this.out[11] = response;
-    writeBytes(this.out, 12, req.resp);
+    scatterPrefix(req.resp, this.out, 12);
     this.runner.complete(req.head, CMD_RESP_BYTES + len);
   }
 }
@@ -121,7 +121,11 @@ class ScsiControlHandler implements RequestHandler {
     const v = new DataView(req.buffer);
     const resp = new IoVecs(8);
     sliceInto(iov, chain.firstWritable, iov.count, 0, Math.min(chain.writableLen, 8), resp);
-    const reply = (bytes: Uint8Array) => this.runner.complete(head, writeBytes(bytes, bytes.length, resp));
+    const reply = (bytes: Uint8Array) => {
+      const n = Math.min(bytes.length, resp.totalLen);
+      scatterPrefix(resp, bytes, n);
+      this.runner.complete(head, n);
+    };
     const type = n >= 4 ? v.getUint32(0, true) : -1;
     if (type === ControlType.TMF && n >= 24 && chain.writableLen >= 1) {
       const lun = req.slice(8, 16);
@@ -178,7 +182,7 @@ class ScsiEventHandler implements RequestHandler {
     b[4] = 1;
     b[5] = target;
     v.setUint32(12, reason, true);
-    writeBytes(b, EVENT_BYTES, buf.iov);
+    scatterPrefix(buf.iov, b, EVENT_BYTES);
     this.runner.complete(buf.head, EVENT_BYTES);
   }
 
