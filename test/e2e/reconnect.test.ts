@@ -2,15 +2,16 @@
 // file-backed disk; QEMU (reconnect=1) reconnects to the restarted daemon, the in-flight buffer
 // lets the new process complete every request exactly once, and fio sees no error.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { VhostdProcess } from '../lib/vhostd.js';
-import { GuestSession, assertGuestOk, buildGuest, guestScript, vhostUserBlkArgs } from './lib/guest.js';
+import { GuestSession, REPO_ROOT, assertGuestOk, buildGuest, guestScript, vhostUserBlkArgs } from './lib/guest.js';
 
 const MiB = 1024 * 1024;
 
-test('SIGKILL and restart of vhostd twice during fio verify: no guest I/O error', { timeout: 600_000 }, async () => {
+test('SIGKILL and restart of vhostd from its saved config, twice, during fio verify: no guest I/O error', { timeout: 600_000 }, async () => {
   await buildGuest();
   let d = await VhostdProcess.start(['-m', '0x1']);
   const dir = d.dir;
@@ -21,23 +22,11 @@ test('SIGKILL and restart of vhostd twice during fio verify: no guest I/O error'
   await d.rpc('bdev_aio_create', { name: 'F0', filename: disk, block_size: 512 });
   await d.rpc('bdev_delay_create', delay);
   await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'D0' });
-  // The configuration the restarted daemons start from.
+  // The restarted daemons start from what `vhostctl save_config` wrote (SPDK's format).
   const config = join(dir, 'config.json');
-  writeFileSync(
-    config,
-    JSON.stringify({
-      subsystems: [
-        {
-          subsystem: 'bdev',
-          config: [
-            { method: 'bdev_aio_create', params: { name: 'F0', filename: disk, block_size: 512 } },
-            { method: 'bdev_delay_create', params: delay },
-          ],
-        },
-        { subsystem: 'vhost_blk', config: [{ method: 'vhost_create_blk_controller', params: { ctrlr: 'vhost.0', dev_name: 'D0' } }] },
-      ],
-    }),
-  );
+  const saved = execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostctl.ts', '-s', d.rpcSocket, 'save_config'], { cwd: REPO_ROOT });
+  writeFileSync(config, saved);
+  assert.match(saved.toString(), /bdev_delay_create/);
   const g = await GuestSession.start({
     name: 'reconnect',
     script: guestScript('blk-fio-rounds.sh'),
