@@ -23,6 +23,7 @@ import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
 import { type CephCluster, CephUnavailable, startCeph } from '../lib/ceph.js';
 import { VhostdProcess } from '../lib/vhostd.js';
 import { GuestSession, assertGuestOk, buildGuest, guestScript, patternChunk, runGuest, vhostUserBlkArgs } from './lib/guest.js';
+import { sequence } from './lib/sequence.js';
 
 const MiB = 1024 * 1024;
 const root = new URL('../../', import.meta.url).pathname;
@@ -43,20 +44,6 @@ type IoStat = Record<string, number> & { io_error: Record<string, number> };
 async function iostat(d: VhostdProcess, name: string): Promise<IoStat> {
   const r = await d.rpc<{ bdevs: IoStat[] }>('bdev_get_iostat', { name });
   return r.bdevs[0];
-}
-
-/** A guest script that runs several check scripts in order, each with its own environment. */
-function sequence(steps: Array<{ script: string; env: Record<string, string> }>): string {
-  const parts = ['#!/bin/sh', 'rc=0'];
-  steps.forEach((s, i) => {
-    parts.push(`cat > /tmp/step${i}.sh <<'VHOSTD_EOF'\n${s.script}\nVHOSTD_EOF`);
-    const env = Object.entries(s.env)
-      .map(([k, v]) => `export ${k}='${v}';`)
-      .join(' ');
-    parts.push(`( ${env} sh /tmp/step${i}.sh ) || { echo "FAIL step ${i}"; rc=1; }`);
-  });
-  parts.push('exit $rc');
-  return parts.join('\n');
 }
 
 function readAt(file: string, offset: number, len: number): Buffer {

@@ -5,24 +5,10 @@ import { BlkStatus } from '../../src/devices/blk/blk-spec.js';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
 import { VhostdProcess } from '../lib/vhostd.js';
 import { assertGuestOk, buildGuest, guestScript, runGuest, vhostUserBlkArgs } from './lib/guest.js';
+import { sequence } from './lib/sequence.js';
 
 const MiB = 1024 * 1024;
 let d: VhostdProcess;
-
-/** A guest script that runs several check scripts in order, each with its own environment. */
-function sequence(steps: Array<{ script: string; env: Record<string, string> }>): string {
-  const parts = ['#!/bin/sh', 'rc=0'];
-  steps.forEach((s, i) => {
-    parts.push(`cat > /tmp/step${i}.sh <<'VHOSTD_EOF'\n${s.script}\nVHOSTD_EOF`);
-    // export in a subshell rather than `env`: busybox's env would start busybox's own sh applets.
-    const env = Object.entries(s.env)
-      .map(([k, v]) => `export ${k}='${v}';`)
-      .join(' ');
-    parts.push(`( ${env} sh /tmp/step${i}.sh ) || { echo "FAIL step ${i}"; rc=1; }`);
-  });
-  parts.push('exit $rc');
-  return parts.join('\n');
-}
 
 describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
   before(async () => {
