@@ -67,6 +67,7 @@ function nextData(file: string, offset: number): number {
   return out;
 }
 
+
 /** The persist-write chunks (RESULT offsets, random_offset, random_sha) must be in `image` exactly. */
 function checkPersistChunks(results: Record<string, string>, seed: string, read: (off: number, len: number) => Buffer, what: string): void {
   const offsets = results.offsets.split(',').map(Number);
@@ -75,20 +76,6 @@ function checkPersistChunks(results: Record<string, string>, seed: string, read:
     assert.ok(read(off, CHUNK).equals(patternChunk(seed, off, CHUNK)), `${what}: the chunk at ${off} is the guest's pattern`);
   }
   assert.equal(sha256(read(Number(results.random_offset), CHUNK)), results.random_sha, `${what}: the random chunk`);
-}
-
-/** Deletes a controller once its last front-end has gone (SPDK refuses while one is connected). */
-async function waitDeleted(d: VhostdProcess, ctrlr: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      await d.rpc('vhost_delete_controller', { ctrlr });
-      return;
-    } catch (e) {
-      if ((e as { code?: number }).code !== -16) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`controller ${ctrlr} stayed busy`);
 }
 
 describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
@@ -222,7 +209,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
       assert.deepEqual(stats.io_error, {});
       assert.ok(stats.num_write_ops > 0 && stats.num_read_ops > 0);
 
-      await waitDeleted(d, 'file.0');
+      await d.deleteController('file.0');
       assert.equal(await d.stop(), 0, 'vhostd exits 0 on SIGTERM');
       d = undefined;
 
@@ -302,7 +289,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
       const stats = await iostat(d, 'Rbd0');
       assert.ok(stats.num_flush_ops > 0, 'the guest fsyncs reached the rbd bdev');
       assert.deepEqual(stats.io_error, {});
-      await waitDeleted(d, 'rbd.0');
+      await d.deleteController('rbd.0');
       assert.equal(await d.stop(), 0);
       d = undefined;
       // What another client of the cluster sees, with vhostd gone.
@@ -322,7 +309,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
       assertGuestOk(second, 'rbd: persist-check');
       for (const off of first.results.offsets.split(',')) assert.equal(second.results[`match_${off}`], '1', `chunk at ${off}`);
       assert.equal(second.results.random_match, '1');
-      await waitDeleted(d, 'rbd.0');
+      await d.deleteController('rbd.0');
       assert.equal(await ctl(d, 'bdev_rbd_delete', 'Rbd0'), '');
     } finally {
       if (d) await d.stop();

@@ -116,13 +116,13 @@ describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
     let ini = await BlkInitiator.connect(d.socket('rw'), { maxIoBytes: 65536 });
     assert.equal((await ini.write(0, pattern)).status, BlkStatus.OK);
     ini.close();
-    await waitDeleted('rw');
+    await d.deleteController('rw');
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'ro', dev_name: 'Mro', readonly: true });
     const r = await runGuest({ name: 'readonly', script: guestScript('blk-readonly.sh'), devices: vhostUserBlkArgs(d.socket('ro'), { numQueues: 2 }) });
     assertGuestOk(r, 'readonly');
     assert.equal(r.results.ro, '1');
     assert.equal(r.results.write_rejected, '1');
-    await waitDeleted('ro');
+    await d.deleteController('ro');
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'rw', dev_name: 'Mro' });
     ini = await BlkInitiator.connect(d.socket('rw'), { maxIoBytes: 65536 });
     const back = await ini.read(0, 65536);
@@ -130,17 +130,3 @@ describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
     assert.deepEqual(back.data, pattern, 'the read-only guest changed nothing');
   });
 });
-
-/** Deletes a controller once its last front-end has gone (SPDK refuses while one is connected). */
-async function waitDeleted(ctrlr: string): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    try {
-      await d.rpc('vhost_delete_controller', { ctrlr });
-      return;
-    } catch (e) {
-      if ((e as { code?: number }).code !== -16) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`controller ${ctrlr} stayed busy`);
-}

@@ -64,6 +64,20 @@ export class VhostdProcess {
     }
   }
 
+  /** Deletes a controller once its last front-end has gone (SPDK refuses while one is connected). */
+  async deleteController(ctrlr: string): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      try {
+        await this.rpc('vhost_delete_controller', { ctrlr });
+        return;
+      } catch (e) {
+        if ((e as { code?: number }).code !== -16) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    throw new Error(`controller ${ctrlr} stayed busy`);
+  }
+
   /** Log lines (JSON) whose msg matches. */
   logsMatching(re: RegExp): string[] {
     return this.logs.filter((l) => re.test(l));
