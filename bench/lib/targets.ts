@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LoadGenerator } from '../../src/initiator/load.js';
-import { RpcClient } from '../../src/rpc/client.js';
+import { RpcClient, waitForRpcServer } from '../../src/rpc/client.js';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -159,13 +159,11 @@ export class VhostdTarget implements Target {
     const args = ['-c', String(o.core), process.execPath, ...nodeArgs, ...entry, '-S', dir, '-r', rpcSocket, '-m', `0x${(1 << o.core).toString(16)}`, '-L', 'info', ...(o.extraArgs ?? [])];
     const proc = spawn('taskset', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const t = new VhostdTarget(proc, dir, rpcSocket, `vhostd (${o.dist ? 'dist' : 'tsx sources'}), taskset -c ${o.core}, -m 0x${(1 << o.core).toString(16)}`);
-    for (let i = 0; i < 300 && !existsSync(rpcSocket); i++) {
-      if (t.exited) break;
-      await sleep(50);
-    }
-    if (!existsSync(rpcSocket)) {
+    try {
+      await waitForRpcServer(rpcSocket, 15_000, () => t.exited);
+    } catch (e) {
       await t.stop();
-      throw new Error(`vhostd did not start:\n${t.output.slice(-20).join('\n')}`);
+      throw new Error(`vhostd did not start (${(e as Error).message}):\n${t.output.slice(-20).join('\n')}`);
     }
     t.methods = new Set(await t.rpc<string[]>('rpc_get_methods'));
     t.cpumask = `0x${(1 << o.core).toString(16)}`;

@@ -165,3 +165,26 @@ export class RpcClient {
     }
   }
 }
+
+/**
+ * Waits until an RPC server accepts connections on `socketPath` (SPDK's `waitforlisten`). The
+ * socket file appears at bind(), a moment before listen(): a connect in between is refused, so
+ * the file's existence alone does not mean the server is up. `gaveUp` ends the wait early (the
+ * server process exited).
+ */
+export async function waitForRpcServer(socketPath: string, timeoutMs: number, gaveUp: () => boolean = () => false): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const client = new RpcClient(socketPath);
+    try {
+      await client.connect();
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || gaveUp() || Date.now() > deadline) throw e;
+    } finally {
+      client.close();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,10 +1,10 @@
 // Starts a real vhostd process from the sources for tests: temp socket dir, RPC client, captured
 // log lines, and a clean stop.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RpcClient } from '../../src/rpc/client.js';
+import { RpcClient, waitForRpcServer } from '../../src/rpc/client.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -39,11 +39,12 @@ export class VhostdProcess {
       stdio: ['ignore', 'inherit', 'pipe'],
     });
     const d = new VhostdProcess(proc, dir, rpcSocket);
-    for (let i = 0; i < 200 && !existsSync(rpcSocket); i++) {
-      if (d.exitCode !== undefined) throw new Error(`vhostd exited early:\n${d.logs.join('\n')}`);
-      await new Promise((r) => setTimeout(r, 50));
+    try {
+      await waitForRpcServer(rpcSocket, 20_000, () => d.exitCode !== undefined);
+    } catch (e) {
+      if (d.alive) proc.kill('SIGKILL');
+      throw new Error(`vhostd did not start listening (${(e as Error).message}):\n${d.logs.join('\n')}`);
     }
-    if (!existsSync(rpcSocket)) throw new Error('vhostd did not create its RPC socket');
     return d;
   }
 
