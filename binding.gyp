@@ -8,7 +8,9 @@
         "native/mapping.cc",
         "native/fd_watch.cc",
         "native/uring.cc",
-        "native/rbd.cc"
+        "native/rbd.cc",
+        "native/mem_copy.cc",
+        "native/clock.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

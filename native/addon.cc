@@ -6,6 +6,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitFdWatch(env, exports);
   vhostd::InitUring(env, exports);
   vhostd::InitRbd(env, exports);
+  vhostd::InitMemCopy(env, exports);
+  vhostd::InitClock(env, exports);
   return exports;
 }
 

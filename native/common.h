@@ -20,5 +20,7 @@ void InitMapping(Napi::Env env, Napi::Object exports);
 void InitFdWatch(Napi::Env env, Napi::Object exports);
 void InitUring(Napi::Env env, Napi::Object exports);
 void InitRbd(Napi::Env env, Napi::Object exports);
+void InitMemCopy(Napi::Env env, Napi::Object exports);
+void InitClock(Napi::Env env, Napi::Object exports);
 
 }  // namespace vhostd

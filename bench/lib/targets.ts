@@ -290,8 +290,8 @@ export class QsdTarget implements Target {
     const nodes = new Map<BdevKind, { node: string; label: string }>();
     for (const b of o.bdevs) {
       if (b === 'null') {
-        args.push('--blockdev', `driver=null-co,node-name=null0,size=${o.files.sizeBytes},read-zeroes=on`);
-        nodes.set('null', { node: 'null0', label: 'null-co, read-zeroes=on' });
+        args.push('--blockdev', `driver=null-co,node-name=null0,size=${o.files.sizeBytes},read-zeroes=off`);
+        nodes.set('null', { node: 'null0', label: 'null-co, read-zeroes=off' });
       } else if ((b === 'shm' || b === 'malloc') && o.files.shm && !nodes.has('shm')) {
         const direct = o.shmDirect ?? true;
         args.push('--blockdev', `driver=file,node-name=shm0,filename=${o.files.shm},aio=${aio},cache.direct=${direct ? 'on' : 'off'},locking=off`);

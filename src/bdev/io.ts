@@ -2,6 +2,8 @@
 // reuse it: the scatter list holds references to preallocated guest-memory windows plus offsets,
 // so submitting and completing an I/O allocates nothing.
 
+import { native } from '../native/index.js';
+
 export const IoType = {
   READ: 0,
   WRITE: 1,
@@ -61,11 +63,22 @@ export interface BdevIo {
   complete(status: IoStatus): void;
 }
 
-const bufferCopy = Buffer.prototype.copy;
+/**
+ * Below this a byte loop beats the native call (≈14 ns vs ≈80 ns for a 16-byte header); above it
+ * the native memmove wins: V8 copies into SharedArrayBuffer memory with relaxed per-word atomics
+ * (≈190 ns per 4 KiB against ≈120 ns through the addon, measured), and Buffer#copy also
+ * allocates a view for every partial source range.
+ */
+const SMALL_COPY = 64;
 
-/** Copies `len` bytes between two Uint8Arrays without creating views (Buffer#copy accepts them). */
+/** Copies `len` bytes between two Uint8Arrays without creating views. Throws on a range outside either. */
 export function copyBytes(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, len: number): void {
-  bufferCopy.call(src, dst, dstOff, srcOff, srcOff + len);
+  if (len <= SMALL_COPY) {
+    if (srcOff + len > src.length || dstOff + len > dst.length || srcOff < 0 || dstOff < 0) throw new RangeError('copy range outside its buffer');
+    for (let i = 0; i < len; i++) dst[dstOff + i] = src[srcOff + i];
+    return;
+  }
+  if (native.memCopy(src, srcOff, dst, dstOff, len) !== 0) throw new RangeError('copy range outside its buffer');
 }
 
 /** Copies the scatter list into `dst` starting at dstOff (device WRITE → flat store). */
@@ -84,24 +97,12 @@ export function scatterFrom(iov: IoVecs, src: Uint8Array, srcOff: number): void 
   }
 }
 
-const ZEROS = new Uint8Array(64 * 1024);
-
 /**
- * Zeroes `len` bytes of `dst` at `off`. TypedArray#fill on SharedArrayBuffer memory is an order of
- * magnitude slower than copying from a zero buffer (measured: 1.9 µs vs 0.26 µs per 4 KiB).
+ * Zeroes `len` bytes of `dst` at `off` (TypedArray#fill on SharedArrayBuffer memory goes byte by
+ * byte: 1.9 µs per 4 KiB, against ≈120 ns for the native memset).
  */
 export function zeroBytes(dst: Uint8Array, off: number, len: number): void {
-  while (len > 0) {
-    const n = len < ZEROS.length ? len : ZEROS.length;
-    bufferCopy.call(ZEROS, dst, off, 0, n);
-    off += n;
-    len -= n;
-  }
-}
-
-/** Zero-fills the scatter list. */
-export function zeroFill(iov: IoVecs): void {
-  for (let i = 0; i < iov.count; i++) zeroBytes(iov.bufs[i], iov.offs[i], iov.lens[i]);
+  if (native.memZero(dst, off, len) !== 0) throw new RangeError('zero range outside its buffer');
 }
 
 /** Copies the first `len` bytes of src into the scatter list (len <= iov.totalLen). */

@@ -9,18 +9,19 @@
 // dirty); the control thread folds dirty slots into its own totals and frees them, and a channel
 // that finds no clean slot takes over a dirty one (its counts stay in the totals either way).
 //
-// Latencies are nanoseconds from performance.now() at submit to completion at this layer, so
-// the reply's tick_rate is 1e9. The counting allocates nothing (child I/Os are pooled); the two
-// clock reads per I/O do box one double each (Node 20 has no allocation-free clock), measured at
-// about +10 young-generation GCs per million I/Os on a null bdev. Like SPDK, only successful I/O counts in bytes/ops/latency;
+// Latencies are nanoseconds from submit to completion at this layer, so the reply's tick_rate is
+// 1e9. On a reactor both ends read the poll pass's clock (native/clock.ts): an I/O completed in
+// the pass that submitted it (null, malloc) counts 0 ns, others are exact to one pass. The
+// counting allocates nothing: child I/Os are pooled, and times stay in typed arrays (a double
+// stored in an object field, or returned from a call that is not inlined, is a new heap number). Like SPDK, only successful I/O counts in bytes/ops/latency;
 // failures count in io_error.failed. SPDK does not count FLUSH or WRITE_ZEROES; vhostd adds them
 // as extra keys after SPDK's (num_flush_ops, flush_latency_ticks, bytes_zeroed,
 // num_write_zeroes_ops, write_zeroes_latency_ticks).
-import { performance } from 'node:perf_hooks';
 import { isMainThread, workerData } from 'node:worker_threads';
 import type { Bdev, BdevChannel, ChannelSpec } from './bdev.js';
 import { type ChildIo, ChildIoPool, type ChildIoOwner } from './vbdev.js';
 import { type BdevIo, IoStatus, IoType } from './io.js';
+import { clock, refreshClock } from '../native/clock.js';
 
 /** Slots per bdev; the last one is shared by channels that found none free (racy but rare). */
 export const IOSTAT_SLOTS = 64;
@@ -244,7 +245,8 @@ export class IostatChannel implements BdevChannel, ChildIoOwner {
 
   submit(io: BdevIo): void {
     const c = this.pool.take(io);
-    c.t0 = performance.now();
+    refreshClock();
+    this.pool.times[c.timeAt] = clock[0];
     this.inner.submit(c);
   }
 
@@ -255,7 +257,8 @@ export class IostatChannel implements BdevChannel, ChildIoOwner {
       const k = CLASS_AT[c.type];
       if (k >= 0) {
         const o = at + k;
-        const dt = (performance.now() - c.t0) * 1e6 || Number.MIN_VALUE;
+        refreshClock();
+        const dt = (clock[0] - this.pool.times[c.timeAt]) * 1e6 || Number.MIN_VALUE;
         s[o + BYTES] += k === FLUSH_AT ? 0 : c.length;
         s[o + OPS] += 1;
         s[o + LAT] += dt;

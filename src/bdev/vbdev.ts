@@ -21,15 +21,22 @@ export class ChildIo implements BdevIo {
   iov: IoVecs = NO_IOV;
   /** The I/O this child stands for; undefined while the child is free. */
   parent: BdevIo | undefined = undefined;
-  /** Scratch for the owner: submission time (ms, performance.now()). */
-  t0 = 0;
-  /** Scratch for the owner: a deadline (ms) and a class/tag. */
-  deadline = 0;
   tag = 0;
   /** Scratch for the owner: the status the channel below reported. */
   status: IoStatus = 0;
 
-  constructor(private readonly owner: ChildIoOwner) {}
+  /**
+   * Where this child's scratch time (ms) lives in its pool's `times`: a double stored in an
+   * object field allocates a heap number on every store, once per I/O.
+   */
+  readonly timeAt: number;
+
+  constructor(
+    private readonly owner: ChildIoOwner,
+    index: number,
+  ) {
+    this.timeAt = index;
+  }
 
   complete(status: IoStatus): void {
     // A second completion of the same child (a bug below) must not complete a recycled parent.
@@ -40,13 +47,16 @@ export class ChildIo implements BdevIo {
 
 export class ChildIoPool {
   private readonly free: ChildIo[] = [];
+  private created = 0;
   /** Children handed out and not yet released. */
   outstanding = 0;
+  /** One scratch time per child (submission time, deadline), at child.timeAt; grows with the pool. */
+  times = new Float64Array(64);
 
   constructor(private readonly owner: ChildIoOwner) {}
 
   take(parent: BdevIo): ChildIo {
-    const c = this.free.pop() ?? new ChildIo(this.owner);
+    const c = this.free.pop() ?? this.create();
     c.parent = parent;
     c.type = parent.type;
     c.offset = parent.offset;
@@ -54,6 +64,16 @@ export class ChildIoPool {
     c.iov = parent.iov;
     this.outstanding++;
     return c;
+  }
+
+  private create(): ChildIo {
+    const index = this.created++;
+    if (index >= this.times.length) {
+      const grown = new Float64Array(this.times.length * 2);
+      grown.set(this.times);
+      this.times = grown;
+    }
+    return new ChildIo(this.owner, index);
   }
 
   /** Puts the child back and returns its parent (complete the parent after this). */

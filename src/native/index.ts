@@ -30,6 +30,14 @@ interface NativeAddon {
   mmapShared(fd: number, length: number, offset: number): SharedMapping | number;
   releaseMapping(id: number): number;
   mappingCount(): number;
+  /** memmove between Uint8Arrays (bounds-checked): 0 | -EINVAL. */
+  memCopy(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, len: number): number;
+  /** memset 0 of a Uint8Array range (bounds-checked): 0 | -EINVAL. */
+  memZero(dst: Uint8Array, off: number, len: number): number;
+  /** Registers this thread's clock cell (Float64Array): 0 | -EINVAL. */
+  clockRegister(cell: Float64Array): number;
+  /** Writes CLOCK_MONOTONIC (ms) into the registered cell's first element. */
+  clockTick(): void;
   FdWatch: new (fd: number, cb: (status: number, events: number) => void) => FdWatchHandle;
 }
 

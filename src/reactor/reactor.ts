@@ -2,14 +2,20 @@
 // Busy, it polls every queue in a setImmediate loop with guest kicks suppressed; idle for longer
 // than the poll-idle time, it re-arms notifications and sleeps in epoll on the kick eventfds, so
 // an idle target burns no CPU. Control requests arrive by message between passes.
-import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort } from 'node:worker_threads';
 import pino from 'pino';
 import { native } from '../native/index.js';
+import { beginPass, clock, clockMs, endPass, tick } from '../native/clock.js';
 import type { QueueRunner } from '../virtio/queue-runner.js';
 import { type DeviceHost, DeviceInstance } from './device-instance.js';
 import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
+
+/** Longest stretch of poll passes before the reactor yields to its event loop (see pass()). */
+const TURN_MS = 0.1;
+const LAST_WORK_AT = 0;
+const BUSY_MS = 1;
 
 export class Reactor implements DeviceHost {
   private readonly devices = new Map<number, DeviceInstance>();
@@ -19,10 +25,10 @@ export class Reactor implements DeviceHost {
   private flushScheduled = false;
   private readonly log: pino.Logger;
   private polling = false;
-  private lastWorkAt = 0;
+  /** [0] lastWorkAt, [1] busy ms: doubles in a typed array, since field stores would allocate. */
+  private readonly times = new Float64Array(2);
   private readonly idleMs: number;
-  private readonly startedAt = performance.now();
-  private busyMs = 0;
+  private readonly startedAt = clockMs();
   private wakeups = 0;
   private gcCount = 0;
   private readonly loop = () => this.pass();
@@ -108,15 +114,15 @@ export class Reactor implements DeviceHost {
   }
 
   private stats(): ReactorStats {
-    const now = performance.now();
+    const now = clockMs();
     const heap = getHeapStatistics();
     const stats: ReactorStats = {
       index: this.init.index,
       core: this.init.core,
       tid: native.getTid(),
       inInterrupt: !this.polling,
-      busyUs: Math.round(this.busyMs * 1000),
-      idleUs: Math.round((now - this.startedAt - this.busyMs) * 1000),
+      busyUs: Math.round(this.times[BUSY_MS] * 1000),
+      idleUs: Math.round((now - this.startedAt - this.times[BUSY_MS]) * 1000),
       wakeups: this.wakeups,
       gcCount: this.gcCount,
       heapUsed: heap.used_heap_size,
@@ -132,7 +138,7 @@ export class Reactor implements DeviceHost {
   }
 
   kicked(): void {
-    this.lastWorkAt = performance.now();
+    this.times[LAST_WORK_AT] = clockMs();
     if (this.polling) return;
     this.polling = true;
     this.wakeups++;
@@ -140,20 +146,36 @@ export class Reactor implements DeviceHost {
     setImmediate(this.loop);
   }
 
-  /** One poll-mode pass over every queue and polled backend. */
+  /**
+   * One turn of the event loop in poll mode: passes over every queue and polled backend for up
+   * to TURN_MS, then back to the loop for control messages, fd watches and timers. Many passes
+   * per turn spread the turn's cost (an Immediate object, an epoll_wait) over many requests.
+   */
   private pass(): void {
-    const t0 = performance.now();
-    let work = 0;
     const runners = this.runners;
-    for (let i = 0; i < runners.length; i++) work += runners[i].poll();
     const devs = this.devList;
-    for (let i = 0; i < devs.length; i++) work += devs[i].pollChannel();
-    const t1 = performance.now();
-    if (work > 0) {
-      this.busyMs += t1 - t0;
-      this.lastWorkAt = t1;
-    } else if (t1 - this.lastWorkAt > this.idleMs && this.sleep()) {
-      return;
+    const times = this.times;
+    tick();
+    let t0 = clock[0];
+    const turnEnd = t0 + TURN_MS;
+    for (;;) {
+      // The pass runs at t0: the end of the previous pass, or the turn's first clock read.
+      beginPass();
+      let work = 0;
+      for (let i = 0; i < runners.length; i++) work += runners[i].poll();
+      for (let i = 0; i < devs.length; i++) work += devs[i].pollChannel();
+      endPass();
+      tick();
+      const t1 = clock[0];
+      if (work > 0) {
+        times[BUSY_MS] += t1 - t0;
+        times[LAST_WORK_AT] = t1;
+      } else if (t1 - times[LAST_WORK_AT] > this.idleMs) {
+        if (this.sleep()) return;
+        break;
+      }
+      if (t1 >= turnEnd) break;
+      t0 = t1;
     }
     setImmediate(this.loop);
   }

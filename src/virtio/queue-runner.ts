@@ -2,6 +2,7 @@
 // handler, collects completions, and publishes used entries + signals the guest once per batch.
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { native } from '../native/index.js';
+import { clock, refreshClock } from '../native/clock.js';
 import { Chain, ChainWalker } from './desc-chain.js';
 import { SplitInflight } from './inflight.js';
 import { PackedQueue } from './packed-queue.js';
@@ -72,7 +73,8 @@ export class QueueRunner {
   private irqDelayMs = 0;
   private reqCount = 0;
   private nextStatsAt = 0;
-  private lastSignalAt = 0;
+  /** Time of the last guest signal (ms), in a typed array: a double field store would allocate. */
+  private readonly lastSignalAt = new Float64Array(1);
   private signalDeferred = false;
   private deferTimer = false;
 
@@ -152,7 +154,8 @@ export class QueueRunner {
     this.polling = false;
     if (this.irqDelayBaseMs > 0) {
       this.reqCount += started;
-      this.updateIoStats(performance.now());
+      refreshClock();
+      this.updateIoStats(clock[0]);
     }
     this.flush();
     return started;
@@ -197,8 +200,9 @@ export class QueueRunner {
       q.publishUsed();
     }
     if (this.irqDelayMs > 0) {
-      const now = performance.now();
-      const wait = this.lastSignalAt + this.irqDelayMs - now;
+      refreshClock();
+      const now = clock[0];
+      const wait = this.lastSignalAt[0] + this.irqDelayMs - now;
       if (wait > 0) {
         this.signalDeferred = true;
         if (!this.deferTimer) {
@@ -207,7 +211,7 @@ export class QueueRunner {
         }
         return;
       }
-      this.lastSignalAt = now;
+      this.lastSignalAt[0] = now;
     }
     this.signalDeferred = false;
     if (this.callFd >= 0 && q.needsSignal()) native.eventfdWrite(this.callFd);

@@ -208,10 +208,11 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     }
     const now = performance.now();
     c.status = status;
-    c.deadline = now + this.lat[c.tag] / 1000;
+    const deadline = now + this.lat[c.tag] / 1000;
+    this.pool.times[c.timeAt] = deadline;
     this.queues[c.tag].push(c);
     this.held++;
-    if (c.deadline < this.armedFor) this.arm(c.deadline, now);
+    if (deadline < this.armedFor) this.arm(deadline, now);
   }
 
   private arm(deadline: number, now: number): void {
@@ -231,7 +232,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     let next = Infinity;
     for (const q of this.queues) {
       const h = q.peek();
-      if (h && h.deadline < next) next = h.deadline;
+      if (h && this.pool.times[h.timeAt] < next) next = this.pool.times[h.timeAt];
     }
     if (next < Infinity) this.arm(next, performance.now());
   }
@@ -241,7 +242,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     let n = 0;
     for (let t = 0; t < 4; t++) {
       const q = this.queues[t];
-      for (let h = q.peek(); h && h.deadline <= now; h = q.peek()) {
+      for (let h = q.peek(); h && this.pool.times[h.timeAt] <= now; h = q.peek()) {
         q.shift();
         this.held--;
         n++;

@@ -1,7 +1,9 @@
-// null bdev: accepts every I/O, reads return zeros (SPDK's null bdev without metadata).
+// null bdev: accepts every I/O and touches no data, like SPDK's null bdev (without metadata) and
+// QEMU's null-co default (read-zeroes=off): a read leaves the guest's buffer as it was. It measures
+// the data path itself; the malloc bdev is the RAM disk that moves bytes.
 import { randomUUID } from 'node:crypto';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
-import { type BdevIo, IoStatus, IoType, zeroFill } from '../../io.js';
+import { type BdevIo, IoStatus, IoType } from '../../io.js';
 
 export class NullBdev implements Bdev {
   readonly module = 'null';
@@ -38,7 +40,6 @@ export class NullBdev implements Bdev {
 
 export class NullChannel implements BdevChannel {
   submit(io: BdevIo): void {
-    if (io.type === IoType.READ) zeroFill(io.iov);
     io.complete(IoStatus.SUCCESS);
   }
 

@@ -573,7 +573,9 @@ export class FileChannel implements BdevChannel {
     this.start(io);
   }
 
+  /** Called by the reactor every poll pass: submits what the pass prepared, then reaps. */
   poll(): number {
+    if (this.submitScheduled) this.flush();
     return this.reapAll();
   }
 
