@@ -158,6 +158,9 @@ Napi::Value SetAffinity(const Napi::CallbackInfo& info) {
   return sched_setaffinity(tid, sizeof(set), &set) < 0 ? Errno(info.Env()) : Napi::Number::New(info.Env(), 0);
 }
 
+// schedYield(): sched_yield(2), returns nothing (it cannot fail on Linux).
+void SchedYield(const Napi::CallbackInfo& info) { sched_yield(); }
+
 Napi::Value GetTid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
 }
@@ -177,6 +180,7 @@ void InitFdIo(Napi::Env env, Napi::Object exports) {
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
   exports.Set("setAffinity", Napi::Function::New(env, SetAffinity));
   exports.Set("getTid", Napi::Function::New(env, GetTid));
+  exports.Set("schedYield", Napi::Function::New(env, SchedYield));
 }
 
 }  // namespace vhostd

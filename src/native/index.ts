@@ -27,6 +27,8 @@ interface NativeAddon {
   memfdCreate(name: string, size: number): number;
   setAffinity(cpus: number[]): number;
   getTid(): number;
+  /** sched_yield(2) for the calling thread. */
+  schedYield(): void;
   mmapShared(fd: number, length: number, offset: number): SharedMapping | number;
   releaseMapping(id: number): number;
   mappingCount(): number;

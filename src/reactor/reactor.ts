@@ -173,11 +173,22 @@ export class Reactor implements DeviceHost {
       } else if (t1 - times[LAST_WORK_AT] > this.idleMs) {
         if (this.sleep()) return;
         break;
+      } else if (this.awaitingBackends()) {
+        // Nothing to do but wait for backend I/O, which kernel threads (io_uring's io-wq, librbd)
+        // may be doing on this very core: let them run instead of spinning over their CPU time.
+        native.schedYield();
       }
       if (t1 >= turnEnd) break;
       t0 = t1;
     }
     setImmediate(this.loop);
+  }
+
+  /** Whether any queue has requests out at a backend. */
+  private awaitingBackends(): boolean {
+    const runners = this.runners;
+    for (let i = 0; i < runners.length; i++) if (runners[i].inFlight > 0) return true;
+    return false;
   }
 
   /** Re-arms notifications; returns false (keep polling) if work raced in. */
