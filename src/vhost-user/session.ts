@@ -294,7 +294,8 @@ export class VhostUserSession {
         if (numQueues === 0 || numQueues > this.model.maxQueues || queueSize === 0 || queueSize > MAX_QUEUE_SIZE) {
           throw new ProtocolError(`GET_INFLIGHT_FD: ${numQueues} queues of ${queueSize}`);
         }
-        const size = inflightQueueBytes(queueSize) * numQueues;
+        // The layout follows the ring format negotiated by now (QEMU sends SET_FEATURES first).
+        const size = inflightQueueBytes(queueSize, this.packedRings) * numQueues;
         if (size > MAX_INFLIGHT_BYTES) throw new ProtocolError(`GET_INFLIGHT_FD: ${size} bytes is too large`);
         const fd = check('memfd_create', native.memfdCreate('vhostd-inflight', size));
         try {
@@ -319,7 +320,7 @@ export class VhostUserSession {
         const queueSize = p.getUint16(18, true);
         const fd = m.fds[0];
         try {
-          if (size === 0 || size > MAX_INFLIGHT_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize) * numQueues) {
+          if (size === 0 || size > MAX_INFLIGHT_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize, this.packedRings) * numQueues) {
             throw new ProtocolError(`SET_INFLIGHT_FD: ${size} bytes at ${offset} for ${numQueues} queues of ${queueSize}`);
           }
           this.setInflight({ ...this.mapInflight(fd, size, offset), numQueues, queueSize });
@@ -408,6 +409,10 @@ export class VhostUserSession {
     v.running = true;
   }
 
+  private get packedRings(): boolean {
+    return hasFeature(this.features, VirtioFeature.RING_PACKED);
+  }
+
   private mapInflight(fd: number, size: number, offset: number): { buffer: SharedArrayBuffer; mappingId: number } {
     try {
       const m = mmapShared(fd, size, offset);
@@ -425,12 +430,12 @@ export class VhostUserSession {
   /** This queue's in-flight region, if the front-end set one up that fits the ring. */
   private inflightFor(index: number, size: number, packed: boolean): QueueConfig['inflight'] {
     const inf = this.inflight;
-    if (!inf || packed) return undefined;
+    if (!inf) return undefined;
     if (index >= inf.numQueues || size > inf.queueSize) {
       this.log.warn({ queue: index, size }, 'in-flight buffer does not cover this queue; it is not tracked');
       return undefined;
     }
-    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize) };
+    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize, packed) };
   }
 
   private uvaToGpa(uva: number, len: number, what: string): number {

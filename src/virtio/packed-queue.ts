@@ -3,6 +3,7 @@
 // structures instead of ring flags. Flags are written last, through Atomics, to publish.
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { type Chain, ChainError, type ChainWalker, chainErrorText } from './desc-chain.js';
+import type { PackedInflight, PackedResubmit } from './inflight.js';
 import { QueueError, type RingAddresses, type Virtqueue } from './virtqueue.js';
 
 const F_AVAIL = 1 << 7;
@@ -29,10 +30,14 @@ export class PackedQueue implements Virtqueue {
   private signalledUsed = 0;
   private signalledValid = false;
 
+  /** Requests a previous process left in flight, resubmitted before new ring entries. */
+  private resubmit: PackedResubmit[] = [];
+
   constructor(
     readonly size: number,
     readonly eventIdx: boolean,
     base: number,
+    private readonly inflight?: PackedInflight,
   ) {
     // QEMU's packed vring base: avail index | wrap << 15, and the same for used in the high half
     // (a front-end that sends only the low half means "everything before avail was used").
@@ -45,7 +50,7 @@ export class PackedQueue implements Virtqueue {
     this.idDescs = new Uint16Array(size);
   }
 
-  bind(mem: GuestMemory, addrs: RingAddresses, _resume: boolean): void {
+  bind(mem: GuestMemory, addrs: RingAddresses, resume: boolean): void {
     const bytes = 16 * this.size;
     if (addrs.descGpa % 16 !== 0 || addrs.availGpa % 4 !== 0 || addrs.usedGpa % 4 !== 0) throw new QueueError('vring addresses are misaligned');
     if (!mem.translateWhole(addrs.descGpa, bytes)) throw new QueueError(`descriptor ring 0x${addrs.descGpa.toString(16)} is outside guest memory`);
@@ -56,6 +61,26 @@ export class PackedQueue implements Virtqueue {
     this.driverEvent = new Uint16Array(mem.win.buffer, mem.win.byteOffset + mem.off, 2);
     if (!mem.translateWhole(addrs.usedGpa, 4)) throw new QueueError(`device event area 0x${addrs.usedGpa.toString(16)} is outside guest memory`);
     this.deviceEvent = new Uint16Array(mem.win.buffer, mem.win.byteOffset + mem.off, 2);
+    if (resume && this.inflight) this.recover(this.inflight);
+  }
+
+  /** Takes the ring positions and the requests in flight from the in-flight region. */
+  private recover(inflight: PackedInflight): void {
+    let r: ReturnType<PackedInflight['recover']>;
+    try {
+      r = inflight.recover(
+        { avail: { idx: this.nextAvail, wrap: this.availWrap }, used: { idx: this.nextUsed, wrap: this.usedWrap } },
+        (slot) => Atomics.load(this.ring16, slot * 8 + 7),
+      );
+    } catch (e) {
+      throw new QueueError((e as Error).message);
+    }
+    this.nextAvail = r.avail.idx;
+    this.availWrap = r.avail.wrap;
+    this.nextUsed = r.used.idx;
+    this.usedWrap = r.used.wrap;
+    this.resubmit = r.resubmit;
+    for (const x of r.resubmit) this.idDescs[x.id] = x.num;
   }
 
   private isAvail(slot: number, wrap: boolean): boolean {
@@ -64,15 +89,29 @@ export class PackedQueue implements Virtqueue {
   }
 
   hasAvailable(): boolean {
-    return this.isAvail(this.nextAvail, this.availWrap);
+    return this.resubmit.length > 0 || this.isAvail(this.nextAvail, this.availWrap);
   }
 
   pop(walker: ChainWalker, chain: Chain): number {
+    if (this.resubmit.length > 0) {
+      // The chain's descriptors as the region kept them: walked as a ring of one chain.
+      const r = this.resubmit.shift() as PackedResubmit;
+      const rc = walker.walkPacked(r.descs, 0, r.num, 0, chain);
+      if (rc !== ChainError.OK || chain.id !== r.id) throw new QueueError(`in-flight request ${r.id}: ${chainErrorText[rc]}`);
+      return r.id;
+    }
     if (!this.isAvail(this.nextAvail, this.availWrap)) return -1;
     const rc = walker.walkPacked(this.descView, this.descOff, this.size, this.nextAvail, chain);
     if (rc !== ChainError.OK) throw new QueueError(`chain at slot ${this.nextAvail}: ${chainErrorText[rc]}`);
     const id = chain.id;
     if (id >= this.size) throw new QueueError(`buffer id ${id} is beyond the queue size ${this.size}`);
+    if (this.inflight) {
+      try {
+        this.inflight.fetched(this.descView, this.descOff, this.nextAvail, chain.ringDescs, id);
+      } catch (e) {
+        throw new QueueError((e as Error).message);
+      }
+    }
     this.idDescs[id] = chain.ringDescs;
     this.nextAvail += chain.ringDescs;
     if (this.nextAvail >= this.size) {
@@ -84,15 +123,20 @@ export class PackedQueue implements Virtqueue {
 
   pushUsed(id: number, len: number): void {
     const slot = this.nextUsed;
+    let next = slot + (this.idDescs[id] || 1);
+    let nextWrap = this.usedWrap;
+    if (next >= this.size) {
+      next -= this.size;
+      nextWrap = !nextWrap;
+    }
+    this.inflight?.completing(id, next, nextWrap);
     const d = this.descOff + slot * 16;
     this.descView.setUint32(d + 8, len, true);
     this.descView.setUint16(d + 12, id, true);
     Atomics.store(this.ring16, slot * 8 + 7, this.usedWrap ? F_AVAIL | F_USED : 0);
-    this.nextUsed += this.idDescs[id] || 1;
-    if (this.nextUsed >= this.size) {
-      this.nextUsed -= this.size;
-      this.usedWrap = !this.usedWrap;
-    }
+    this.nextUsed = next;
+    this.usedWrap = nextWrap;
+    this.inflight?.completed(id);
   }
 
   publishUsed(): void {
@@ -124,8 +168,10 @@ export class PackedQueue implements Virtqueue {
     Atomics.store(this.deviceEvent, 1, EVENT_DISABLE);
   }
 
-  /** In-flight tracking covers split rings only. */
-  readonly pendingResubmits = 0;
+  /** Requests recovered from the in-flight region that still wait for resubmission. */
+  get pendingResubmits(): number {
+    return this.resubmit.length;
+  }
 
   vringBase(): number {
     const avail = this.nextAvail | (this.availWrap ? 0x8000 : 0);

@@ -4,7 +4,7 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import { native } from '../native/index.js';
 import { clock, refreshClock } from '../native/clock.js';
 import { Chain, ChainWalker } from './desc-chain.js';
-import { SplitInflight } from './inflight.js';
+import { PackedInflight, SplitInflight } from './inflight.js';
 import { PackedQueue } from './packed-queue.js';
 import { SplitQueue } from './split-queue.js';
 import { QueueError, type RingAddresses, type Virtqueue } from './virtqueue.js';
@@ -87,7 +87,7 @@ export class QueueRunner {
     this.qid = cfg.qid;
     this.callFd = cfg.callFd;
     this.queue = cfg.packed
-      ? new PackedQueue(cfg.size, cfg.eventIdx, cfg.lastAvail)
+      ? new PackedQueue(cfg.size, cfg.eventIdx, cfg.lastAvail, cfg.inflight ? new PackedInflight(cfg.inflight.buffer, cfg.inflight.offset, cfg.size) : undefined)
       : new SplitQueue(cfg.size, cfg.eventIdx, cfg.lastAvail, cfg.inflight ? new SplitInflight(cfg.inflight.buffer, cfg.inflight.offset, cfg.size) : undefined);
     this.queue.bind(mem, addrs, true);
     this.chain = new Chain(cfg.chainCapacity);

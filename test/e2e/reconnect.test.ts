@@ -11,7 +11,8 @@ import { GuestSession, REPO_ROOT, assertGuestOk, buildGuest, guestScript, vhostU
 
 const MiB = 1024 * 1024;
 
-test('SIGKILL and restart of vhostd from its saved config, twice, during fio verify: no guest I/O error', { timeout: 600_000 }, async () => {
+/** Kills vhostd twice under fio verify and restarts it from its saved config; `packed` uses packed rings. */
+async function killTwiceDuringFio(packed: boolean): Promise<void> {
   await buildGuest();
   let d = await VhostdProcess.start(['-m', '0x1']);
   const dir = d.dir;
@@ -21,17 +22,17 @@ test('SIGKILL and restart of vhostd from its saved config, twice, during fio ver
   const delay = { base_bdev_name: 'F0', name: 'D0', avg_read_latency: 2000, p99_read_latency: 3000, avg_write_latency: 2000, p99_write_latency: 3000 };
   await d.rpc('bdev_aio_create', { name: 'F0', filename: disk, block_size: 512 });
   await d.rpc('bdev_delay_create', delay);
-  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'D0' });
+  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'D0', ...(packed ? { packed_ring: true } : {}) });
   // The restarted daemons start from what `vhostctl save_config` wrote (SPDK's format).
   const config = join(dir, 'config.json');
   const saved = execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostctl.ts', '-s', d.rpcSocket, 'save_config'], { cwd: REPO_ROOT });
   writeFileSync(config, saved);
   assert.match(saved.toString(), /bdev_delay_create/);
   const g = await GuestSession.start({
-    name: 'reconnect',
+    name: packed ? 'reconnect-packed' : 'reconnect',
     script: guestScript('blk-fio-rounds.sh'),
     env: { ROUNDS: '3', SIZE_MB: '16' },
-    devices: vhostUserBlkArgs(d.socket('vhost.0'), { numQueues: 2, reconnectS: 1 }),
+    devices: vhostUserBlkArgs(d.socket('vhost.0'), { numQueues: 2, reconnectS: 1, ...(packed ? { extra: 'packed=on' } : {}) }),
   });
   let resubmitted = 0;
   try {
@@ -57,4 +58,12 @@ test('SIGKILL and restart of vhostd from its saved config, twice, during fio ver
     await g.kill();
     await d.stop();
   }
-});
+}
+
+test('SIGKILL and restart of vhostd from its saved config, twice, during fio verify: no guest I/O error', { timeout: 600_000 }, () =>
+  killTwiceDuringFio(false),
+);
+
+test('the same with packed virtqueues: ring positions and requests come back from the in-flight region', { timeout: 600_000 }, () =>
+  killTwiceDuringFio(true),
+);
