@@ -13,7 +13,7 @@ import { type DeviceHost, DeviceInstance } from './device-instance.js';
 import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
 
 /** Longest stretch of poll passes before the reactor yields to its event loop (see pass()). */
-const TURN_MS = 0.1;
+const TURN_MS = 0.5;
 const LAST_WORK_AT = 0;
 const BUSY_MS = 1;
 

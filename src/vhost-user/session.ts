@@ -294,8 +294,9 @@ export class VhostUserSession {
         if (numQueues === 0 || numQueues > this.model.maxQueues || queueSize === 0 || queueSize > MAX_QUEUE_SIZE) {
           throw new ProtocolError(`GET_INFLIGHT_FD: ${numQueues} queues of ${queueSize}`);
         }
-        // The layout follows the ring format negotiated by now (QEMU sends SET_FEATURES first).
-        const size = inflightQueueBytes(queueSize, this.packedRings) * numQueues;
+        // Every queue gets room for the larger (packed) layout: QEMU may ask before it sets the
+        // features (vhost-user-scsi does), and a queue picks its layout when it starts.
+        const size = inflightQueueBytes(queueSize, true) * numQueues;
         if (size > MAX_INFLIGHT_BYTES) throw new ProtocolError(`GET_INFLIGHT_FD: ${size} bytes is too large`);
         const fd = check('memfd_create', native.memfdCreate('vhostd-inflight', size));
         try {
@@ -320,7 +321,7 @@ export class VhostUserSession {
         const queueSize = p.getUint16(18, true);
         const fd = m.fds[0];
         try {
-          if (size === 0 || size > MAX_INFLIGHT_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize, this.packedRings) * numQueues) {
+          if (size === 0 || size > MAX_INFLIGHT_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize, true) * numQueues) {
             throw new ProtocolError(`SET_INFLIGHT_FD: ${size} bytes at ${offset} for ${numQueues} queues of ${queueSize}`);
           }
           this.setInflight({ ...this.mapInflight(fd, size, offset), numQueues, queueSize });
@@ -409,10 +410,6 @@ export class VhostUserSession {
     v.running = true;
   }
 
-  private get packedRings(): boolean {
-    return hasFeature(this.features, VirtioFeature.RING_PACKED);
-  }
-
   private mapInflight(fd: number, size: number, offset: number): { buffer: SharedArrayBuffer; mappingId: number } {
     try {
       const m = mmapShared(fd, size, offset);
@@ -435,7 +432,7 @@ export class VhostUserSession {
       this.log.warn({ queue: index, size }, 'in-flight buffer does not cover this queue; it is not tracked');
       return undefined;
     }
-    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize, packed) };
+    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize, true) };
   }
 
   private uvaToGpa(uva: number, len: number, what: string): number {

@@ -45,6 +45,9 @@ export class Chain {
   // The last writable byte, found even on overflow so a status can still be reported.
   lastWin: Uint8Array | undefined;
   lastOff = 0;
+  /** The first segment as a DataView window and offset, so a device reads its header in place. */
+  firstView: DataView | undefined;
+  firstOff = 0;
 
   constructor(capacity: number) {
     this.iov = new IoVecs(capacity);
@@ -60,6 +63,7 @@ export class Chain {
     this.ringDescs = 0;
     this.seenWritable = false;
     this.lastWin = undefined;
+    this.firstView = undefined;
   }
 }
 
@@ -176,6 +180,10 @@ export class ChainWalker {
     while (len > 0) {
       if (!mem.translate(addr, len)) return false;
       const n = mem.len;
+      if (out.iov.count === 0) {
+        out.firstView = mem.view;
+        out.firstOff = mem.off;
+      }
       if (!out.overflow && !out.iov.push(mem.win, mem.off, n)) out.overflow = true;
       if (writable) {
         out.writableLen += n;

@@ -23,6 +23,8 @@ export class BlkHandler implements RequestHandler {
     private readonly spec: BlkDeviceSpec,
     private readonly warn: (msg: string) => void,
   ) {
+    // checkRange relies on a power-of-two block size (every bdev module guarantees one).
+    if (spec.blockSize < SECTOR_SIZE || (spec.blockSize & (spec.blockSize - 1)) !== 0) throw new Error(`block size ${spec.blockSize} is not a power of two >= 512`);
     this.requests = [];
     for (let i = 0; i < runner.queue.size; i++) this.requests.push(new BlkRequest(i, runner, spec.segMax + 2));
     this.serial = new Uint8Array(BLK_ID_BYTES);
@@ -47,9 +49,17 @@ export class BlkHandler implements RequestHandler {
       return req.finish(BlkStatus.IOERR);
     }
     const iov = chain.iov;
-    readBytes(iov, 0, chain.firstWritable, 0, this.scratch, HEADER_BYTES);
-    const type = this.scratchView.getUint32(0, true);
-    const sector = this.scratchView.getUint32(8, true) + this.scratchView.getUint32(12, true) * 0x100000000;
+    // The header is read in place when its first buffer holds it (always, with Linux drivers).
+    let hv = chain.firstView as DataView;
+    let ho = chain.firstOff;
+    if (iov.lens[0] < HEADER_BYTES || chain.firstWritable === 0) {
+      readBytes(iov, 0, chain.firstWritable, 0, this.scratch, HEADER_BYTES);
+      hv = this.scratchView;
+      ho = 0;
+    }
+    const type = hv.getUint32(ho, true);
+    const sectorLo = hv.getUint32(ho + 8, true);
+    const sector = sectorLo + hv.getUint32(ho + 12, true) * 0x100000000;
     const outLen = chain.readableLen - HEADER_BYTES;
     const inLen = chain.writableLen - 1;
     const spec = this.spec;
@@ -59,7 +69,7 @@ export class BlkHandler implements RequestHandler {
         const isRead = type === BlkReqType.IN;
         const len = isRead ? inLen : outLen;
         if (!isRead && spec.readonly) return req.finish(BlkStatus.IOERR);
-        if (!this.checkRange(sector, len)) return req.finish(BlkStatus.IOERR);
+        if (!this.checkRange(sector, sectorLo, len)) return req.finish(BlkStatus.IOERR);
         const ok = isRead
           ? sliceInto(iov, chain.firstWritable, iov.count, 0, len, req.iov)
           : sliceInto(iov, 0, chain.firstWritable, HEADER_BYTES, len, req.iov);
@@ -97,11 +107,14 @@ export class BlkHandler implements RequestHandler {
     }
   }
 
-  /** Sector range inside the disk and aligned to the logical block size. */
-  private checkRange(sector: number, len: number): boolean {
-    const offset = sector * SECTOR_SIZE;
+  /**
+   * Sector range inside the disk and aligned to the logical block size (a power of two). Bit
+   * tests on the sector's low word and the length keep to integer arithmetic: `%` on a double
+   * is a call to fmod.
+   */
+  private checkRange(sector: number, sectorLo: number, len: number): boolean {
     const bs = this.spec.blockSize;
-    return len % SECTOR_SIZE === 0 && offset % bs === 0 && len % bs === 0 && offset + len <= this.spec.capacityBytes;
+    return (sectorLo & (bs / SECTOR_SIZE - 1)) === 0 && (len & (bs - 1)) === 0 && sector * SECTOR_SIZE + len <= this.spec.capacityBytes;
   }
 
   private handleRange(req: BlkRequest, type: number, chain: Chain): void {
@@ -120,7 +133,7 @@ export class BlkHandler implements RequestHandler {
     if (flags & ~WRITE_ZEROES_FLAG_UNMAP) return req.finish(BlkStatus.UNSUPP);
     if (isDiscard && flags !== 0) return req.finish(BlkStatus.UNSUPP);
     const max = isDiscard ? spec.maxDiscardSectors : spec.maxWriteZeroesSectors;
-    if (numSectors > max || !this.checkRange(sector, numSectors * SECTOR_SIZE)) return req.finish(BlkStatus.IOERR);
+    if (numSectors > max || !this.checkRange(sector, v.getUint32(0, true), numSectors * SECTOR_SIZE)) return req.finish(BlkStatus.IOERR);
     // WRITE_ZEROES with the unmap flag still has to read back zeros: the bdev decides whether it
     // can deallocate while doing so.
     req.type = isDiscard ? IoType.UNMAP : IoType.WRITE_ZEROES;
