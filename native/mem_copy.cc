@@ -26,43 +26,40 @@ double Num(napi_env env, napi_value v) {
   return d;
 }
 
+// The arguments of a call, when there are exactly `n`.
+template <size_t N>
+bool Args(napi_env env, napi_callback_info cbinfo, napi_value (&argv)[N]) {
+  size_t argc = N;
+  return napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr) == napi_ok && argc == N;
+}
+
+napi_value Int(napi_env env, int v) {
+  napi_value out;
+  napi_create_int32(env, v, &out);
+  return out;
+}
+
 // copy(src, srcOff, dst, dstOff, len) -> 0 | -EINVAL (argument order of io.ts copyBytes).
 napi_value Copy(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 5;
   napi_value argv[5];
-  napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
-  int rc = -EINVAL;
-  if (argc == 5) {
-    double len = Num(env, argv[4]);
-    uint8_t* src = Range(env, argv[0], Num(env, argv[1]), len);
-    uint8_t* dst = Range(env, argv[2], Num(env, argv[3]), len);
-    if (src && dst) {
-      memmove(dst, src, static_cast<size_t>(len));
-      rc = 0;
-    }
-  }
-  napi_value out;
-  napi_create_int32(env, rc, &out);
-  return out;
+  if (!Args(env, cbinfo, argv)) return Int(env, -EINVAL);
+  double len = Num(env, argv[4]);
+  uint8_t* src = Range(env, argv[0], Num(env, argv[1]), len);
+  uint8_t* dst = Range(env, argv[2], Num(env, argv[3]), len);
+  if (!src || !dst) return Int(env, -EINVAL);
+  memmove(dst, src, static_cast<size_t>(len));
+  return Int(env, 0);
 }
 
 // zero(dst, off, len) -> 0 | -EINVAL.
 napi_value Zero(napi_env env, napi_callback_info cbinfo) {
-  size_t argc = 3;
   napi_value argv[3];
-  napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
-  int rc = -EINVAL;
-  if (argc == 3) {
-    double len = Num(env, argv[2]);
-    uint8_t* dst = Range(env, argv[0], Num(env, argv[1]), len);
-    if (dst) {
-      memset(dst, 0, static_cast<size_t>(len));
-      rc = 0;
-    }
-  }
-  napi_value out;
-  napi_create_int32(env, rc, &out);
-  return out;
+  if (!Args(env, cbinfo, argv)) return Int(env, -EINVAL);
+  double len = Num(env, argv[2]);
+  uint8_t* dst = Range(env, argv[0], Num(env, argv[1]), len);
+  if (!dst) return Int(env, -EINVAL);
+  memset(dst, 0, static_cast<size_t>(len));
+  return Int(env, 0);
 }
 
 }  // namespace
