@@ -14,6 +14,8 @@ import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorSt
 
 /** Longest stretch of poll passes before the reactor yields to its event loop (see pass()). */
 const TURN_MS = 0.5;
+/** Longest poll for backend completions alone (fast NVMe answers within it; disks and RBD do not). */
+const BACKEND_WAIT_MS = 0.2;
 const LAST_WORK_AT = 0;
 const BUSY_MS = 1;
 
@@ -28,6 +30,7 @@ export class Reactor implements DeviceHost {
   /** [0] lastWorkAt, [1] busy ms: doubles in a typed array, since field stores would allocate. */
   private readonly times = new Float64Array(2);
   private readonly idleMs: number;
+  private readonly backendWaitMs: number;
   private readonly startedAt = clockMs();
   private wakeups = 0;
   private gcCount = 0;
@@ -39,6 +42,7 @@ export class Reactor implements DeviceHost {
   ) {
     this.log = pino({ level: init.logLevel, base: { reactor: init.index } }, pino.destination({ fd: 2, sync: true }));
     this.idleMs = init.pollIdleUs / 1000;
+    this.backendWaitMs = Math.min(this.idleMs, BACKEND_WAIT_MS);
     const rc = native.setAffinity([init.core]);
     if (rc < 0) this.log.warn({ core: init.core, errno: -rc }, 'could not pin reactor to its core');
     new PerformanceObserver((list) => {
@@ -170,13 +174,18 @@ export class Reactor implements DeviceHost {
       if (work > 0) {
         times[BUSY_MS] += t1 - t0;
         times[LAST_WORK_AT] = t1;
-      } else if (t1 - times[LAST_WORK_AT] > this.idleMs) {
-        if (this.sleep()) return;
-        break;
-      } else if (this.awaitingBackends()) {
+      } else {
+        const idle = t1 - times[LAST_WORK_AT];
+        const waiting = this.awaitingBackends();
+        // Waiting only on slow storage (disks, RBD: milliseconds), the reactor sleeps sooner:
+        // the completion's eventfd wakes it, and spinning through a millisecond buys nothing.
+        if (idle > this.idleMs || (waiting && idle > this.backendWaitMs)) {
+          if (this.sleep()) return;
+          break;
+        }
         // Nothing to do but wait for backend I/O, which kernel threads (io_uring's io-wq, librbd)
         // may be doing on this very core: let them run instead of spinning over their CPU time.
-        native.schedYield();
+        if (waiting) native.schedYield();
       }
       if (t1 >= turnEnd) break;
       t0 = t1;

@@ -1,7 +1,7 @@
 // Scatter-list helpers the target layer needs beyond src/bdev/io.ts: partial scatter of a small
 // response buffer, byte reads at a logical offset, prefix views and repeated-block views. None of
 // them allocate; the "views" are IoVecs entries pointing into the original buffers.
-import type { IoVecs } from '../bdev/io.js';
+import { type IoVecs, sliceInto } from '../bdev/io.js';
 
 /** The byte at logical offset pos of the scatter list (pos < iov.totalLen). */
 export function iovByte(iov: IoVecs, pos: number): number {
@@ -26,14 +26,9 @@ export function iovBe64(iov: IoVecs, pos: number): number {
   return iovBe32(iov, pos) * 0x1_0000_0000 + iovBe32(iov, pos + 4);
 }
 
-/** Fills dst with entries covering the first `len` bytes of src; false if dst is too small. */
+/** Fills dst with entries covering the first `len` bytes of src; false if dst is too small or src too short. */
 export function prefixInto(src: IoVecs, dst: IoVecs, len: number): boolean {
-  dst.reset();
-  for (let i = 0; i < src.count && dst.totalLen < len; i++) {
-    const n = Math.min(src.lens[i], len - dst.totalLen);
-    if (!dst.push(src.bufs[i], src.offs[i], n)) return false;
-  }
-  return dst.totalLen === len;
+  return sliceInto(src, 0, src.count, 0, len, dst) && dst.totalLen === len;
 }
 
 /** Number of entries of src that the first `len` bytes span. */

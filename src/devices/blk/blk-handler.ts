@@ -1,8 +1,7 @@
 // virtio-blk request semantics on one queue (the transport-neutral part of QEMU's
 // virtio-blk-handler): header decode, range and alignment checks, and the bdev call.
 import type { BdevChannel } from '../../bdev/bdev.js';
-import { IoType, copyBytes } from '../../bdev/io.js';
-import { readBytes, sliceInto } from '../../virtio/chain-io.js';
+import { IoType, copyBytes, readBytes, sliceInto } from '../../bdev/io.js';
 import type { Chain } from '../../virtio/desc-chain.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import { BLK_ID_BYTES, BlkReqType, type BlkDeviceSpec, BlkStatus, SECTOR_SIZE, WRITE_ZEROES_FLAG_UNMAP } from './blk-spec.js';

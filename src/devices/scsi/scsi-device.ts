@@ -1,9 +1,8 @@
 // virtio-scsi on a reactor: the request queues feed a SCSI target set, the control queue runs
 // task management, and the event queue carries hot-plug events to the guest.
 import { openChannel } from '../../bdev/channels.js';
-import { IoVecs, scatterPrefix } from '../../bdev/io.js';
+import { IoVecs, readBytes, scatterPrefix, sliceInto } from '../../bdev/io.js';
 import { DataDirection, ScsiLun, ScsiTargetSet, ScsiTask, TaskResponse, TmfResponse } from '../../scsi/index.js';
-import { readBytes, sliceInto } from '../../virtio/chain-io.js';
 import type { Chain } from '../../virtio/desc-chain.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import {
