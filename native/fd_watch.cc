@@ -2,6 +2,7 @@
 // sockets) and each reactor worker (kick eventfds) sleep in epoll until an fd is readable.
 #include "common.h"
 #include <uv.h>
+#include <cstdlib>
 #include <memory>
 
 namespace vhostd {
@@ -24,10 +25,10 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
     context_ = std::make_unique<Napi::AsyncContext>(env, "vhostd:FdWatch");
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    handle_ = new uv_poll_t;
+    handle_ = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
     int rc = uv_poll_init(loop, handle_, ArgInt(info, 0));
     if (rc != 0) {
-      delete handle_;
+      free(handle_);
       handle_ = nullptr;
       Napi::Error::New(env, uv_strerror(rc)).ThrowAsJavaScriptException();
       return;
@@ -38,13 +39,29 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
   ~FdWatch() override { CloseHandle(); }
 
  private:
+  // Raw N-API rather than node-addon-api's MakeCallback: while a worker terminates, JS cannot run
+  // and node-addon-api turns that failure into a fatal error (abort). Here it drops the event; an
+  // exception thrown by the callback itself still reaches the thread's uncaughtException path.
   static void OnPoll(uv_poll_t* h, int status, int events) {
     auto* self = static_cast<FdWatch*>(h->data);
     if (!self) return;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, status), Napi::Number::New(env, events)},
-                                 *self->context_);
+    napi_env env = self->Env();
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+    napi_value argv[2];
+    napi_value global = nullptr;
+    napi_value fn = nullptr;
+    napi_value result;
+    if (napi_get_reference_value(env, self->callback_, &fn) == napi_ok && fn != nullptr &&
+        napi_create_int32(env, status, &argv[0]) == napi_ok && napi_create_int32(env, events, &argv[1]) == napi_ok &&
+        napi_get_global(env, &global) == napi_ok && global != nullptr) {
+      napi_status st = napi_make_callback(env, *self->context_, global, fn, 2, argv, &result);
+      if (st == napi_pending_exception) {
+        napi_value exc;
+        if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+      }
+    }
+    napi_close_handle_scope(env, scope);
   }
 
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -69,7 +86,10 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
   void CloseHandle() {
     if (!handle_) return;
     handle_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    // The close callback must not live in this addon: when a worker ends, Node unloads the addon
+    // before its loop runs pending close callbacks (a lambda here crashed). libc's free is always
+    // mapped, and takes the handle pointer as is.
+    uv_close(reinterpret_cast<uv_handle_t*>(handle_), reinterpret_cast<uv_close_cb>(reinterpret_cast<void (*)()>(&free)));
     handle_ = nullptr;
   }
 
