@@ -93,7 +93,8 @@ export class SplitInflight {
   /** After the used index is published: the batch's heads are no longer in flight. */
   postPublish(usedIdx: number): void {
     const v = this.v;
-    for (let h = this.batchFirst, n = this.batchLen; h !== NONE && n > 0; n--) {
+    // The links are read back from shared memory the front-end can write: bounds-check them.
+    for (let h = this.batchFirst, n = this.batchLen; h < this.size && n > 0; n--) {
       v.setUint8(HEADER + DESC * h, 0);
       h = v.getUint16(HEADER + DESC * h + 6, true);
     }
@@ -291,7 +292,10 @@ export class PackedInflight {
   completing(id: number, nextIdx: number, nextWrap: boolean): void {
     const v = this.v;
     const e = this.entryOfId[id];
-    v.setUint16(this.d(v.getUint16(this.d(e) + D_LAST, true)) + D_NEXT, v.getUint16(H_FREE_HEAD, true), true);
+    // `last` comes back from shared memory the front-end can write: a bad one loses this entry's
+    // place on the free list (the front-end's own tracking), never a write outside the region.
+    const last = v.getUint16(this.d(e) + D_LAST, true);
+    if (last < this.size) v.setUint16(this.d(last) + D_NEXT, v.getUint16(H_FREE_HEAD, true), true);
     v.setUint16(H_FREE_HEAD, e, true);
     v.setUint16(H_USED_IDX, nextIdx, true);
     v.setUint8(H_USED_WRAP, nextWrap ? 1 : 0);

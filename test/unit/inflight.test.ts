@@ -1,8 +1,9 @@
-// Packed-ring in-flight tracking (vhost-user.rst "Inflight I/O tracking", QueueRegionPacked):
-// what a restarted back-end recovers from the region after dying at each point of the protocol.
+// In-flight tracking (vhost-user.rst "Inflight I/O tracking"): what a restarted back-end recovers
+// from a packed region after dying at each point of the protocol, and that a front-end scribbling
+// over the shared region cannot make the back-end write outside it.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { PackedInflight, inflightQueueBytes } from '../../src/virtio/inflight.js';
+import { PackedInflight, SplitInflight, inflightQueueBytes } from '../../src/virtio/inflight.js';
 
 const SIZE = 8;
 const F_NEXT = 1;
@@ -131,5 +132,28 @@ describe('packed in-flight region', () => {
       v.setUint16(32 + 32 * e + 6, 0xffff, true); // num out of range
     }
     assert.throws(() => new PackedInflight(buf, 0, SIZE).recover(fresh, flagsOf(ring())), /descriptors|beyond/);
+  });
+
+  it('links the front-end overwrote in the shared region are bounds-checked (packed and split)', () => {
+    const { buf, inf } = twoRequests();
+    const v = new DataView(buf);
+    for (let e = 0; e < SIZE; e++) v.setUint16(32 + 32 * e + 4, 0xfffe, true); // every "last"
+    assert.doesNotThrow(() => {
+      inf.completing(2, 1, true);
+      inf.completed(2);
+    });
+    const sbuf = new SharedArrayBuffer(inflightQueueBytes(SIZE));
+    const split = new SplitInflight(sbuf, 0, SIZE);
+    split.recover(0);
+    split.begin(3);
+    split.begin(5);
+    split.completed(3);
+    split.completed(5);
+    const sv = new DataView(sbuf);
+    sv.setUint16(16 + 16 * 3 + 6, 0x7777, true); // the batch link 3 -> 5
+    assert.doesNotThrow(() => {
+      split.prePublish();
+      split.postPublish(2);
+    });
   });
 });
