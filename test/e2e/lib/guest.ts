@@ -25,6 +25,8 @@ const GUEST_LIB = path.join(GUEST_SCRIPTS_DIR, 'lib/guest-lib.sh');
 /** Multiplies every default and explicit timeout (slow CI machines): VHOSTD_E2E_TIMEOUT_SCALE=2. */
 export const TIMEOUT_SCALE = Math.max(0.1, Number(process.env.VHOSTD_E2E_TIMEOUT_SCALE ?? '1') || 1);
 const DEFAULT_TIMEOUT_MS = 180_000;
+/** A guest reaches init in a few seconds under TCG; one that printed nothing by then is hung. */
+const BOOT_DEADLINE_MS = 60_000;
 
 export interface GuestImage {
   kernel: string;
@@ -383,8 +385,44 @@ export class GuestSession {
     this.exitPromise.catch(() => {});
   }
 
-  /** Boots a guest; resolves once QEMU is running (not when the guest has booted). */
+  /**
+   * Boots a guest; resolves once its kernel has reached init (the VHOSTD-GUEST-BOOT line) or QEMU
+   * has ended. A guest that prints nothing at all for BOOT_DEADLINE_MS is started again, once:
+   * under TCG a kernel occasionally never gets to init (seen once in nine CI runs), and nothing of
+   * vhostd is involved before init loads the virtio modules, so this retries the emulator only.
+   */
   static async start(opts: GuestOptions): Promise<GuestSession> {
+    const first = await GuestSession.launch(opts);
+    if (await first.bootedWithin(BOOT_DEADLINE_MS * TIMEOUT_SCALE)) return first;
+    console.log(
+      `# guest ${first.name}: no output from its kernel within ${BOOT_DEADLINE_MS / 1000} s; starting QEMU again (once). ` +
+        `QEMU stderr: ${JSON.stringify(first.stderrText.slice(-300))}`,
+    );
+    await first.kill();
+    return GuestSession.launch(opts);
+  }
+
+  /** True once the guest printed its boot line or QEMU ended; false if neither within `ms`. */
+  private bootedWithin(ms: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const check = (): boolean => {
+        if (this.exited || this.lines.some((l) => l.startsWith('VHOSTD-GUEST-BOOT'))) {
+          this.waiters.delete(check);
+          clearTimeout(timer);
+          resolve(true);
+          return true;
+        }
+        return false;
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        resolve(false);
+      }, ms);
+      if (!check()) this.waiters.add(check);
+    });
+  }
+
+  private static async launch(opts: GuestOptions): Promise<GuestSession> {
     const image = await buildGuest();
     const name = opts.name ?? `guest${sessionCounter++}`;
     const mem = opts.memMiB ?? 512;
