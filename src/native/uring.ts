@@ -2,6 +2,9 @@
 // rest of the addon every call returns a non-negative result or -errno; no policy lives here.
 import { native } from './index.js';
 
+/** A read or write of bytes [skip, skip+len) of a scatter list at file `offset`; align > 0 checks O_DIRECT alignment. */
+export type RwArgs = [fd: number, offset: number, bufs: Uint8Array[], offs: Uint32Array, lens: Uint32Array, count: number, skip: number, len: number, align: number];
+
 /** One io_uring with a registered eventfd; slot numbers are the SQEs' user_data. */
 export interface UringRing {
   /** io_uring_queue_init + eventfd + io_uring_register_eventfd: 0 | -errno. */
@@ -12,19 +15,7 @@ export interface UringRing {
    * iovecs pointing into the views. -EINVAL: align > 0 and an iovec is not aligned to it;
    * -E2BIG: more segments than maxIovPerSlot; -EAGAIN: SQ full; -EFAULT: bad scatter list.
    */
-  prepRw(
-    write: boolean,
-    slot: number,
-    fd: number,
-    offset: number,
-    bufs: Uint8Array[],
-    offs: Uint32Array,
-    lens: Uint32Array,
-    count: number,
-    skip: number,
-    len: number,
-    align: number,
-  ): number;
+  prepRw(write: boolean, slot: number, ...args: RwArgs): number;
   prepFsync(slot: number, fd: number, datasync: boolean): number;
   prepFallocate(slot: number, fd: number, mode: number, offset: number, len: number): number;
   /** io_uring_submit: SQEs submitted | -errno. */
@@ -48,17 +39,7 @@ export interface UringConstants {
   FALLOC_FL_ZERO_RANGE: number;
 }
 
-type RwFn = (
-  fd: number,
-  offset: number,
-  bufs: Uint8Array[],
-  offs: Uint32Array,
-  lens: Uint32Array,
-  count: number,
-  skip: number,
-  len: number,
-  align: number,
-) => number;
+type RwFn = (...args: RwArgs) => number;
 
 interface UringAddon {
   Uring: new (entries: number, maxIovPerSlot: number) => UringRing;

@@ -51,7 +51,7 @@ export class BlkHandler implements RequestHandler {
     // The header is read in place when its first buffer holds it (always, with Linux drivers).
     let hv = chain.firstView as DataView;
     let ho = chain.firstOff;
-    if (iov.lens[0] < HEADER_BYTES || chain.firstWritable === 0) {
+    if (iov.lens[0] < HEADER_BYTES) {
       readBytes(iov, 0, chain.firstWritable, 0, this.scratch, HEADER_BYTES);
       hv = this.scratchView;
       ho = 0;
@@ -126,13 +126,14 @@ export class BlkHandler implements RequestHandler {
     if (payload !== SEGMENT_BYTES) return req.finish(BlkStatus.IOERR);
     readBytes(chain.iov, 0, chain.firstWritable, HEADER_BYTES, this.scratch, SEGMENT_BYTES);
     const v = this.scratchView;
-    const sector = v.getUint32(0, true) + v.getUint32(4, true) * 0x100000000;
+    const sectorLo = v.getUint32(0, true);
+    const sector = sectorLo + v.getUint32(4, true) * 0x100000000;
     const numSectors = v.getUint32(8, true);
     const flags = v.getUint32(12, true);
     if (flags & ~WRITE_ZEROES_FLAG_UNMAP) return req.finish(BlkStatus.UNSUPP);
     if (isDiscard && flags !== 0) return req.finish(BlkStatus.UNSUPP);
     const max = isDiscard ? spec.maxDiscardSectors : spec.maxWriteZeroesSectors;
-    if (numSectors > max || !this.checkRange(sector, v.getUint32(0, true), numSectors * SECTOR_SIZE)) return req.finish(BlkStatus.IOERR);
+    if (numSectors > max || !this.checkRange(sector, sectorLo, numSectors * SECTOR_SIZE)) return req.finish(BlkStatus.IOERR);
     // WRITE_ZEROES with the unmap flag still has to read back zeros: the bdev decides whether it
     // can deallocate while doing so.
     req.type = isDiscard ? IoType.UNMAP : IoType.WRITE_ZEROES;

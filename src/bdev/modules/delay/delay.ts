@@ -215,6 +215,11 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     if (deadline < this.armedFor) this.arm(deadline, now);
   }
 
+  /** When a held child is due (ms): kept in the pool's times, not in a field (see ChildIo.timeAt). */
+  private deadlineOf(c: ChildIo): number {
+    return this.pool.times[c.timeAt];
+  }
+
   private arm(deadline: number, now: number): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
@@ -232,7 +237,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     let next = Infinity;
     for (const q of this.queues) {
       const h = q.peek();
-      if (h && this.pool.times[h.timeAt] < next) next = this.pool.times[h.timeAt];
+      if (h && this.deadlineOf(h) < next) next = this.deadlineOf(h);
     }
     if (next < Infinity) this.arm(next, performance.now());
   }
@@ -242,7 +247,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     let n = 0;
     for (let t = 0; t < 4; t++) {
       const q = this.queues[t];
-      for (let h = q.peek(); h && this.pool.times[h.timeAt] <= now; h = q.peek()) {
+      for (let h = q.peek(); h && this.deadlineOf(h) <= now; h = q.peek()) {
         q.shift();
         this.held--;
         n++;

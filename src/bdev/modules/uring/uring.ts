@@ -13,7 +13,7 @@ import pino, { type Logger } from 'pino';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, IoVecs, copyBytes } from '../../io.js';
 import { type FdWatchHandle, native } from '../../../native/index.js';
-import { type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
+import { type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
 import { errnoName, fileError, openBackingFile } from './file-info.js';
 
 export type FileFlavor = 'uring' | 'aio';
@@ -274,19 +274,7 @@ const { EAGAIN, EINTR, EINVAL, E2BIG, EOPNOTSUPP } = constants.errno;
 interface Engine {
   readonly kind: 'io_uring' | 'sync';
   /** 0 once queued; -EINVAL unaligned (align > 0), -E2BIG too many segments, other -errno. */
-  prepRw(
-    write: boolean,
-    slot: number,
-    fd: number,
-    offset: number,
-    bufs: Uint8Array[],
-    offs: Uint32Array,
-    lens: Uint32Array,
-    count: number,
-    skip: number,
-    len: number,
-    align: number,
-  ): number;
+  prepRw(write: boolean, slot: number, ...args: RwArgs): number;
   prepFsync(slot: number, fd: number): number;
   prepFallocate(slot: number, fd: number, mode: number, offset: number, len: number): number;
   /** Hands queued work to the kernel: count | -errno (the sync engine has nothing to hand over). */
