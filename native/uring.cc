@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <cstdlib>
 #include <cstring>
@@ -317,6 +318,13 @@ Napi::Value FileStat(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// fileFsType(fd) -> f_type of fstatfs(2) | -errno (which file system holds the file).
+Napi::Value FileFsType(const Napi::CallbackInfo& info) {
+  struct statfs sf;
+  if (fstatfs(ArgInt(info, 0), &sf) < 0) return Errno(info.Env());
+  return Napi::Number::New(info.Env(), static_cast<double>(static_cast<uint64_t>(sf.f_type) & 0xffffffffu));
+}
+
 // blkGetSize64(fd) -> bytes | -errno (BLKGETSIZE64).
 Napi::Value BlkGetSize64(const Napi::CallbackInfo& info) {
   uint64_t size = 0;
@@ -382,6 +390,7 @@ void InitUring(Napi::Env env, Napi::Object exports) {
   exports.Set("filePwritev", Napi::Function::New(env, FilePwritev));
   exports.Set("fileOpen", Napi::Function::New(env, FileOpen));
   exports.Set("fileStat", Napi::Function::New(env, FileStat));
+  exports.Set("fileFsType", Napi::Function::New(env, FileFsType));
   exports.Set("fileFdatasync", Napi::Function::New(env, FileFdatasync));
   exports.Set("fileFallocate", Napi::Function::New(env, FileFallocate));
   exports.Set("blkGetSize64", Napi::Function::New(env, BlkGetSize64));

@@ -80,11 +80,11 @@ export function summarizeProfile(path: string, requests?: number, top = 15): Pro
   const busy = total - idle;
   const share = (re: RegExp) => [...files].filter(([f]) => re.test(f)).reduce((a, [, us]) => a + us, 0) / Math.max(1, busy);
   const has = (re: RegExp) => [...files.keys()].some((f) => re.test(f));
-  const role: ProfileSummary['role'] = has(/^(virtio\/queue-runner|reactor\/reactor)\.ts$/)
+  const role: ProfileSummary['role'] = has(/^(virtio\/queue-runner|reactor\/reactor)\.[jt]s$/)
     ? 'reactor'
     : share(/^node:internal\/modules\/esm\/worker/) > 0.05
       ? 'loader'
-      : has(/^(app\.ts|rpc\/|services\/|vhost-user\/)/)
+      : has(/^(app\.[jt]s|rpc\/|services\/|vhost-user\/)/)
         ? 'control'
         : 'other';
   const entries = (m: Map<string, number>): ProfileEntry[] =>

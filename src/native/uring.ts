@@ -50,6 +50,8 @@ interface UringAddon {
   fileOpen(path: string, flags: number): number;
   /** statx into out = [mode, size, blksize, blocks, dioMemAlign, dioOffsetAlign, rdevMajor, rdevMinor]. */
   fileStat(fd: number, out: Float64Array): number;
+  /** fstatfs(2)'s f_type (the file system's magic number) | -errno. */
+  fileFsType(fd: number): number;
   fileFdatasync(fd: number): number;
   fileFallocate(fd: number, mode: number, offset: number, len: number): number;
   blkGetSize64(fd: number): number;

@@ -32,6 +32,13 @@ export interface Coalescing {
   iopsThreshold: number;
 }
 
+/**
+ * Completions published (and signalled, if the driver asks) while a pass is still taking requests:
+ * with backends that finish inside submit (memory, inline file I/O) a long batch would otherwise
+ * hold every completion until its end, and the driver would sit idle meanwhile.
+ */
+const PUBLISH_EVERY = 8;
+
 /** SPDK re-evaluates each queue's rate every 10 ms (SPDK_VHOST_STATS_CHECK_INTERVAL_MS). */
 const STATS_INTERVAL_MS = 10;
 
@@ -137,6 +144,7 @@ export class QueueRunner {
         started++;
         try {
           this.handler.handle(head, this.chain);
+          if (this.pendingUsed >= PUBLISH_EVERY) this.flush();
         } catch (e) {
           // The request was refused before it started: it is not in flight (stop must not wait for it).
           if (this.heads[head] !== 0) {

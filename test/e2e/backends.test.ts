@@ -9,11 +9,13 @@
 //     the guest on that request only; the next read succeeds.
 //   * rbd: the same write / restart / check on an image in a throwaway single-node cluster.
 //   * without a guest: injection state and iostat counters shared by two reactors, delay latency.
-// Guest boots: 4 (2 file, 2 rbd).
+//   * a file on tmpfs is read and written inline on the reactors (no io_uring worker threads):
+//     fio verify on 2 queues spread over 2 reactors, chunks byte-exact in the file.
+// Guest boots: 5 (3 file, 2 rbd).
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -250,6 +252,42 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
       assert.deepEqual((await iostat(d, 'File0')).io_error, {});
     } finally {
       if (d) await d.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('file bdev on tmpfs (/dev/shm): served inline, no io_uring worker threads; fio verify on 2 queues and 2 reactors, chunks byte-exact in the file', async () => {
+    const dir = mkdtempSync('/dev/shm/vhostd-backends-');
+    const file = join(dir, 'disk.img');
+    writeFileSync(file, '');
+    truncateSync(file, 64 * MiB);
+    const SEED = 'shm-boot';
+    const d = await VhostdProcess.start(['-m', '0x3']);
+    try {
+      assert.equal(await ctl(d, 'bdev_uring_create', file, 'Shm0', '512'), 'Shm0\n');
+      assert.equal(d.logsMatching(/in memory: read and written inline/).length, 1, 'the bdev says it serves the tmpfs file inline');
+      await d.rpc('vhost_create_blk_controller', { ctrlr: 'shm.0', dev_name: 'Shm0', cpumask: '0x3' });
+      const r = await runGuest({
+        name: 'file-shm',
+        script: sequence([
+          { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vda', SIZE_MB: '16', IODEPTH: '16', NUMJOBS: '2', FS_CHECK: '0' } },
+          { script: guestScript('blk-persist-write.sh'), env: { DEV: 'vda', SEED } },
+        ]),
+        devices: vhostUserBlkArgs(d.socket('shm.0'), { numQueues: 2 }),
+      });
+      assertGuestOk(r, 'shm file: fio verify + persist-write');
+      assert.equal(r.results.fio_errors, '0');
+      assert.equal(r.results.queues_used, '2/2');
+      checkPersistChunks(r.results, SEED, (off, len) => readAt(file, off, len), 'tmpfs file after the boot');
+      const stats = await iostat(d, 'Shm0');
+      assert.deepEqual(stats.io_error, {});
+      assert.ok(stats.num_write_ops > 0 && stats.num_read_ops > 0);
+      // io_uring would have handed every request to an io-wq worker ("iou-wrk-<tid>") of vhostd.
+      const pid = d.proc.pid as number;
+      const workers = readdirSync(`/proc/${pid}/task`).filter((t) => readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').startsWith('iou-wrk'));
+      assert.deepEqual(workers, [], 'no io_uring worker threads ran the tmpfs I/O');
+    } finally {
+      await d.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -5,13 +5,13 @@
 // methods through a real RpcServer.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, constants as fsConst, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, constants as fsConst, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
-import { FILE_IO_DEFAULTS, FileBdev, type FileBdevParams, FileChannel, type FileChannelSpec } from '../../src/bdev/modules/uring/uring.js';
+import { type EngineKind, FILE_IO_DEFAULTS, FileBdev, type FileBdevParams, FileChannel, type FileChannelSpec } from '../../src/bdev/modules/uring/uring.js';
 import { check, mmapShared, native } from '../../src/native/index.js';
 import { RpcClient, RpcError } from '../../src/rpc/client.js';
 import { type TestServer, startTestServer } from './helpers/rpc-fixture.js';
@@ -114,7 +114,7 @@ function open(file: string, size: number, over: Partial<FileChannelSpec> = {}, p
 }
 
 /** The data-path checks every engine and file system must pass. */
-function dataPath(label: string, dir: () => string, over: Partial<FileChannelSpec>, expect: { engine: 'io_uring' | 'sync' }): void {
+function dataPath(label: string, dir: () => string, over: Partial<FileChannelSpec>, expect: { engine: EngineKind }): void {
   describe(`data path: ${label}`, () => {
     let o: Opened;
     let n = 0;
@@ -368,7 +368,29 @@ describe('uring bdev', () => {
     });
     after(() => rmSync(dir, { recursive: true, force: true }));
 
-    dataPath('io_uring, /dev/shm', () => dir, {}, { engine: 'io_uring' });
+    // Memory-backed files are read and written inline (tmpfs has no non-blocking I/O, so
+    // io_uring would punt each request to a worker thread); io_uring still works when forced.
+    dataPath('inline, /dev/shm', () => dir, {}, { engine: 'inline' });
+    dataPath('io_uring forced, /dev/shm', () => dir, { inline: false }, { engine: 'io_uring' });
+
+    it('a tmpfs file is detected as in memory and logged so; a /tmp file on disk is not', async (t) => {
+      const { log, lines } = recordingLogger();
+      const o = open(join(dir, 'detect.img'), MiB, {}, {}, log);
+      try {
+        assert.equal(o.bdev.channelSpec().inline, true);
+        assert.ok(lines.some((l) => l.includes('in memory: read and written inline')), lines.join(''));
+      } finally {
+        await o.close();
+      }
+      if (statfsSync(tmp).type === 0x01021994) return t.skip('/tmp is tmpfs here');
+      const d = open(join(tmp, 'detect.img'), MiB);
+      try {
+        assert.equal(d.bdev.channelSpec().inline, false);
+        assert.equal(d.ch.engineKind, 'io_uring');
+      } finally {
+        await d.close();
+      }
+    });
 
     it('WRITE_ZEROES falls back to writing zeros; UNMAP punches a hole', async () => {
       const o = open(join(dir, 'z.img'), 2 * MiB);

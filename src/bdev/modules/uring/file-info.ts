@@ -61,7 +61,12 @@ export interface OpenedFile {
   logicalBlockSize: number;
   /** Alignment O_DIRECT needs for buffer addresses and lengths (0 when buffered). */
   dioAlign: number;
+  /** A regular file on a memory file system (tmpfs, ramfs): its I/O never waits for a device. */
+  inMemory: boolean;
 }
+
+/** statfs(2) f_type of the file systems whose files live in RAM (linux/magic.h). */
+const MEMORY_FS_MAGIC = new Set([0x01021994 /* TMPFS_MAGIC */, 0x858458f6 /* RAMFS_MAGIC */]);
 
 export interface OpenOptions {
   readonly: boolean;
@@ -96,7 +101,7 @@ export function openBackingFile(filename: string, opts: OpenOptions): OpenedFile
       const lbs = uringNative.blkGetSectorSize(fd);
       if (lbs < 0) throw fileError(lbs, `BLKSSZGET failed on ${filename}`);
       const dioAlign = direct ? Math.max(512, lbs, st.dioMemAlign) : 0;
-      return { fd, direct, blockDevice: true, sizeBytes: size, logicalBlockSize: lbs, dioAlign };
+      return { fd, direct, blockDevice: true, sizeBytes: size, logicalBlockSize: lbs, dioAlign, inMemory: false };
     }
     if (!st.isRegular) throw fileError('EINVAL', `${filename} is neither a regular file nor a block device`);
     if (direct && st.dioOffsetAlign === 0) {
@@ -109,7 +114,8 @@ export function openBackingFile(filename: string, opts: OpenOptions): OpenedFile
       direct = false;
     }
     const dioAlign = direct ? Math.max(512, st.dioOffsetAlign, st.dioMemAlign) : 0;
-    return { fd, direct, blockDevice: false, sizeBytes: st.size, logicalBlockSize: 0, dioAlign };
+    const inMemory = MEMORY_FS_MAGIC.has(uringNative.fileFsType(fd));
+    return { fd, direct, blockDevice: false, sizeBytes: st.size, logicalBlockSize: 0, dioAlign, inMemory };
   } catch (e) {
     if (fd >= 0) native.close(fd);
     throw e;

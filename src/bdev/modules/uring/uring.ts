@@ -1,8 +1,9 @@
 // File-backed bdevs: SPDK's `uring` and `aio` modules, one implementation. The Bdev (control
 // thread) owns one fd on the file or block device; every reactor's channel submits on that fd
 // through its own io_uring, watched by an eventfd on the reactor's event loop, straight from and
-// into guest memory (iovecs point into the guest-memory views, no copy). When io_uring is
-// unavailable (or VHOSTD_NO_URING=1) a channel falls back to synchronous preadv/pwritev.
+// into guest memory (iovecs point into the guest-memory views, no copy). Files on tmpfs/ramfs are
+// read and written inline with preadv/pwritev (see SyncEngine); when io_uring is unavailable (or
+// VHOSTD_NO_URING=1) a channel falls back to the same synchronous syscalls.
 //
 // Per channel: `depth` slots (one SQE in flight each) hold the state of the I/O using them, a
 // fixed-size ring buffer holds I/O waiting for a slot, and aligned bounce buffers (allocated on
@@ -75,6 +76,8 @@ export interface FileChannelSpec extends ChannelSpec {
   depth: number;
   backlog: number;
   useUring: boolean;
+  /** The file lives in memory (tmpfs, ramfs): read and write it inline instead of through io_uring. */
+  inline: boolean;
   logLevel: string;
 }
 
@@ -115,7 +118,7 @@ export class FileBdev implements Bdev {
     readonly filename: string,
     readonly blockSize: number,
     readonly uuid: string,
-    private readonly file: { fd: number; direct: boolean; dioAlign: number; blockDevice: boolean; sizeBytes: number },
+    private readonly file: { fd: number; direct: boolean; dioAlign: number; blockDevice: boolean; sizeBytes: number; inMemory: boolean },
     private readonly flags: { flavor: FileFlavor; readonly: boolean; fallocate: boolean; blockSizeOverride: boolean },
     private readonly logLevel: string,
   ) {
@@ -170,8 +173,8 @@ export class FileBdev implements Bdev {
         log.level,
       );
       log.info(
-        { bdev: p.name, filename: p.filename, direct: f.direct, blockDevice: f.blockDevice, blockSize, numBlocks: bdev.numBlocks },
-        `${p.flavor} bdev ${p.name} created on ${p.filename} (${f.direct ? 'O_DIRECT' : 'buffered'})`,
+        { bdev: p.name, filename: p.filename, direct: f.direct, blockDevice: f.blockDevice, inMemory: f.inMemory, blockSize, numBlocks: bdev.numBlocks },
+        `${p.flavor} bdev ${p.name} created on ${p.filename} (${f.direct ? 'O_DIRECT' : 'buffered'}${f.inMemory ? ', in memory: read and written inline on the reactors' : ''})`,
       );
       return bdev;
     } catch (e) {
@@ -222,6 +225,7 @@ export class FileBdev implements Bdev {
       depth: env.depth,
       backlog: env.backlog,
       useUring: env.useUring,
+      inline: this.file.inMemory,
       logLevel: this.logLevel,
     };
   }
@@ -270,9 +274,14 @@ export class FileBdev implements Bdev {
 
 const { EAGAIN, EINTR, EINVAL, E2BIG, EOPNOTSUPP } = constants.errno;
 
-/** What a channel needs from an I/O engine: io_uring, or synchronous syscalls as the fallback. */
+export type EngineKind = 'io_uring' | 'sync' | 'inline';
+
+/** What a channel needs from an I/O engine: io_uring, or syscalls done on the spot. */
 interface Engine {
-  readonly kind: 'io_uring' | 'sync';
+  readonly kind: EngineKind;
+  /** Operations finish inside prep*(); `result` then holds the outcome (bytes | -errno). */
+  readonly synchronous: boolean;
+  result: number;
   /** 0 once queued; -EINVAL unaligned (align > 0), -E2BIG too many segments, other -errno. */
   prepRw(write: boolean, slot: number, ...args: RwArgs): number;
   prepFsync(slot: number, fd: number): number;
@@ -286,6 +295,8 @@ interface Engine {
 
 class UringEngine implements Engine {
   readonly kind = 'io_uring';
+  readonly synchronous = false;
+  result = 0;
   constructor(readonly ring: UringRing) {}
   prepRw(w: boolean, s: number, fd: number, o: number, b: Uint8Array[], of: Uint32Array, l: Uint32Array, c: number, sk: number, len: number, a: number): number {
     return this.ring.prepRw(w, s, fd, o, b, of, l, c, sk, len, a);
@@ -308,53 +319,39 @@ class UringEngine implements Engine {
 }
 
 /**
- * The fallback: each operation is done at once by a blocking syscall on the reactor thread and
- * its result queued as if it were a completion, so the channel's state machine is the same.
+ * Each operation done at once by a syscall on the reactor thread; the channel takes its result
+ * as the completion straight away. Two uses: the fallback when io_uring is unavailable ('sync'),
+ * and files on memory file systems ('inline'), which cannot block on a device but have no
+ * non-blocking read/write (no FMODE_NOWAIT), so io_uring would hand every one of them to an io-wq
+ * worker thread: a wake-up and a context switch on this core per request, slower than the copy.
  */
 class SyncEngine implements Engine {
-  readonly kind = 'sync';
-  private readonly done: Int32Array;
-  private head = 0;
-  private count = 0;
+  readonly synchronous = true;
+  result = 0;
 
-  constructor(private readonly capacity: number) {
-    this.done = new Int32Array(2 * capacity);
-  }
-
-  private push(slot: number, res: number): number {
-    const i = (this.head + this.count) % this.capacity;
-    this.done[2 * i] = slot;
-    this.done[2 * i + 1] = res;
-    this.count++;
-    return 0;
-  }
+  constructor(readonly kind: 'sync' | 'inline') {}
 
   prepRw(w: boolean, s: number, fd: number, o: number, b: Uint8Array[], of: Uint32Array, l: Uint32Array, c: number, sk: number, len: number, a: number): number {
     const r = (w ? uringNative.filePwritev : uringNative.filePreadv)(fd, o, b, of, l, c, sk, len, a);
     // With align > 0 the buffers were checked before the syscall: -EINVAL means "unaligned" there
     // (a kernel -EINVAL on checked buffers fails again through the bounce buffer, as it should).
     if ((r === -EINVAL && a > 0) || r === -E2BIG || r === -constants.errno.EFAULT) return r;
-    return this.push(s, r);
+    this.result = r;
+    return 0;
   }
-  prepFsync(slot: number, fd: number): number {
-    return this.push(slot, uringNative.fileFdatasync(fd));
+  prepFsync(_slot: number, fd: number): number {
+    this.result = uringNative.fileFdatasync(fd);
+    return 0;
   }
-  prepFallocate(slot: number, fd: number, mode: number, offset: number, len: number): number {
-    return this.push(slot, uringNative.fileFallocate(fd, mode, offset, len));
+  prepFallocate(_slot: number, fd: number, mode: number, offset: number, len: number): number {
+    this.result = uringNative.fileFallocate(fd, mode, offset, len);
+    return 0;
   }
   submit(): number {
     return 0;
   }
-  reap(out: Int32Array, max: number): number {
-    let n = 0;
-    while (n < max && this.count > 0) {
-      out[2 * n] = this.done[2 * this.head];
-      out[2 * n + 1] = this.done[2 * this.head + 1];
-      this.head = (this.head + 1) % this.capacity;
-      this.count--;
-      n++;
-    }
-    return n;
+  reap(): number {
+    return 0;
   }
   close(): void {}
 }
@@ -367,7 +364,7 @@ const OP_ZERO_RANGE = 5;
 const OP_ZERO_WRITE = 6;
 
 export interface FileChannelStats {
-  engine: 'io_uring' | 'sync';
+  engine: EngineKind;
   direct: boolean;
   /** Operations handed to the engine (SQEs, or syscalls in the fallback). */
   submitted: number;
@@ -490,7 +487,9 @@ export class FileChannel implements BdevChannel {
     this.align = s.direct ? s.dioAlign : 0;
 
     let engine: Engine | undefined;
-    if (s.useUring !== false) {
+    if (s.inline === true) {
+      engine = new SyncEngine('inline');
+    } else if (s.useUring !== false) {
       const ring = new uringNative.Uring(depth, FILE_IO_DEFAULTS.maxIov);
       const rc = ring.init();
       if (rc === 0) engine = new UringEngine(ring);
@@ -501,7 +500,7 @@ export class FileChannel implements BdevChannel {
     } else {
       this.log.info('io_uring disabled (VHOSTD_NO_URING): synchronous preadv/pwritev on this reactor');
     }
-    this.engine = engine ?? new SyncEngine(depth);
+    this.engine = engine ?? new SyncEngine('sync');
 
     this.slotIo = new Array<BdevIo | undefined>(depth).fill(undefined);
     this.slotOp = new Uint8Array(depth);
@@ -546,7 +545,7 @@ export class FileChannel implements BdevChannel {
     this.log.debug({ engine: this.engine.kind, depth, direct: s.direct, fd: s.fd }, `channel opened on ${s.filename}`);
   }
 
-  get engineKind(): 'io_uring' | 'sync' {
+  get engineKind(): EngineKind {
     return this.engine.kind;
   }
 
@@ -715,6 +714,7 @@ export class FileChannel implements BdevChannel {
   private prepared(s: number, rc: number): void {
     if (rc < 0) return this.finish(s, IoStatus.FAILED, `could not queue the operation: ${errnoName(rc)}`);
     this.stats.submitted++;
+    if (this.engine.synchronous) return this.onCompletion(s, this.engine.result);
     this.pendingSqes++;
     if (!this.submitScheduled) {
       this.submitScheduled = true;
@@ -725,11 +725,6 @@ export class FileChannel implements BdevChannel {
   /** Submits everything prepared since the last call (one io_uring_enter per batch). */
   private flush(): void {
     this.submitScheduled = false;
-    if (this.engine.kind === 'sync') {
-      this.pendingSqes = 0;
-      this.reapAll();
-      return;
-    }
     if (this.pendingSqes === 0 || this.closed) return;
     const rc = this.engine.submit();
     this.stats.enters++;
