@@ -324,7 +324,7 @@ export async function main(argv: string[]): Promise<number> {
     `IOPS and latency: medians over ${o.repeat} run(s) of ${o.duration} s (after ${o.warmup} s warm-up), 4 KiB requests, random offsets over ${o.size >> 20} MiB.\n` +
       `Target CPU%: utime+stime of the whole target process over wall time (100 = one core). Initiator: same for this process; busy% = share of wall time spent\n` +
       `in polling passes that found work ("!" and INITIATOR-BOUND when >= ${SATURATED_BUSY_PCT}%: the row then measures the initiator). Ratios are vhostd/QSD: IOPS per target\n` +
-      `CPU-second (higher is better for vhostd) and p99 (lower is better). QSD has no RAM disk: its malloc row is its /dev/shm file export.\n` +
+      `CPU-second (median of the ratios of runs taken side by side; higher is better for vhostd) and p99 (lower is better). QSD has no RAM disk: its malloc row is its /dev/shm file export.\n` +
       `Notes: "stalls N": times the target completed nothing for 2 ms with requests in flight (the initiator kicks again); "ini off-CPU": time the\n` +
       `initiator thread visibly did not run; "other load": cores used by processes other than the bench and its targets during the row (max over\n` +
       `runs); "= row": the same export measured for that row.\n`,

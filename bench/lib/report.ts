@@ -42,8 +42,14 @@ export interface RowResult extends RowSpec {
 
 export interface PairResult {
   id: string;
-  /** vhostd / QSD of IOPS per target CPU-second. */
+  /**
+   * vhostd / QSD of IOPS per target CPU-second: the median of the ratios of the runs taken side by
+   * side (repeat i of both targets, adjacent in time), so a machine that drifts between fast and
+   * slow phases during the bench moves both sides of each ratio together.
+   */
   iopsPerCoreRatio?: number;
+  /** Each repeat's vhostd / QSD IOPS per target CPU-second. */
+  iopsPerCoreRatios?: number[];
   iopsRatio?: number;
   /** vhostd / QSD of p99 latency (lower is better for vhostd). */
   p99Ratio?: number;
@@ -78,15 +84,34 @@ export function summarize(row: Omit<RowResult, 'iops' | 'p50Us' | 'p99Us' | 'ini
   };
 }
 
+/** Repeat-by-repeat ratios of IOPS per target CPU-second, when every repeat measured both targets. */
+function pairedRatios(vhostd: RowResult['samples'], qsd: RowResult['samples']): number[] | undefined {
+  if (vhostd.length === 0 || vhostd.length !== qsd.length) return undefined;
+  const out: number[] = [];
+  for (let i = 0; i < vhostd.length; i++) {
+    const a = vhostd[i].targetProc?.iopsPerCpuSec ?? 0;
+    const b = qsd[i].targetProc?.iopsPerCpuSec ?? 0;
+    if (a <= 0 || b <= 0) return undefined;
+    out.push(a / b);
+  }
+  return out;
+}
+
 export function pairs(rows: RowResult[]): PairResult[] {
   const out: PairResult[] = [];
   for (const v of rows) {
     if (v.target !== 'vhostd' || v.status !== 'ok') continue;
     const q = rows.find((r) => r.target === 'qsd' && r.id === v.id && r.status === 'ok');
     if (!q) continue;
+    const perRepeat = pairedRatios(v.samples, q.samples);
     out.push({
       id: v.id,
-      iopsPerCoreRatio: v.iopsPerTargetCpuSec && q.iopsPerTargetCpuSec ? v.iopsPerTargetCpuSec / q.iopsPerTargetCpuSec : undefined,
+      iopsPerCoreRatio: perRepeat
+        ? median(perRepeat)
+        : v.iopsPerTargetCpuSec && q.iopsPerTargetCpuSec
+          ? v.iopsPerTargetCpuSec / q.iopsPerTargetCpuSec
+          : undefined,
+      iopsPerCoreRatios: perRepeat,
       iopsRatio: q.iops > 0 ? v.iops / q.iops : undefined,
       p99Ratio: q.p99Us > 0 ? v.p99Us / q.p99Us : undefined,
     });

@@ -15,6 +15,7 @@
 //   gen.close();
 import { PerformanceObserver } from 'node:perf_hooks';
 import { BlkReqType } from '../devices/blk/blk-spec.js';
+import { clock, clockMs, tick } from '../native/clock.js';
 import { type FdWatchHandle, check, native } from '../native/index.js';
 import { VirtioFeature } from '../virtio/features.js';
 import { BlkInitiator } from './blk-initiator.js';
@@ -241,6 +242,9 @@ export class LoadGenerator {
   private readPct = 100;
   private seq = false;
   private startMs = 0;
+  /** The measurement window on performance.now()'s timeline (GC entries are stamped on it). */
+  private gcT0 = 0;
+  private gcT1 = 0;
   private warmupEnd = 0;
   private measureEnd = Number.POSITIVE_INFINITY;
   private t0 = 0;
@@ -414,7 +418,7 @@ export class LoadGenerator {
       q.cursor = Math.floor((q.index * this.rangeBlocks) / this.queues.length);
       q.ring.suppressCalls();
     }
-    this.startMs = performance.now();
+    this.startMs = clockMs();
     this.lastProgressMs = this.startMs;
     this.nextReportMs = this.startMs + o.progressMs;
     this.warmupEnd = this.startMs + o.warmupMs;
@@ -424,10 +428,10 @@ export class LoadGenerator {
     if (o.warmupMs <= 0) this.beginMeasure();
     if (!this.gcObserver) {
       // GC pauses of the initiator during the measurement (entries arrive asynchronously; their
-      // startTime is on performance.now()'s clock, so the window decides).
+      // startTime is on performance.now()'s clock, so the window decides: gcT0/gcT1).
       this.gcObserver = new PerformanceObserver((list) => {
         for (const e of list.getEntries()) {
-          if (e.startTime >= this.t0 && (this.t1 <= this.t0 || e.startTime <= this.t1)) {
+          if (e.startTime >= this.gcT0 && (this.gcT1 <= this.gcT0 || e.startTime <= this.gcT1)) {
             this.gcCount++;
             this.gcMs += e.duration;
           }
@@ -448,7 +452,7 @@ export class LoadGenerator {
     if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
     const at = this.phase === Phase.WARMUP ? this.warmupEnd : this.measureEnd;
     if (!Number.isFinite(at)) return;
-    this.deadlineTimer = setTimeout(() => this.wake(), Math.max(0, at - performance.now()));
+    this.deadlineTimer = setTimeout(() => this.wake(), Math.max(0, at - clockMs()));
   }
 
   private beginMeasure(): void {
@@ -460,13 +464,15 @@ export class LoadGenerator {
     for (const q of this.queues) q.ios = 0;
     this.proc0 = this.run_.targetPid !== undefined ? sampleProc(this.run_.targetPid) : undefined;
     this.cpu0 = process.cpuUsage();
-    this.t0 = performance.now();
+    this.t0 = clockMs();
+    this.gcT0 = performance.now();
     if (this.run_.durationMs !== undefined) this.measureEnd = this.t0 + this.run_.durationMs;
     this.armDeadline();
   }
 
   private endMeasure(): void {
-    this.t1 = performance.now();
+    this.t1 = clockMs();
+    this.gcT1 = performance.now();
     this.cpu1 = process.cpuUsage(this.cpu0);
     this.proc1 = this.run_.targetPid !== undefined ? sampleProc(this.run_.targetPid) : undefined;
     this.phase = Phase.DRAIN;
@@ -497,7 +503,7 @@ export class LoadGenerator {
   private checkStall(): void {
     if (this.phase === Phase.IDLE) return;
     if (this.ini.fe.closed) return this.fail(new Error('the target closed the vhost-user connection'));
-    if (this.inFlight > 0 && performance.now() - this.lastProgressMs > this.run_.stallTimeoutMs) {
+    if (this.inFlight > 0 && clockMs() - this.lastProgressMs > this.run_.stallTimeoutMs) {
       this.fail(new Error(`no completion for ${this.run_.stallTimeoutMs} ms with ${this.inFlight} request(s) in flight`));
     }
   }
@@ -531,14 +537,14 @@ export class LoadGenerator {
   /**
    * The hot loop: reap, refill, kick; spin while there is progress, then sleep or yield.
    *
-   * Node 20's clocks (performance.now, process.hrtime, process.uptime) each allocate a little
-   * (an array or a heap number per read), so the loop reads the clock lazily: twice per pass that
-   * finds completions (the pass's timestamp — completion time of what it reaps and submission time
-   * of what it refills — and its end, for the busy share), and once every CLOCK_EVERY passes that
-   * find nothing. Nothing else in the loop allocates.
+   * The loop reads the addon's clock cell (Node 20's own clocks allocate on every read): twice per
+   * pass that finds completions (the pass's timestamp — completion time of what it reaps and
+   * submission time of what it refills — and its end, for the busy share), and once every
+   * CLOCK_EVERY passes that find nothing. Nothing in the loop allocates.
    */
   private pump(): void {
-    let now = performance.now();
+    tick();
+    let now = clock[0];
     const sliceStart = now;
     let idleSince = now;
     let idlePasses = 0;
@@ -554,7 +560,8 @@ export class LoadGenerator {
       let ready = this.fillWanted && this.phase !== Phase.DRAIN;
       for (let i = 0; i < nq && !ready; i++) if (queues[i].inFlight > 0 && queues[i].ring.hasUsed()) ready = true;
       if (ready) {
-        now = performance.now();
+        tick();
+        now = clock[0];
         let reaped = 0;
         for (let i = 0; i < nq; i++) reaped += this.reapQueue(queues[i], now);
         if (this.phase === Phase.IDLE) return; // failed while reaping
@@ -567,7 +574,8 @@ export class LoadGenerator {
           // wait for a completion before trying again.
           if (submitted === 0) this.fillWanted = false;
         }
-        const t = performance.now();
+        tick();
+        const t = clock[0];
         if (this.phase === Phase.MEASURE) {
           this.busyMs += t - now;
           if (t - now > HICCUP_MS) this.hiccupMs += t - now;
@@ -579,7 +587,8 @@ export class LoadGenerator {
       } else {
         if (++idlePasses % CLOCK_EVERY !== 0) continue;
         const prev = now;
-        now = performance.now();
+        tick();
+        now = clock[0];
         if (now - prev > HICCUP_MS && this.phase === Phase.MEASURE) this.hiccupMs += now - prev;
         if (now - idleSince > spinMs) {
           if (this.sleep()) return;

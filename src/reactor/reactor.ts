@@ -8,7 +8,7 @@ import { type MessagePort, parentPort } from 'node:worker_threads';
 import pino from 'pino';
 import { native } from '../native/index.js';
 import { beginPass, clock, clockMs, endPass, tick } from '../native/clock.js';
-import type { QueueRunner } from '../virtio/queue-runner.js';
+import { PUBLISH_CHUNK, type QueueRunner } from '../virtio/queue-runner.js';
 import { type DeviceHost, DeviceInstance } from './device-instance.js';
 import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
 
@@ -162,11 +162,21 @@ export class Reactor implements DeviceHost {
     tick();
     let t0 = clock[0];
     const turnEnd = t0 + TURN_MS;
+    let busyQueues = 0;
     for (;;) {
       // The pass runs at t0: the end of the previous pass, or the turn's first clock read.
       beginPass();
       let work = 0;
-      for (let i = 0; i < runners.length; i++) work += runners[i].poll();
+      // A queue that was the only busy one in the previous pass publishes in chunks.
+      const publishEvery = busyQueues <= 1 ? PUBLISH_CHUNK : Number.MAX_SAFE_INTEGER;
+      busyQueues = 0;
+      for (let i = 0; i < runners.length; i++) {
+        const n = runners[i].poll(publishEvery);
+        if (n > 0) {
+          work += n;
+          busyQueues++;
+        }
+      }
       for (let i = 0; i < devs.length; i++) work += devs[i].pollChannel();
       endPass();
       tick();

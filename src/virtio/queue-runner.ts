@@ -33,11 +33,19 @@ export interface Coalescing {
 }
 
 /**
- * Completions published (and signalled, if the driver asks) while a pass is still taking requests:
- * with backends that finish inside submit (memory, inline file I/O) a long batch would otherwise
- * hold every completion until its end, and the driver would sit idle meanwhile.
+ * Completions a lone busy queue publishes (and signals, if the driver asks) while its batch is
+ * still being taken: with backends that finish inside submit (memory, inline file I/O) the batch
+ * would otherwise hold every completion to its end while the driver sits idle. With several busy
+ * queues the driver works on the others meanwhile, and publishing in chunks only adds ring traffic.
  */
-const PUBLISH_EVERY = 8;
+export const PUBLISH_CHUNK = 8;
+
+/**
+ * Requests one poll() takes at most before the reactor moves on to its other queues (SPDK takes
+ * 32 per queue per poll): a driver that refills as fast as the queue completes must not keep the
+ * reactor on one queue while the others wait.
+ */
+const BATCH = 32;
 
 /** SPDK re-evaluates each queue's rate every 10 ms (SPDK_VHOST_STATS_CHECK_INTERVAL_MS). */
 const STATS_INTERVAL_MS = 10;
@@ -126,16 +134,17 @@ export class QueueRunner {
   }
 
   /**
-   * Processes every available request (one pass until the ring is empty) and publishes the
-   * batch's completions with at most one guest signal; returns how many requests were started.
+   * Processes the available requests (up to BATCH) and publishes the batch's completions with at
+   * most one guest signal, or every `publishEvery` completions; returns how many requests were
+   * started.
    */
-  poll(): number {
+  poll(publishEvery = BATCH): number {
     if (this.stopped) return 0;
     const q = this.queue;
     let started = 0;
     this.polling = true;
     try {
-      while (!this.stopped) {
+      while (!this.stopped && started < BATCH) {
         const head = q.pop(this.walker, this.chain);
         if (head < 0) break;
         if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
@@ -144,7 +153,7 @@ export class QueueRunner {
         started++;
         try {
           this.handler.handle(head, this.chain);
-          if (this.pendingUsed >= PUBLISH_EVERY) this.flush();
+          if (this.pendingUsed >= publishEvery) this.flush();
         } catch (e) {
           // The request was refused before it started: it is not in flight (stop must not wait for it).
           if (this.heads[head] !== 0) {

@@ -19,6 +19,11 @@ export class SplitQueue implements Virtqueue {
   private used16!: Uint16Array;
   private used32!: Uint32Array;
   lastAvail: number;
+  /**
+   * The driver's avail index as last read: entries up to it are taken without touching the index
+   * again (a cache line the driver keeps writing), as virtio implementations' shadow_avail_idx.
+   */
+  private availSeen: number;
   usedIdx: number;
   private signalledUsed: number;
   private signalledValid = false;
@@ -33,6 +38,7 @@ export class SplitQueue implements Virtqueue {
   ) {
     this.mask = size - 1;
     this.lastAvail = lastAvail & 0xffff;
+    this.availSeen = this.lastAvail;
     this.usedIdx = 0;
     this.signalledUsed = 0;
   }
@@ -61,15 +67,23 @@ export class SplitQueue implements Virtqueue {
       if (this.inflight) {
         const r = this.inflight.recover(this.usedIdx);
         this.lastAvail = r.lastAvail;
+        this.availSeen = r.lastAvail;
         this.resubmit = r.resubmit;
       }
     }
   }
 
-  /** Number of new avail entries; throws when the driver's index jumped past the ring size. */
+  /**
+   * Number of new avail entries; reads the driver's index only when the entries seen so far are
+   * used up. Throws when the index jumped past the ring size.
+   */
   available(): number {
-    const n = (Atomics.load(this.avail, 1) - this.lastAvail) & 0xffff;
+    const seen = (this.availSeen - this.lastAvail) & 0xffff;
+    if (seen !== 0) return seen;
+    const idx = Atomics.load(this.avail, 1);
+    const n = (idx - this.lastAvail) & 0xffff;
     if (n > this.size) throw new QueueError(`avail index moved by ${n}, more than the queue size ${this.size}`);
+    this.availSeen = idx;
     return n;
   }
 
