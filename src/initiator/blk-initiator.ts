@@ -128,6 +128,8 @@ export interface NegotiateOptions {
   indirect?: boolean;
   /** Fail unless VIRTIO_F_VERSION_1 is offered. */
   requireVersion1?: boolean;
+  /** Negotiate VIRTIO_F_RING_PACKED when offered (default false). */
+  packed?: boolean;
 }
 
 /** Guest-physical addresses of one split (or packed) ring, as SET_VRING_ADDR carries them. */
@@ -168,6 +170,7 @@ export class BlkInitiator {
       let want = bit(VirtioFeature.VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
       if (opts.indirect ?? true) want |= bit(VirtioFeature.RING_INDIRECT_DESC);
       if (opts.eventIdx) want |= bit(VirtioFeature.RING_EVENT_IDX);
+      if (opts.packed) want |= bit(VirtioFeature.RING_PACKED);
       init.features = offered & (want | 0x7fffn);
       if ((offered & bit(VHOST_USER_F_PROTOCOL_FEATURES)) === 0n) {
         throw new Error('the back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES');
@@ -244,9 +247,10 @@ export class BlkInitiator {
    * The vhost-user part of starting vring `q` whose rings the caller laid out itself:
    * SET_VRING_NUM/BASE/ADDR (`uvas` are front-end virtual addresses, see DriverMemory.gpaToUva),
    * SET_VRING_CALL/KICK with the caller's eventfds, then SET_VRING_ENABLE. `beforeEnable` runs
-   * just before the ring is enabled (the back-end may process it right after).
+   * just before the ring is enabled (the back-end may process it right after). `base` is the
+   * SET_VRING_BASE value (packed rings: PACKED_INITIAL_BASE, the wrap counters start at 1).
    */
-  async setupVring(q: number, size: number, uvas: VringGpas, kickFd: number, callFd: number, beforeEnable?: () => void): Promise<void> {
+  async setupVring(q: number, size: number, uvas: VringGpas, kickFd: number, callFd: number, beforeEnable?: () => void, base = 0): Promise<void> {
     const state = (num: number) => {
       const b = new Uint8Array(8);
       new DataView(b.buffer).setUint32(0, q, true);
@@ -254,7 +258,7 @@ export class BlkInitiator {
       return b;
     };
     await this.ack(Req.SET_VRING_NUM, state(size));
-    await this.ack(Req.SET_VRING_BASE, state(0));
+    await this.ack(Req.SET_VRING_BASE, state(base));
     const a = new Uint8Array(40);
     const av = new DataView(a.buffer);
     av.setUint32(0, q, true);

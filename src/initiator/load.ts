@@ -20,7 +20,7 @@ import { type FdWatchHandle, check, native } from '../native/index.js';
 import { VirtioFeature } from '../virtio/features.js';
 import { BlkInitiator } from './blk-initiator.js';
 import { LatencyHistogram, type LatencySummary } from './histogram.js';
-import { type LoadRing, type RingKind, createLoadRing, loadRingBytes } from './load-ring.js';
+import { type LoadRing, PACKED_INITIAL_BASE, type RingKind, createLoadRing, loadRingBytes } from './load-ring.js';
 import { type ProcSample, sampleProc } from './procstat.js';
 
 export type RwMode = 'randread' | 'randwrite' | 'randrw' | 'read' | 'write' | 'rw';
@@ -35,7 +35,7 @@ export interface LoadConnectOptions {
   iodepth?: number;
   /** Bytes per request (default 4096); a multiple of the device's block size. */
   ioBytes?: number;
-  /** Ring layout (default split; packed is the seam for later). */
+  /** Ring layout (default split; packed needs VIRTIO_F_RING_PACKED from the target). */
   ring?: RingKind;
   /** Ring size; default the smallest power of two holding the chains (at least 64). */
   queueSize?: number;
@@ -354,10 +354,12 @@ export class LoadGenerator {
       eventIdx: opts.eventIdx ?? true,
       indirect,
       requireVersion1: true,
+      packed: ringKind === 'packed',
     });
     let gen: LoadGenerator | undefined;
     try {
       if (indirect && !ini.has(VirtioFeature.RING_INDIRECT_DESC)) throw new Error('the target does not offer VIRTIO_RING_F_INDIRECT_DESC');
+      if (ringKind === 'packed' && !ini.has(VirtioFeature.RING_PACKED)) throw new Error('the target does not offer VIRTIO_F_RING_PACKED');
       const offered = ini.configNumQueues ?? ini.maxQueues ?? 1;
       if (queues > offered) throw new Error(`the target offers ${offered} queue(s), ${queues} requested`);
       if (ioBytes % ini.blockSize !== 0) throw new Error(`ioBytes ${ioBytes} is not a multiple of the block size ${ini.blockSize}`);
@@ -379,7 +381,7 @@ export class LoadGenerator {
           gen?.onCall();
         });
         lq.watch.start();
-        await ini.setupVring(q, queueSize, { desc: ini.mem.gpaToUva(ring.descGpa), avail: ini.mem.gpaToUva(ring.availGpa), used: ini.mem.gpaToUva(ring.usedGpa) }, lq.kickFd, lq.callFd);
+        await ini.setupVring(q, queueSize, { desc: ini.mem.gpaToUva(ring.descGpa), avail: ini.mem.gpaToUva(ring.availGpa), used: ini.mem.gpaToUva(ring.usedGpa) }, lq.kickFd, lq.callFd, undefined, ringKind === 'packed' ? PACKED_INITIAL_BASE : 0);
       }
       return gen;
     } catch (e) {
