@@ -19,6 +19,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { LoadGenerator, type LoadResult, RW_MODES, type RwMode } from '../src/initiator/load.js';
 import { pinProcess } from '../src/initiator/pin.js';
 import { type AllocReport, formatAlloc, measureAllocation } from './lib/alloc.js';
+import { type WakeupResult, formatWakeup, measureWakeup } from './lib/wakeup.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { ForeignLoad } from './lib/noise.js';
 import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
@@ -82,6 +83,7 @@ interface BenchOptions {
   initiatorCore: number;
   spinUs: number;
   allocRequests: number;
+  wakeupTries: number;
   profile?: boolean;
   dist?: boolean;
   histogram?: boolean;
@@ -109,6 +111,7 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--initiator-core <n>', 'core the initiator (this process) is pinned to', (v) => Number(v), 1)
     .option('--spin-us <us>', 'initiator busy-poll budget before sleeping on the call eventfd', (v) => Number(v), 50)
     .option('--alloc-requests <n>', 'requests for the vhostd allocation check (0: skip) [VHOSTD_BENCH_ALLOC]', (v) => Number(v), Number(env.VHOSTD_BENCH_ALLOC ?? 1_000_000))
+    .option('--wakeup-tries <n>', 'first requests after 200 ms idle to time per target (0: skip) [VHOSTD_BENCH_WAKEUP]', (v) => Number(v), Number(env.VHOSTD_BENCH_WAKEUP ?? 10))
     .option('--profile', "run vhostd under node --cpu-prof and summarize where the reactor's time goes")
     .option('--dist', 'run vhostd from dist/ (npm run build) instead of the sources through tsx')
     .option('--histogram', 'keep latency histogram buckets in the JSON')
@@ -190,6 +193,7 @@ export async function main(argv: string[]): Promise<number> {
   const unavailable = new Map<TargetKind, string>();
   const rows: RowResult[] = [];
   let alloc: AllocReport | undefined;
+  const wakeups: WakeupResult[] = [];
   const profiles: Array<{ title: string; summary: ReturnType<typeof summarizeProfile> }> = [];
   const profDir = o.profile ? resolve(o.outDir, `${stamp}-cpuprof`) : undefined;
   let vhostdRequests = 0;
@@ -207,18 +211,21 @@ export async function main(argv: string[]): Promise<number> {
     if (bdevs.includes('shm') || (bdevs.includes('malloc') && o.targets.includes('qsd'))) files.shm = createShmImage(o.size);
     if (bdevs.includes('disk')) files.disk = ensureDiskImage(o.diskDir, o.size, log);
     const wantAlloc = o.allocRequests > 0 && o.targets.includes('vhostd');
+    const wantWakeup = o.wakeupTries > 0;
+    // The allocation check and the wake-up measurement use each target's 1-queue null export.
+    const withNull = (wantAlloc || wantWakeup) && !bdevs.includes('null') ? [...bdevs, 'null' as const] : bdevs;
     for (const kind of o.targets) {
       try {
         if (kind === 'qsd') {
           if (!QsdTarget.available()) throw new Error('qemu-storage-daemon is not installed');
-          targets.set(kind, await QsdTarget.start({ core: o.targetCore, files, bdevs: wantAlloc && !bdevs.includes('null') ? [...bdevs, 'null'] : bdevs, queues: [...new Set([...queueCounts, 1])] }));
+          targets.set(kind, await QsdTarget.start({ core: o.targetCore, files, bdevs: withNull, queues: [...new Set([...queueCounts, 1])] }));
         } else {
           targets.set(
             kind,
             await VhostdTarget.start({
               core: o.targetCore,
               files,
-              bdevs: wantAlloc && !bdevs.includes('null') ? [...bdevs, 'null'] : bdevs,
+              bdevs: withNull,
               dist: o.dist,
               cpuProfDir: profDir,
               traceGc: wantAlloc,
@@ -302,6 +309,18 @@ export async function main(argv: string[]): Promise<number> {
         log(`allocation check failed: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
+    if (wantWakeup) {
+      for (const [kind, t] of targets) {
+        const ep = t.endpoint('null', 1);
+        if ('unavailable' in ep) continue;
+        log(`wake-up: ${o.wakeupTries} reads after 200 ms idle against ${kind}`);
+        try {
+          wakeups.push(await measureWakeup(kind, ep.socket, 200, o.wakeupTries));
+        } catch (e) {
+          log(`wake-up measurement against ${kind} failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+    }
   } finally {
     for (const t of targets.values()) await t.stop().catch(() => undefined);
     removeImage(files.shm);
@@ -330,6 +349,7 @@ export async function main(argv: string[]): Promise<number> {
       `runs); "= row": the same export measured for that row.\n`,
   );
   if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
+  if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);
   for (const p of profiles) {
     // The reactor is the data path; the control thread only matters when it is busy; the module
     // loader threads tsx adds are start-up noise.
@@ -364,6 +384,7 @@ export async function main(argv: string[]): Promise<number> {
     rows: rows.map((r) => ({ ...r, samples: r.sameAs ? [] : r.samples })),
     pairs: pairList,
     alloc,
+    wakeups,
     profiles: profiles.map((p) => p.summary),
   };
   for (const [k, t] of targets) {

@@ -1,6 +1,7 @@
 // Smoke test of `npm run bench`: the null-bdev rows only, about a second of measurement, against
-// both targets (vhostd and qemu-storage-daemon). Checks the table has an IOPS > 0 row per target
-// and that the JSON results and the SVG chart were written.
+// both targets (vhostd and qemu-storage-daemon). Checks the table has an IOPS > 0 row per target,
+// the allocation check and the wake-up lines are printed, and the JSON results and the SVG chart
+// were written.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -45,7 +46,7 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
   const out = mkdtempSync(join(tmpdir(), 'vhostd-bench-smoke-'));
   try {
     const r = await run(
-      ['--bdev', 'null', '--rw', 'randread', '--qd', '16', '--queues', '1', '--duration', '0.4', '--warmup', '0.1', '--alloc-requests', '20000', '--quiet-wait', '0', '--out-dir', out],
+      ['--bdev', 'null', '--rw', 'randread', '--qd', '16', '--queues', '1', '--duration', '0.4', '--warmup', '0.1', '--alloc-requests', '20000', '--wakeup-tries', '3', '--quiet-wait', '0', '--out-dir', out],
       90_000,
     );
     assert.equal(r.code, 0, `bench failed:\n${r.stderr}\n${r.stdout}`);
@@ -62,6 +63,9 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     }
     if (!qsd) assert.ok(rows.some((c) => c[1] === 'qsd' && /not available/.test(c.at(-2) ?? '')), 'QSD row must say not available');
     assert.match(r.stdout, /Allocation check: vhostd null bdev/);
+    for (const target of ['vhostd', ...(qsd ? ['qsd'] : [])]) {
+      assert.match(r.stdout, new RegExp(`\\n  ${target} +after idle: median \\d+ µs, max \\d+ µs; warm: median \\d+ µs`), `wake-up line for ${target}`);
+    }
 
     const files = readdirSync(out);
     const json = files.find((f) => f.endsWith('.json'));
@@ -70,7 +74,10 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     assert.ok(svg, `no SVG in ${files.join(', ')}`);
     const report = JSON.parse(readFileSync(join(out, json), 'utf8')) as {
       rows: Array<{ target: string; status: string; iops: number; samples: unknown[] }>;
+      wakeups: Array<{ target: string; afterIdleUs: number[]; warmUs: number[] }>;
     };
+    const wake = report.wakeups.find((w) => w.target === 'vhostd');
+    assert.ok(wake && wake.afterIdleUs.length === 3 && wake.afterIdleUs.every((us) => us > 0), JSON.stringify(report.wakeups));
     const ok = report.rows.filter((x) => x.status === 'ok');
     assert.equal(ok.length, qsd ? 2 : 1, JSON.stringify(report.rows.map((x) => [x.target, x.status])));
     for (const x of ok) assert.ok(x.iops > 0 && x.samples.length === 1, `${x.target}: ${x.iops}`);
