@@ -31,6 +31,18 @@ const MiB = 1024 * 1024;
 const root = new URL('../../', import.meta.url).pathname;
 const CHUNK = 65536;
 
+/** Boots a guest on a 2-queue disk that runs fio verify (2 jobs, QD 16, 16 MiB), then writes the persistence chunks. */
+function fioThenPersistWrite(name: string, socket: string, seed: string) {
+  return runGuest({
+    name,
+    script: sequence([
+      { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vda', SIZE_MB: '16', IODEPTH: '16', NUMJOBS: '2', FS_CHECK: '0' } },
+      { script: guestScript('blk-persist-write.sh'), env: { DEV: 'vda', SEED: seed } },
+    ]),
+    devices: vhostUserBlkArgs(socket, { numQueues: 2 }),
+  });
+}
+
 /** vhostctl against `d`, as a user runs it; resolves with stdout, rejects on a non-zero exit. */
 function ctl(d: VhostdProcess, ...args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -267,14 +279,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
       assert.equal(await ctl(d, 'bdev_uring_create', file, 'Shm0', '512'), 'Shm0\n');
       assert.equal(d.logsMatching(/in memory: read and written inline/).length, 1, 'the bdev says it serves the tmpfs file inline');
       await d.rpc('vhost_create_blk_controller', { ctrlr: 'shm.0', dev_name: 'Shm0', cpumask: '0x3' });
-      const r = await runGuest({
-        name: 'file-shm',
-        script: sequence([
-          { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vda', SIZE_MB: '16', IODEPTH: '16', NUMJOBS: '2', FS_CHECK: '0' } },
-          { script: guestScript('blk-persist-write.sh'), env: { DEV: 'vda', SEED } },
-        ]),
-        devices: vhostUserBlkArgs(d.socket('shm.0'), { numQueues: 2 }),
-      });
+      const r = await fioThenPersistWrite('file-shm', d.socket('shm.0'), SEED);
       assertGuestOk(r, 'shm file: fio verify + persist-write');
       assert.equal(r.results.fio_errors, '0');
       assert.equal(r.results.queues_used, '2/2');
@@ -313,14 +318,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
       d = await VhostdProcess.start(['-m', '0x1']);
       assert.equal(await ctl(d, 'bdev_rbd_create', ceph.pool, IMG, '512', '-b', 'Rbd0'), 'Rbd0\n');
       await d.rpc('vhost_create_blk_controller', { ctrlr: 'rbd.0', dev_name: 'Rbd0' });
-      const first = await runGuest({
-        name: 'rbd-first',
-        script: sequence([
-          { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vda', SIZE_MB: '16', IODEPTH: '16', NUMJOBS: '2', FS_CHECK: '0' } },
-          { script: guestScript('blk-persist-write.sh'), env: { DEV: 'vda', SEED } },
-        ]),
-        devices: vhostUserBlkArgs(d.socket('rbd.0'), { numQueues: 2 }),
-      });
+      const first = await fioThenPersistWrite('rbd-first', d.socket('rbd.0'), SEED);
       assertGuestOk(first, 'rbd: fio + persist-write');
       assert.equal(first.results.fio_errors, '0');
       assert.equal(first.results.size_bytes, String(64 * MiB));
