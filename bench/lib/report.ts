@@ -57,7 +57,7 @@ export interface PairResult {
 
 const round2 = (v: number) => Math.round(v * 100) / 100;
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

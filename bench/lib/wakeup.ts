@@ -5,6 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
+import { median } from './report.js';
 
 export interface WakeupResult {
   target: string;
@@ -41,12 +42,6 @@ export async function measureWakeup(target: string, socket: string, idleMs: numb
   } finally {
     ini.close();
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 export function formatWakeup(results: WakeupResult[]): string {

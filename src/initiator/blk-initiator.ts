@@ -237,8 +237,10 @@ export class BlkInitiator {
       avail: this.mem.gpaToUva(queue.ring.availGpa),
       used: this.mem.gpaToUva(queue.ring.usedGpa),
     };
-    await this.setupVring(q, size, uvas, queue.kickFd, queue.callFd, () => {
-      this.queues[q] = queue;
+    await this.setupVring(q, size, uvas, queue.kickFd, queue.callFd, {
+      beforeEnable: () => {
+        this.queues[q] = queue;
+      },
     });
     return queue;
   }
@@ -248,9 +250,9 @@ export class BlkInitiator {
    * SET_VRING_NUM/BASE/ADDR (`uvas` are front-end virtual addresses, see DriverMemory.gpaToUva),
    * SET_VRING_CALL/KICK with the caller's eventfds, then SET_VRING_ENABLE. `beforeEnable` runs
    * just before the ring is enabled (the back-end may process it right after). `base` is the
-   * SET_VRING_BASE value (packed rings: PACKED_INITIAL_BASE, the wrap counters start at 1).
+   * SET_VRING_BASE value (default 0; packed rings: PACKED_INITIAL_BASE, wrap counters at 1).
    */
-  async setupVring(q: number, size: number, uvas: VringGpas, kickFd: number, callFd: number, beforeEnable?: () => void, base = 0): Promise<void> {
+  async setupVring(q: number, size: number, uvas: VringGpas, kickFd: number, callFd: number, opts: { beforeEnable?: () => void; base?: number } = {}): Promise<void> {
     const state = (num: number) => {
       const b = new Uint8Array(8);
       new DataView(b.buffer).setUint32(0, q, true);
@@ -258,7 +260,7 @@ export class BlkInitiator {
       return b;
     };
     await this.ack(Req.SET_VRING_NUM, state(size));
-    await this.ack(Req.SET_VRING_BASE, state(base));
+    await this.ack(Req.SET_VRING_BASE, state(opts.base ?? 0));
     const a = new Uint8Array(40);
     const av = new DataView(a.buffer);
     av.setUint32(0, q, true);
@@ -268,7 +270,7 @@ export class BlkInitiator {
     await this.ack(Req.SET_VRING_ADDR, a);
     await this.ack(Req.SET_VRING_CALL, encodeU64(q), [callFd]);
     await this.ack(Req.SET_VRING_KICK, encodeU64(q), [kickFd]);
-    beforeEnable?.();
+    opts.beforeEnable?.();
     await this.ack(Req.SET_VRING_ENABLE, state(1));
   }
 

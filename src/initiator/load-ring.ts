@@ -368,8 +368,8 @@ export class PackedLoadRing implements LoadRing {
     }
   }
 
-  /** Writes one ring descriptor at the driver's next position; returns its flags' m16 index. */
-  private put(addr: number, len: number, id: number, flags: number, publishNow: boolean): number {
+  /** Writes one ring descriptor at the driver's next position (a head's flags wait for publish()). */
+  private put(addr: number, len: number, id: number, flags: number, publishNow: boolean): void {
     const d = this.descGpa + 16 * this.nextAvail;
     const i32 = d / 4;
     this.m32[i32] = addr;
@@ -389,7 +389,6 @@ export class PackedLoadRing implements LoadRing {
       this.availWrap = !this.availWrap;
     }
     this.added++;
-    return f16;
   }
 
   enqueue(slot: number, deviceWrites: boolean): void {

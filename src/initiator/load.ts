@@ -381,7 +381,7 @@ export class LoadGenerator {
           gen?.onCall();
         });
         lq.watch.start();
-        await ini.setupVring(q, queueSize, { desc: ini.mem.gpaToUva(ring.descGpa), avail: ini.mem.gpaToUva(ring.availGpa), used: ini.mem.gpaToUva(ring.usedGpa) }, lq.kickFd, lq.callFd, undefined, ringKind === 'packed' ? PACKED_INITIAL_BASE : 0);
+        await ini.setupVring(q, queueSize, { desc: ini.mem.gpaToUva(ring.descGpa), avail: ini.mem.gpaToUva(ring.availGpa), used: ini.mem.gpaToUva(ring.usedGpa) }, lq.kickFd, lq.callFd, { base: ringKind === 'packed' ? PACKED_INITIAL_BASE : 0 });
       }
       return gen;
     } catch (e) {
