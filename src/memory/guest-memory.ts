@@ -3,17 +3,22 @@
 // returning objects so the data path allocates nothing.
 import { type RegionShare, WINDOW_SIZE } from './region.js';
 
-class GuestRegion {
+export class GuestRegion {
   readonly gpa: number;
   readonly size: number;
+  /** First guest-physical address past the region. */
+  readonly end: number;
   readonly uva: number;
   readonly base: number;
   readonly windows: Uint8Array[] = [];
   readonly views: DataView[] = [];
+  /** The windows as little-endian u32s (windows start at multiples of WINDOW_SIZE: aligned). */
+  readonly words: Uint32Array[] = [];
 
   constructor(share: RegionShare) {
     this.gpa = share.gpa;
     this.size = share.size;
+    this.end = share.gpa + share.size;
     this.uva = share.uva;
     this.base = share.base;
     const total = share.base + share.size;
@@ -21,17 +26,23 @@ class GuestRegion {
       const len = Math.min(WINDOW_SIZE, total - start);
       this.windows.push(new Uint8Array(share.buffer, start, len));
       this.views.push(new DataView(share.buffer, start, len));
+      this.words.push(new Uint32Array(share.buffer, start, len >>> 2));
     }
   }
 }
 
 export class GuestMemory {
   private regions: GuestRegion[] = [];
-  private last: GuestRegion | undefined;
+  /**
+   * The region of the last translation: hot paths check it inline (a guest's buffers nearly
+   * always lie in the same region) and call translate() only when it misses.
+   */
+  hot: GuestRegion | undefined;
 
   // Results of the last successful translate().
   win: Uint8Array = new Uint8Array(0);
   view: DataView = new DataView(new ArrayBuffer(0));
+  words: Uint32Array = new Uint32Array(0);
   off = 0;
   len = 0;
 
@@ -41,7 +52,7 @@ export class GuestMemory {
 
   update(shares: RegionShare[]): void {
     this.regions = shares.map((s) => new GuestRegion(s));
-    this.last = undefined;
+    this.hot = undefined;
   }
 
   get regionCount(): number {
@@ -49,11 +60,11 @@ export class GuestMemory {
   }
 
   private findGpa(gpa: number): GuestRegion | undefined {
-    const last = this.last;
-    if (last !== undefined && gpa >= last.gpa && gpa < last.gpa + last.size) return last;
+    const hot = this.hot;
+    if (hot !== undefined && gpa >= hot.gpa && gpa < hot.end) return hot;
     for (const r of this.regions) {
-      if (gpa >= r.gpa && gpa < r.gpa + r.size) {
-        this.last = r;
+      if (gpa >= r.gpa && gpa < r.end) {
+        this.hot = r;
         return r;
       }
     }
@@ -76,6 +87,7 @@ export class GuestMemory {
     if (len > want) len = want;
     this.win = r.windows[w];
     this.view = r.views[w];
+    this.words = r.words[w];
     this.off = off;
     this.len = len;
     return true;

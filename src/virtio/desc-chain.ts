@@ -2,8 +2,13 @@
 // list, split into device-readable then device-writable bytes. Hostile chains — out-of-range
 // indexes, loops, nested indirect tables, buffers outside guest memory, readable after writable —
 // are reported as a ChainError code instead of being followed.
-import { IoVecs } from '../bdev/io.js';
+//
+// This is the per-request hot path: descriptors are read as u32 words, the chain's state stays in
+// locals and is written to the Chain once, and a buffer inside the region of the previous
+// translation is located inline (GuestMemory.hot); only the rest goes through translate().
+import { IoVecs, copyBytes } from '../bdev/io.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { WINDOW_SIZE } from '../memory/region.js';
 
 const F_NEXT = 1;
 const F_WRITE = 2;
@@ -41,7 +46,6 @@ export class Chain {
   /** Packed rings: ring slots the chain occupies, and its buffer id. */
   ringDescs = 0;
   id = 0;
-  seenWritable = false;
   // The last writable byte, found even on overflow so a status can still be reported.
   lastWin: Uint8Array | undefined;
   lastOff = 0;
@@ -53,147 +57,215 @@ export class Chain {
     this.iov = new IoVecs(capacity);
   }
 
-  reset(): void {
-    this.iov.reset();
-    this.firstWritable = 0;
-    this.readableLen = 0;
-    this.writableLen = 0;
-    this.overflow = false;
-    this.descCount = 0;
-    this.ringDescs = 0;
-    this.seenWritable = false;
-    this.lastWin = undefined;
-    this.firstView = undefined;
-  }
 }
 
 export class ChainWalker {
+  /** The table walk() switched to: an indirect table's window and word index. */
+  private tableWords: Uint32Array = new Uint32Array(0);
+  private tableAt = 0;
+  /** Aligned copy of an indirect table placed at an address that is not a multiple of 4. */
+  private scratch: Uint32Array | undefined;
+  private scratchBytes: Uint8Array | undefined;
+
   constructor(
     private readonly mem: GuestMemory,
     private readonly indirectAllowed: boolean,
   ) {}
 
-  /** Split ring: fills `out` with the chain starting at `head` of a table of `size` entries. */
-  walk(view: DataView, tableOff: number, size: number, head: number, out: Chain): number {
-    out.reset();
-    let idx = head;
-    let tView = view;
-    let tOff = tableOff;
-    let tSize = size;
-    let inIndirect = false;
-    let budget = size;
-    for (;;) {
-      if (idx >= tSize) return ChainError.BAD_INDEX;
-      if (budget-- === 0) return ChainError.LOOP;
-      const d = tOff + idx * 16;
-      const addr = tView.getUint32(d + 4, true) * 0x100000000 + tView.getUint32(d, true);
-      const len = tView.getUint32(d + 8, true);
-      const flags = tView.getUint16(d + 12, true);
-      const next = tView.getUint16(d + 14, true);
-      out.descCount++;
-      if (flags & F_INDIRECT) {
-        if (!this.indirectAllowed || inIndirect || flags & F_NEXT) return ChainError.BAD_INDIRECT;
-        if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT) return ChainError.BAD_INDIRECT;
-        if (!this.mem.translateWhole(addr, len)) return ChainError.BAD_INDIRECT;
-        tView = this.mem.view;
-        tOff = this.mem.off;
-        tSize = len / 16;
-        budget = tSize;
-        inIndirect = true;
-        idx = 0;
-        continue;
-      }
-      const rc = this.segment(addr, len, flags, out);
-      if (rc !== ChainError.OK) return rc;
-      if (!(flags & F_NEXT)) break;
-      idx = next;
-    }
-    return this.finish(out);
+  /**
+   * Split ring: fills `out` with the chain starting at `head` of a table of `size` descriptors
+   * whose first word is `table[at]`.
+   */
+  walk(table: Uint32Array, at: number, size: number, head: number, out: Chain): number {
+    return this.run(table, at, size, head, out, false);
   }
 
   /**
    * Packed ring: fills `out` with the chain whose first descriptor is ring slot `start`; sets
    * out.ringDescs (slots consumed) and out.id (the buffer id, from the chain's last descriptor).
    */
-  walkPacked(view: DataView, tableOff: number, size: number, start: number, out: Chain): number {
-    out.reset();
-    let slot = start;
-    for (;;) {
-      if (out.ringDescs === size) return ChainError.LOOP;
-      const d = tableOff + slot * 16;
-      const addr = view.getUint32(d + 4, true) * 0x100000000 + view.getUint32(d, true);
-      const len = view.getUint32(d + 8, true);
-      const id = view.getUint16(d + 12, true);
-      const flags = view.getUint16(d + 14, true);
-      out.ringDescs++;
-      out.descCount++;
-      if (flags & F_INDIRECT) {
-        // An indirect table is the whole buffer: walked in order, NEXT ignored, no nesting.
-        if (!this.indirectAllowed || flags & F_NEXT) return ChainError.BAD_INDIRECT;
-        if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT) return ChainError.BAD_INDIRECT;
-        if (!this.mem.translateWhole(addr, len)) return ChainError.BAD_INDIRECT;
-        const iv = this.mem.view;
-        const io = this.mem.off;
-        for (let i = 0; i < len / 16; i++) {
-          const e = io + i * 16;
-          const f = iv.getUint16(e + 14, true);
-          if (f & F_INDIRECT) return ChainError.BAD_INDIRECT;
-          out.descCount++;
-          const rc = this.segment(iv.getUint32(e + 4, true) * 0x100000000 + iv.getUint32(e, true), iv.getUint32(e + 8, true), f, out);
-          if (rc !== ChainError.OK) return rc;
-        }
-        out.id = id;
-        break;
-      }
-      const rc = this.segment(addr, len, flags, out);
-      if (rc !== ChainError.OK) return rc;
-      if (!(flags & F_NEXT)) {
-        out.id = id;
-        break;
-      }
-      slot = slot + 1 === size ? 0 : slot + 1;
-    }
-    return this.finish(out);
+  walkPacked(ring: Uint32Array, at: number, size: number, start: number, out: Chain): number {
+    return this.run(ring, at, size, start, out, true);
   }
 
-  /** Adds one descriptor's buffer, enforcing readable-before-writable. */
-  private segment(addr: number, len: number, flags: number, out: Chain): number {
-    const writable = (flags & F_WRITE) !== 0;
-    if (writable) {
-      if (!out.seenWritable) {
-        out.seenWritable = true;
-        out.firstWritable = out.iov.count;
-      }
-    } else if (out.seenWritable) {
-      return ChainError.ORDER;
-    }
-    return this.addBuffer(addr, len, writable, out) ? ChainError.OK : ChainError.BAD_ADDRESS;
-  }
-
-  private finish(out: Chain): number {
-    if (!out.seenWritable) out.firstWritable = out.iov.count;
-    return ChainError.OK;
-  }
-
-  private addBuffer(addr: number, len: number, writable: boolean, out: Chain): boolean {
+  /**
+   * Both layouts. A descriptor is [addr lo, addr hi, len, flags | next << 16] (split) or
+   * [addr lo, addr hi, len, id | flags << 16] (packed). A split chain follows `next` (in its
+   * indirect table too); a packed chain takes consecutive ring slots, and an indirect table is
+   * the whole buffer, walked in order with NEXT ignored.
+   */
+  private run(t: Uint32Array, at: number, size: number, idx: number, out: Chain, packed: boolean): number {
     const mem = this.mem;
-    while (len > 0) {
-      if (!mem.translate(addr, len)) return false;
-      const n = mem.len;
-      if (out.iov.count === 0) {
-        out.firstView = mem.view;
-        out.firstOff = mem.off;
+    const iov = out.iov;
+    const bufs = iov.bufs;
+    const offs = iov.offs;
+    const lens = iov.lens;
+    const capacity = iov.capacity;
+    let budget = size;
+    let inIndirect = false;
+    let count = 0;
+    let kept = 0;
+    let readable = 0;
+    let writable = 0;
+    let firstWritable = -1;
+    let descs = 0;
+    let ringDescs = 0;
+    let overflow = false;
+    let lastWin: Uint8Array | undefined;
+    let lastOff = 0;
+    let firstView: DataView | undefined;
+    let firstOff = 0;
+    let rc: number = ChainError.OK;
+    for (;;) {
+      if (idx >= size) {
+        rc = ChainError.BAD_INDEX;
+        break;
       }
-      if (!out.overflow && !out.iov.push(mem.win, mem.off, n)) out.overflow = true;
-      if (writable) {
-        out.writableLen += n;
-        out.lastWin = mem.win;
-        out.lastOff = mem.off + n - 1;
+      if (budget-- === 0) {
+        rc = ChainError.LOOP;
+        break;
+      }
+      const d = at + idx * 4;
+      const addr = t[d + 1] * 0x100000000 + t[d];
+      const len = t[d + 2];
+      const word = t[d + 3];
+      const flags = packed ? word >>> 16 : word & 0xffff;
+      descs++;
+      if (!inIndirect) ringDescs++;
+      if (flags & F_INDIRECT) {
+        if (!this.indirectAllowed || inIndirect || flags & F_NEXT || !this.indirectTable(addr, len)) {
+          rc = ChainError.BAD_INDIRECT;
+          break;
+        }
+        if (packed) out.id = word & 0xffff;
+        t = this.tableWords;
+        at = this.tableAt;
+        size = len / 16;
+        budget = size;
+        inIndirect = true;
+        idx = 0;
+        continue;
+      }
+      const isWritable = (flags & F_WRITE) !== 0;
+      if (isWritable) {
+        if (firstWritable < 0) firstWritable = count;
+        writable += len;
       } else {
-        out.readableLen += n;
+        if (firstWritable >= 0) {
+          rc = ChainError.ORDER;
+          break;
+        }
+        readable += len;
       }
-      addr += n;
-      len -= n;
+      if (len !== 0) {
+        // Inline translation when the buffer lies in the last region used and in one window.
+        const r = mem.hot;
+        let fast = false;
+        if (r !== undefined && addr >= r.gpa && addr + len <= r.end) {
+          const inBuffer = r.base + (addr - r.gpa);
+          const w = Math.floor(inBuffer / WINDOW_SIZE);
+          const off = inBuffer - w * WINDOW_SIZE;
+          if (off + len <= WINDOW_SIZE) {
+            fast = true;
+            const win = r.windows[w];
+            if (count === 0) {
+              firstView = r.views[w];
+              firstOff = off;
+            }
+            if (count < capacity) {
+              bufs[count] = win;
+              offs[count] = off;
+              lens[count] = len;
+              count++;
+              kept += len;
+            } else {
+              overflow = true;
+            }
+            if (isWritable) {
+              lastWin = win;
+              lastOff = off + len - 1;
+            }
+          }
+        }
+        if (!fast) {
+          // Across a window or region boundary, or another region: piece by piece.
+          let a = addr;
+          let left = len;
+          while (left > 0) {
+            if (!mem.translate(a, left)) break;
+            const n = mem.len;
+            if (count === 0) {
+              firstView = mem.view;
+              firstOff = mem.off;
+            }
+            if (count < capacity) {
+              bufs[count] = mem.win;
+              offs[count] = mem.off;
+              lens[count] = n;
+              count++;
+              kept += n;
+            } else {
+              overflow = true;
+            }
+            if (isWritable) {
+              lastWin = mem.win;
+              lastOff = mem.off + n - 1;
+            }
+            a += n;
+            left -= n;
+          }
+          if (left > 0) {
+            rc = ChainError.BAD_ADDRESS;
+            break;
+          }
+        }
+      }
+      if (packed) {
+        if (inIndirect) {
+          if (++idx === size) break;
+        } else if (!(flags & F_NEXT)) {
+          out.id = word & 0xffff;
+          break;
+        } else {
+          idx = idx + 1 === size ? 0 : idx + 1;
+        }
+      } else {
+        if (!(flags & F_NEXT)) break;
+        idx = word >>> 16;
+      }
+    }
+    iov.count = count;
+    iov.totalLen = kept;
+    out.firstWritable = firstWritable < 0 ? count : firstWritable;
+    out.readableLen = readable;
+    out.writableLen = writable;
+    out.overflow = overflow;
+    out.descCount = descs;
+    out.ringDescs = ringDescs;
+    out.lastWin = lastWin;
+    out.lastOff = lastOff;
+    out.firstView = firstView;
+    out.firstOff = firstOff;
+    return rc;
+  }
+
+  /** Locates an indirect table of `len` bytes at `addr` (tableWords/tableAt); false if malformed. */
+  private indirectTable(addr: number, len: number): boolean {
+    if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT) return false;
+    const mem = this.mem;
+    if (!mem.translateWhole(addr, len)) return false;
+    if ((mem.off & 3) === 0) {
+      this.tableWords = mem.words;
+      this.tableAt = mem.off >>> 2;
+    } else {
+      // No driver we know does this; copied so the walk can still read words.
+      if (this.scratch === undefined || this.scratchBytes === undefined) {
+        this.scratch = new Uint32Array(MAX_INDIRECT * 4);
+        this.scratchBytes = new Uint8Array(this.scratch.buffer);
+      }
+      copyBytes(mem.win, mem.off, this.scratchBytes, 0, len);
+      this.tableWords = this.scratch;
+      this.tableAt = 0;
     }
     return true;
   }

@@ -150,8 +150,8 @@ export interface PackedResubmit {
   id: number;
   /** Ring slots the chain took. */
   num: number;
-  /** num × 16 bytes: addr u64, len u32, id u16, flags u16 — a packed ring of one chain. */
-  descs: DataView;
+  /** num × 16 bytes: addr u64, len u32, id u16, flags u16 — a packed ring of one chain, as words. */
+  descs: Uint32Array;
 }
 
 export class PackedInflight {
@@ -230,7 +230,8 @@ export class PackedInflight {
     for (const { e } of heads) {
       const num = v.getUint16(this.d(e) + D_NUM, true);
       if (num === 0 || num > n) throw new Error(`in-flight region: entry ${e} has ${num} descriptors`);
-      const descs = new DataView(new ArrayBuffer(16 * num));
+      const words = new Uint32Array(4 * num);
+      const descs = new DataView(words.buffer);
       let i = e;
       for (let k = 0; k < num; k++) {
         if (i >= n) throw new Error(`in-flight region: chain of entry ${e} leaves the table`);
@@ -244,7 +245,7 @@ export class PackedInflight {
       const id = v.getUint16(this.d(i) + D_ID, true);
       if (id >= n) throw new Error(`in-flight region: buffer id ${id} is beyond the queue size ${n}`);
       this.entryOfId[id] = e;
-      resubmit.push({ id, num, descs });
+      resubmit.push({ id, num, descs: words });
       slots += num;
     }
     this.counter = heads.length > 0 ? Number(heads[heads.length - 1].counter) + 1 : 0;

@@ -15,6 +15,9 @@ const EVENT_DESC = 2;
 export class PackedQueue implements Virtqueue {
   private descView!: DataView;
   private descOff = 0;
+  /** The ring as words for the chain walker: slot i is [descAt + 4 * i, +4). */
+  private descWords!: Uint32Array;
+  private descAt = 0;
   /** The ring as u16s, for Atomics on descriptor flags (index 8 * slot + 7). */
   private ring16!: Uint16Array;
   /** Driver event suppression: [off_wrap, flags]. */
@@ -56,6 +59,9 @@ export class PackedQueue implements Virtqueue {
     if (!mem.translateWhole(addrs.descGpa, bytes)) throw new QueueError(`descriptor ring 0x${addrs.descGpa.toString(16)} is outside guest memory`);
     this.descView = mem.view;
     this.descOff = mem.off;
+    if ((mem.off & 3) !== 0) throw new QueueError('descriptor ring is misaligned in the mapping');
+    this.descWords = mem.words;
+    this.descAt = mem.off >>> 2;
     this.ring16 = new Uint16Array(mem.win.buffer, mem.win.byteOffset + mem.off, bytes / 2);
     if (!mem.translateWhole(addrs.availGpa, 4)) throw new QueueError(`driver event area 0x${addrs.availGpa.toString(16)} is outside guest memory`);
     this.driverEvent = new Uint16Array(mem.win.buffer, mem.win.byteOffset + mem.off, 2);
@@ -101,7 +107,7 @@ export class PackedQueue implements Virtqueue {
       return r.id;
     }
     if (!this.isAvail(this.nextAvail, this.availWrap)) return -1;
-    const rc = walker.walkPacked(this.descView, this.descOff, this.size, this.nextAvail, chain);
+    const rc = walker.walkPacked(this.descWords, this.descAt, this.size, this.nextAvail, chain);
     if (rc !== ChainError.OK) throw new QueueError(`chain at slot ${this.nextAvail}: ${chainErrorText[rc]}`);
     const id = chain.id;
     if (id >= this.size) throw new QueueError(`buffer id ${id} is beyond the queue size ${this.size}`);

@@ -12,9 +12,9 @@ const USED_F_NO_NOTIFY = 1;
 
 export class SplitQueue implements Virtqueue {
   readonly mask: number;
-  /** Descriptor table: read with DataView at descOff + 16 * i. */
-  descView!: DataView;
-  descOff = 0;
+  /** Descriptor table: descriptor i is words [descAt + 4 * i, +4) of descWords. */
+  private descWords!: Uint32Array;
+  private descAt = 0;
   private avail!: Uint16Array;
   private used16!: Uint16Array;
   private used32!: Uint32Array;
@@ -53,8 +53,9 @@ export class SplitQueue implements Virtqueue {
       throw new QueueError('vring addresses are misaligned');
     }
     if (!mem.translateWhole(addrs.descGpa, descBytes)) throw new QueueError(`descriptor table 0x${addrs.descGpa.toString(16)} is outside guest memory`);
-    this.descView = mem.view;
-    this.descOff = mem.off;
+    if ((mem.off & 3) !== 0) throw new QueueError('descriptor table is misaligned in the mapping');
+    this.descWords = mem.words;
+    this.descAt = mem.off >>> 2;
     if (!mem.translateWhole(addrs.availGpa, availBytes)) throw new QueueError(`avail ring 0x${addrs.availGpa.toString(16)} is outside guest memory`);
     this.avail = new Uint16Array(mem.win.buffer, mem.win.byteOffset + mem.off, availBytes / 2);
     if (!mem.translateWhole(addrs.usedGpa, usedBytes)) throw new QueueError(`used ring 0x${addrs.usedGpa.toString(16)} is outside guest memory`);
@@ -101,7 +102,7 @@ export class SplitQueue implements Virtqueue {
       head = this.popHead();
       this.inflight?.begin(head);
     }
-    const rc = walker.walk(this.descView, this.descOff, this.size, head, chain);
+    const rc = walker.walk(this.descWords, this.descAt, this.size, head, chain);
     if (rc !== ChainError.OK) throw new QueueError(`chain at head ${head}: ${chainErrorText[rc]}`);
     return head;
   }

@@ -127,7 +127,7 @@ async function runCase(c: Case): Promise<void> {
     table.setUint16(d + 14, i + 1, true);
   });
   const chain = new Chain(126 + 8);
-  const rc = new ChainWalker(mem, true).walk(table, 0, QUEUE_SIZE, 0, chain);
+  const rc = new ChainWalker(mem, true).walk(new Uint32Array(table.buffer), 0, QUEUE_SIZE, 0, chain);
   if (rc !== ChainError.OK) return; // the queue runner stops the device; nothing for the handler
 
   const capacity = 64 * 4096;

@@ -2,7 +2,8 @@
 // regions in SharedArrayBuffers and random descriptor tables (split and packed; indirect tables
 // inside guest memory). Properties: walk()/walkPacked() never throw and always return (bounded
 // work), every segment lies inside a region's bytes (never in buffer slack or another region),
-// lengths add up, the scatter list never exceeds its capacity.
+// lengths add up, the scatter list never exceeds its capacity — and the walker agrees with the
+// reference walker (the straightforward implementation it replaced) on every input.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -10,6 +11,7 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import type { RegionShare } from '../../src/memory/region.js';
 import { Chain, ChainError, ChainWalker } from '../../src/virtio/desc-chain.js';
 import { fuzzParams } from './lib/fuzz.js';
+import { RefChain, ReferenceWalker } from './lib/reference-walker.js';
 
 const F_NEXT = 1;
 const F_WRITE = 2;
@@ -127,7 +129,23 @@ function check(c: Case): void {
   const walker = new ChainWalker(mem, c.indirect);
   const chain = new Chain(c.capacity);
   const head = c.head % size;
-  const rc = c.packed ? walker.walkPacked(tv, 8, size, head, chain) : walker.walk(tv, 8, size, head, chain);
+  const words = new Uint32Array(tbuf);
+  const rc = c.packed ? walker.walkPacked(words, 2, size, head, chain) : walker.walk(words, 2, size, head, chain);
+
+  // Differential: the same code, and on success the same chain, as the reference walker.
+  const ref = new ReferenceWalker(mem, c.indirect);
+  const refChain = new RefChain(c.capacity);
+  const refRc = c.packed ? ref.walkPacked(tv, 8, size, head, refChain) : ref.walk(tv, 8, size, head, refChain);
+  assert.equal(rc, refRc, 'result code differs from the reference walker');
+  if (rc === ChainError.OK) {
+    const seg = (iov: { count: number; bufs: Uint8Array[]; offs: Uint32Array; lens: Uint32Array }) =>
+      Array.from({ length: iov.count }, (_, i) => [iov.bufs[i].buffer, iov.bufs[i].byteOffset + iov.offs[i], iov.lens[i]]);
+    assert.deepEqual(seg(chain.iov), seg(refChain.iov));
+    assert.equal(chain.iov.totalLen, refChain.iov.totalLen);
+    const facts = (x: Chain | RefChain) => [x.firstWritable, x.readableLen, x.writableLen, x.overflow, x.descCount, x.lastWin?.buffer, (x.lastWin?.byteOffset ?? 0) + x.lastOff, x.firstView?.buffer, (x.firstView?.byteOffset ?? 0) + x.firstOff];
+    assert.deepEqual(facts(chain), facts(refChain));
+    if (c.packed) assert.deepEqual([chain.ringDescs, chain.id], [refChain.ringDescs, refChain.id]);
+  }
 
   assert.ok(Object.values(ChainError).includes(rc as never), `code ${rc}`);
   assert.ok(chain.descCount <= size + MAX_INDIRECT + 1, `descCount ${chain.descCount}`);
@@ -176,7 +194,7 @@ describe('fuzz: descriptor-chain walker', () => {
       const tv = new DataView(new ArrayBuffer(size * 16));
       for (let i = 0; i < size; i++) writeDesc(tv, i * 16, { addrKind: 0, addrOff: 0, rawAddr: 0n, len: 1, flags: F_NEXT, next: (i + 1) % size }, [0], false);
       const chain = new Chain(4);
-      assert.equal(new ChainWalker(mem, true).walk(tv, 0, size, 0, chain), ChainError.LOOP);
+      assert.equal(new ChainWalker(mem, true).walk(new Uint32Array(tv.buffer), 0, size, 0, chain), ChainError.LOOP);
       assert.ok(chain.overflow || size <= 4);
     }
   });

@@ -100,7 +100,7 @@ async function runCase(c: Case): Promise<void> {
     table.setUint16(i * 16 + 14, i + 1, true);
   });
   const chain = new Chain(128 + 8);
-  if (new ChainWalker(mem, true).walk(table, 0, QUEUE_SIZE, 0, chain) !== ChainError.OK) return;
+  if (new ChainWalker(mem, true).walk(new Uint32Array(table.buffer), 0, QUEUE_SIZE, 0, chain) !== ChainError.OK) return;
 
   const bdev = c.backend === 'malloc' ? new MallocBdev('L0', c.blockSize, 64 * 4096) : new NullBdev('L0', c.blockSize, (64 * 4096) / c.blockSize);
   const device = new ScsiDevice({ kind: 'scsi', name: 'fuzz', segMax: 126, hotplug: true, targets: [{ target: 0, lun: scsiLunInfoFromBdev(bdev), bdev: bdev.channelSpec() }] }, () => {});

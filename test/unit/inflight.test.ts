@@ -57,7 +57,7 @@ describe('packed in-flight region', () => {
     const { buf, r } = twoRequests();
     const out = new PackedInflight(buf, 0, SIZE).recover(fresh, flagsOf(r));
     assert.deepEqual(out.resubmit.map((x) => [x.id, x.num]), [[5, 3], [2, 1]]);
-    const a = out.resubmit[0].descs;
+    const a = new DataView(out.resubmit[0].descs.buffer);
     assert.deepEqual([a.getBigUint64(16, true), a.getUint32(24, true), a.getUint16(30, true) & 3], [0x2000n, 4096, F_NEXT | F_WRITE]);
     assert.deepEqual(out.used, { idx: 0, wrap: true });
     assert.deepEqual(out.avail, { idx: 4, wrap: true });
