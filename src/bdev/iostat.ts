@@ -12,15 +12,17 @@
 // Latencies are nanoseconds from submit to completion at this layer, so the reply's tick_rate is
 // 1e9. On a reactor both ends read the poll pass's clock (native/clock.ts): an I/O completed in
 // the pass that submitted it (null, malloc) counts 0 ns, others are exact to one pass. The
-// counting allocates nothing: child I/Os are pooled, and times stay in typed arrays (a double
-// stored in an object field, or returned from a call that is not inlined, is a new heap number). Like SPDK, only successful I/O counts in bytes/ops/latency;
+// counting allocates nothing: a CountedIo (devices' requests) carries its own submission time and
+// reports its completion itself; any other BdevIo goes down as a pooled child I/O. Times stay in
+// typed arrays (a double stored in an object field, or passed to or returned from a call that is
+// not inlined, is a new heap number). Like SPDK, only successful I/O counts in bytes/ops/latency;
 // failures count in io_error.failed. SPDK does not count FLUSH or WRITE_ZEROES; vhostd adds them
 // as extra keys after SPDK's (num_flush_ops, flush_latency_ticks, bytes_zeroed,
 // num_write_zeroes_ops, write_zeroes_latency_ticks).
 import { isMainThread, workerData } from 'node:worker_threads';
 import type { Bdev, BdevChannel, ChannelSpec } from './bdev.js';
 import { type ChildIo, ChildIoPool, type ChildIoOwner } from './vbdev.js';
-import { type BdevIo, IoStatus, IoType } from './io.js';
+import { type BdevIo, CountedIo, type IoCounter, IoStatus, IoType } from './io.js';
 import { clock, refreshClock } from '../native/clock.js';
 
 /** Slots per bdev; the last one is shared by channels that found none free (racy but rare). */
@@ -210,7 +212,7 @@ function threadOwnerTag(): number {
 }
 
 /** Counts every I/O completed by `inner` into the slot it claimed in the bdev's buffer. */
-export class IostatChannel implements BdevChannel, ChildIoOwner {
+export class IostatChannel implements BdevChannel, ChildIoOwner, IoCounter {
   poll?: () => number;
   private readonly owners: Int32Array;
   private readonly s: Float64Array;
@@ -244,22 +246,39 @@ export class IostatChannel implements BdevChannel, ChildIoOwner {
   }
 
   submit(io: BdevIo): void {
-    const c = this.pool.take(io);
     refreshClock();
+    if (io instanceof CountedIo && io.counter === undefined) {
+      io.counter = this;
+      io.submittedAt[0] = clock[0];
+      this.inner.submit(io);
+      return;
+    }
+    const c = this.pool.take(io);
     this.pool.times[c.timeAt] = clock[0];
     this.inner.submit(c);
   }
 
+  counted(io: CountedIo, status: IoStatus): void {
+    this.count(io.type, io.length, io.submittedAt, 0, status);
+  }
+
   childDone(c: ChildIo, status: IoStatus): void {
+    this.count(c.type, c.length, this.pool.times, c.timeAt, status);
+    // NOMEM is not a completion: the device submits the I/O again.
+    this.pool.release(c).complete(status);
+  }
+
+  /** Counts one I/O submitted at times[timeAt] (ms). */
+  private count(type: IoType, length: number, times: Float64Array, timeAt: number, status: IoStatus): void {
     const s = this.s;
     const at = this.at;
     if (status === IoStatus.SUCCESS) {
-      const k = CLASS_AT[c.type];
+      const k = CLASS_AT[type];
       if (k >= 0) {
         const o = at + k;
         refreshClock();
-        const dt = (clock[0] - this.pool.times[c.timeAt]) * 1e6 || Number.MIN_VALUE;
-        s[o + BYTES] += k === FLUSH_AT ? 0 : c.length;
+        const dt = (clock[0] - times[timeAt]) * 1e6 || Number.MIN_VALUE;
+        s[o + BYTES] += k === FLUSH_AT ? 0 : length;
         s[o + OPS] += 1;
         s[o + LAT] += dt;
         if (dt > s[o + MAX]) s[o + MAX] = dt;
@@ -269,8 +288,6 @@ export class IostatChannel implements BdevChannel, ChildIoOwner {
     } else if (status === IoStatus.FAILED) {
       s[at + FAILED_AT] += 1;
     }
-    // NOMEM is not a completion: the device submits the I/O again.
-    this.pool.release(c).complete(status);
   }
 
   close(): void {

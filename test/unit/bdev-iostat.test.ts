@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
 import { openChannel } from '../../src/bdev/channels.js';
-import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
-import { IOSTAT_SLOTS, IostatChannel, iostatOf } from '../../src/bdev/iostat.js';
+import { type BdevIo, CountedIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
+import { BdevIostat, IOSTAT_SLOTS, IostatChannel, iostatOf } from '../../src/bdev/iostat.js';
 import { MallocBdev } from '../../src/bdev/modules/malloc/malloc.js';
 import { BdevRegistry } from '../../src/bdev/registry.js';
 import { main } from '../../src/cli/vhostctl.js';
@@ -119,6 +119,52 @@ describe('iostat counters', () => {
     const s = stats.device();
     assert.equal(s.num_read_ops, 1 + IOSTAT_SLOTS * 3 + IOSTAT_SLOTS * 2);
     assert.equal(s.num_write_ops, 2);
+  });
+
+  it('a CountedIo (a device request) is counted in place: once per submission, with its latency, NOMEM not at all', async () => {
+    class Req extends CountedIo {
+      readonly iov = new IoVecs(1);
+      readonly statuses: IoStatus[] = [];
+      protected completed(status: IoStatus): void {
+        this.statuses.push(status);
+      }
+    }
+    // A channel that completes later, with the status it is told, and remembers what it saw.
+    const seen: BdevIo[] = [];
+    let next: IoStatus = IoStatus.SUCCESS;
+    const inner: BdevChannel = {
+      submit: (io) => {
+        seen.push(io);
+        const status = next;
+        setTimeout(() => io.complete(status), 5);
+      },
+      close: () => {},
+    };
+    const stats = new BdevIostat();
+    const ch = new IostatChannel(inner, stats.buffer);
+    const req = new Req();
+    req.type = IoType.READ;
+    req.length = 4096;
+    const done = () => new Promise((r) => setTimeout(r, 20));
+    ch.submit(req);
+    await done();
+    assert.equal(seen[0], req, 'submitted as is, not wrapped in a child');
+    assert.deepEqual(req.statuses, [IoStatus.SUCCESS]);
+    // A second completion of the same submission (a bug below) reaches the device but is not counted.
+    req.complete(IoStatus.SUCCESS);
+    next = IoStatus.NOMEM;
+    ch.submit(req);
+    await done();
+    next = IoStatus.FAILED;
+    ch.submit(req);
+    await done();
+    const s = stats.device();
+    assert.equal(s.num_read_ops, 1);
+    assert.equal(s.bytes_read, 4096);
+    assert.ok(s.read_latency_ticks >= 4e6, `latency ${s.read_latency_ticks} ns`);
+    assert.deepEqual(s.io_error, { failed: 1 });
+    assert.deepEqual(req.statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.NOMEM, IoStatus.FAILED]);
+    ch.close();
   });
 });
 

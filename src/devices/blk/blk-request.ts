@@ -1,13 +1,10 @@
 // One preallocated virtio-blk request per ring slot, reused for the life of the queue. It is the
 // BdevIo handed to the bdev, so submitting allocates nothing.
-import { type BdevIo, IoStatus, type IoType, IoVecs } from '../../bdev/io.js';
+import { CountedIo, IoStatus, IoVecs } from '../../bdev/io.js';
 import type { QueueRunner } from '../../virtio/queue-runner.js';
 import { BlkStatus } from './blk-spec.js';
 
-export class BlkRequest implements BdevIo {
-  type: IoType = 0;
-  offset = 0;
-  length = 0;
+export class BlkRequest extends CountedIo {
   readonly iov: IoVecs;
   /** Bytes written into guest buffers besides the status byte. */
   dataIn = 0;
@@ -19,6 +16,7 @@ export class BlkRequest implements BdevIo {
     readonly runner: QueueRunner,
     capacity: number,
   ) {
+    super();
     this.iov = new IoVecs(capacity);
   }
 
@@ -28,7 +26,7 @@ export class BlkRequest implements BdevIo {
     this.runner.complete(this.head, status === BlkStatus.OK ? this.dataIn + 1 : 1);
   }
 
-  complete(status: IoStatus): void {
+  protected completed(status: IoStatus): void {
     this.finish(status === IoStatus.SUCCESS ? BlkStatus.OK : BlkStatus.IOERR);
   }
 }
