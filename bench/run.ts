@@ -20,6 +20,7 @@ import { LoadGenerator, type LoadResult, RW_MODES, type RwMode } from '../src/in
 import { pinProcess } from '../src/initiator/pin.js';
 import { type AllocReport, formatAlloc, measureAllocation } from './lib/alloc.js';
 import { type WakeupResult, formatWakeup, measureWakeup } from './lib/wakeup.js';
+import { CoreLink } from './lib/core-link.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { ForeignLoad } from './lib/noise.js';
 import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
@@ -207,6 +208,8 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // Probes the target core <-> initiator core link around every run (pinned: this thread is on the initiator core).
+  const coreLink = new CoreLink(o.targetCore);
   try {
     if (bdevs.includes('shm') || (bdevs.includes('malloc') && o.targets.includes('qsd'))) files.shm = createShmImage(o.size);
     if (bdevs.includes('disk')) files.disk = ensureDiskImage(o.diskDir, o.size, log);
@@ -240,7 +243,7 @@ export async function main(argv: string[]): Promise<number> {
     }
 
     // Measurements already taken, by export: QSD's malloc stand-in is its shm export.
-    const measured = new Map<string, { rowId: string; samples: LoadResult[]; foreignCores: number[] }>();
+    const measured = new Map<string, { rowId: string; samples: LoadResult[]; foreignCores: number[]; coreLinkNs: Array<[number, number]> }>();
     const noise = new ForeignLoad(() => [...targets.values()].map((t) => t.pid));
     let n = 0;
     for (const spec of specs) {
@@ -253,7 +256,7 @@ export async function main(argv: string[]): Promise<number> {
           const t = targets.get(kind);
           let row = perTarget.get(kind);
           if (!row) {
-            row = summarize({ ...spec, target: kind, bdevLabel: '', status: 'ok', samples: [], foreignCores: [] });
+            row = summarize({ ...spec, target: kind, bdevLabel: '', status: 'ok', samples: [], foreignCores: [], coreLinkNs: [] });
             perTarget.set(kind, row);
           }
           if (row.status !== 'ok') continue;
@@ -273,16 +276,19 @@ export async function main(argv: string[]): Promise<number> {
             row.sameAs = prior.rowId;
             row.samples = prior.samples;
             row.foreignCores = prior.foreignCores;
+            row.coreLinkNs = prior.coreLinkNs;
             continue;
           }
           try {
             if (o.quietWait > 0) await noise.waitQuiet(QUIET_CORES, o.quietWait * 1000, log);
+            const linkBefore = coreLink.probe();
             noise.begin();
             const r = await runOne(ep.socket, spec, o, t.pid);
             row.foreignCores.push(noise.end());
+            row.coreLinkNs.push([linkBefore, coreLink.probe()]);
             if (kind === 'vhostd') vhostdRequests += r.iosTotal;
             row.samples.push(r);
-            measured.set(key, { rowId: spec.id, samples: row.samples, foreignCores: row.foreignCores });
+            measured.set(key, { rowId: spec.id, samples: row.samples, foreignCores: row.foreignCores, coreLinkNs: row.coreLinkNs });
           } catch (e) {
             Object.assign(row, { status: 'error', reason: e instanceof Error ? e.message : String(e) });
           }
@@ -322,6 +328,7 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
   } finally {
+    coreLink.close();
     for (const t of targets.values()) await t.stop().catch(() => undefined);
     removeImage(files.shm);
     process.off('SIGINT', onSignal);
@@ -346,7 +353,8 @@ export async function main(argv: string[]): Promise<number> {
       `CPU-second (median of the ratios of runs taken side by side; higher is better for vhostd) and p99 (lower is better). QSD has no RAM disk: its malloc row is its /dev/shm file export.\n` +
       `Notes: "stalls N": times the target completed nothing for 2 ms with requests in flight (the initiator kicks again); "ini off-CPU": time the\n` +
       `initiator thread visibly did not run; "other load": cores used by processes other than the bench and its targets during the row (max over\n` +
-      `runs); "= row": the same export measured for that row.\n`,
+      `runs); "= row": the same export measured for that row; "line": a cache line's round trip between the target's and the initiator's core, probed\n` +
+      `before and after each run (on a VM it moves with the host's placement of the vCPUs, and QD 32 rows move with it).\n`,
   );
   if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);

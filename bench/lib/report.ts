@@ -24,6 +24,8 @@ export interface RowResult extends RowSpec {
   samples: LoadResult[];
   /** Cores' worth of CPU other processes used during each sample. */
   foreignCores: number[];
+  /** Per sample: a cache line's round trip (ns) between the target's and the initiator's core, before and after it (lib/core-link.ts). */
+  coreLinkNs: Array<[number, number]>;
   // Medians over samples:
   iops: number;
   p50Us: number;
@@ -162,6 +164,12 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
     const foreign = Math.max(0, ...r.foreignCores);
     if (foreign >= 0.1) notes.push(`other load ${foreign.toFixed(1)}`);
     if (r.sameAs) notes.push(`= ${r.sameAs}`);
+    const link = r.coreLinkNs.flat().filter((v) => Number.isFinite(v));
+    if (link.length > 0) {
+      const lo = Math.round(Math.min(...link));
+      const hi = Math.round(Math.max(...link));
+      notes.push(`line ${lo === hi ? lo : `${lo}-${hi}`} ns`);
+    }
     t.push([
       ...base,
       fmtInt(r.iops),

@@ -45,12 +45,12 @@ interface NativeAddon {
 
 const require = createRequire(import.meta.url);
 
-function load(): NativeAddon {
+function load(): { addon: NativeAddon; path: string } {
   const candidates = ['../../build/Release/vhostd_native.node', '../../../build/Release/vhostd_native.node'];
   let lastError: unknown;
   for (const c of candidates) {
     try {
-      return require(c) as NativeAddon;
+      return { addon: require(c) as NativeAddon, path: require.resolve(c) };
     } catch (e) {
       lastError = e;
     }
@@ -58,7 +58,10 @@ function load(): NativeAddon {
   throw new Error(`vhostd native addon not built (run npm ci or npm run build): ${String(lastError)}`);
 }
 
-export const native: NativeAddon = load();
+const loaded = load();
+export const native: NativeAddon = loaded.addon;
+/** Where the addon was loaded from (for worker threads that load it themselves). */
+export const nativePath: string = loaded.path;
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
 

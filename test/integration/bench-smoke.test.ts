@@ -73,7 +73,7 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     assert.ok(json, `no JSON in ${files.join(', ')}`);
     assert.ok(svg, `no SVG in ${files.join(', ')}`);
     const report = JSON.parse(readFileSync(join(out, json), 'utf8')) as {
-      rows: Array<{ target: string; status: string; iops: number; samples: unknown[] }>;
+      rows: Array<{ target: string; status: string; iops: number; samples: unknown[]; coreLinkNs: number[][] }>;
       wakeups: Array<{ target: string; afterIdleUs: number[]; warmUs: number[] }>;
     };
     const wake = report.wakeups.find((w) => w.target === 'vhostd');
@@ -81,6 +81,9 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     const ok = report.rows.filter((x) => x.status === 'ok');
     assert.equal(ok.length, qsd ? 2 : 1, JSON.stringify(report.rows.map((x) => [x.target, x.status])));
     for (const x of ok) assert.ok(x.iops > 0 && x.samples.length === 1, `${x.target}: ${x.iops}`);
+    // The core-to-core probe ran around each sample and says so in the row's notes.
+    for (const x of ok) assert.ok(x.coreLinkNs.length === 1 && x.coreLinkNs[0].every((ns) => ns > 10 && ns < 100_000), JSON.stringify(x.coreLinkNs));
+    assert.match(r.stdout, /line \d+(-\d+)? ns/);
     const chart = readFileSync(join(out, svg), 'utf8');
     assert.match(chart, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     assert.match(chart, /<title>vhostd null randread QD16 x1: \d+ IOPS<\/title>/);
