@@ -3,6 +3,9 @@
 // returning objects so the data path allocates nothing.
 import { type RegionShare, WINDOW_SIZE } from './region.js';
 
+// Rings and headers are read as u32 words of the host's byte order; virtio 1.x is little-endian.
+if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('vhostd needs a little-endian host');
+
 export class GuestRegion {
   readonly gpa: number;
   readonly size: number;

@@ -49,8 +49,8 @@ export class Chain {
   // The last writable byte, found even on overflow so a status can still be reported.
   lastWin: Uint8Array | undefined;
   lastOff = 0;
-  /** The first segment as a DataView window and offset, so a device reads its header in place. */
-  firstView: DataView | undefined;
+  /** The first segment's window as u32 words and its byte offset there: devices read headers in place. */
+  firstWords: Uint32Array | undefined;
   firstOff = 0;
 
   constructor(capacity: number) {
@@ -113,7 +113,7 @@ export class ChainWalker {
     let overflow = false;
     let lastWin: Uint8Array | undefined;
     let lastOff = 0;
-    let firstView: DataView | undefined;
+    let firstWords: Uint32Array | undefined;
     let firstOff = 0;
     let rc: number = ChainError.OK;
     for (;;) {
@@ -169,7 +169,7 @@ export class ChainWalker {
             fast = true;
             const win = r.windows[w];
             if (count === 0) {
-              firstView = r.views[w];
+              firstWords = r.words[w];
               firstOff = off;
             }
             if (count < capacity) {
@@ -195,7 +195,7 @@ export class ChainWalker {
             if (!mem.translate(a, left)) break;
             const n = mem.len;
             if (count === 0) {
-              firstView = mem.view;
+              firstWords = mem.words;
               firstOff = mem.off;
             }
             if (count < capacity) {
@@ -244,7 +244,7 @@ export class ChainWalker {
     out.ringDescs = ringDescs;
     out.lastWin = lastWin;
     out.lastOff = lastOff;
-    out.firstView = firstView;
+    out.firstWords = firstWords;
     out.firstOff = firstOff;
     return rc;
   }

@@ -142,7 +142,7 @@ function check(c: Case): void {
       Array.from({ length: iov.count }, (_, i) => [iov.bufs[i].buffer, iov.bufs[i].byteOffset + iov.offs[i], iov.lens[i]]);
     assert.deepEqual(seg(chain.iov), seg(refChain.iov));
     assert.equal(chain.iov.totalLen, refChain.iov.totalLen);
-    const facts = (x: Chain | RefChain) => [x.firstWritable, x.readableLen, x.writableLen, x.overflow, x.descCount, x.lastWin?.buffer, (x.lastWin?.byteOffset ?? 0) + x.lastOff, x.firstView?.buffer, (x.firstView?.byteOffset ?? 0) + x.firstOff];
+    const facts = (x: Chain | RefChain) => [x.firstWritable, x.readableLen, x.writableLen, x.overflow, x.descCount, x.lastWin?.buffer, (x.lastWin?.byteOffset ?? 0) + x.lastOff, 'firstWords' in x ? x.firstWords?.buffer : x.firstView?.buffer, ('firstWords' in x ? (x.firstWords?.byteOffset ?? 0) : (x.firstView?.byteOffset ?? 0)) + x.firstOff];
     assert.deepEqual(facts(chain), facts(refChain));
     if (c.packed) assert.deepEqual([chain.ringDescs, chain.id], [refChain.ringDescs, refChain.id]);
   }

@@ -14,6 +14,7 @@ export class BlkHandler implements RequestHandler {
   private readonly requests: BlkRequest[];
   private readonly scratch = new Uint8Array(HEADER_BYTES);
   private readonly scratchView = new DataView(this.scratch.buffer);
+  private readonly scratchWords = new Uint32Array(this.scratch.buffer);
   private readonly serial: Uint8Array;
 
   constructor(
@@ -48,17 +49,18 @@ export class BlkHandler implements RequestHandler {
       return req.finish(BlkStatus.IOERR);
     }
     const iov = chain.iov;
-    // The header is read in place when its first buffer holds it (always, with Linux drivers).
-    let hv = chain.firstView as DataView;
-    let ho = chain.firstOff;
-    if (iov.lens[0] < HEADER_BYTES) {
+    // The header is read in place when its first buffer holds it at a 4-byte boundary (always,
+    // with Linux drivers); otherwise from a copy.
+    let words = chain.firstWords as Uint32Array;
+    let at = chain.firstOff >>> 2;
+    if (iov.lens[0] < HEADER_BYTES || (chain.firstOff & 3) !== 0) {
       readBytes(iov, 0, chain.firstWritable, 0, this.scratch, HEADER_BYTES);
-      hv = this.scratchView;
-      ho = 0;
+      words = this.scratchWords;
+      at = 0;
     }
-    const type = hv.getUint32(ho, true);
-    const sectorLo = hv.getUint32(ho + 8, true);
-    const sector = sectorLo + hv.getUint32(ho + 12, true) * 0x100000000;
+    const type = words[at];
+    const sectorLo = words[at + 2];
+    const sector = sectorLo + words[at + 3] * 0x100000000;
     const outLen = chain.readableLen - HEADER_BYTES;
     const inLen = chain.writableLen - 1;
     const spec = this.spec;
