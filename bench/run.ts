@@ -24,7 +24,7 @@ import { CoreLink } from './lib/core-link.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { ForeignLoad } from './lib/noise.js';
 import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
-import { type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
+import { FAR_LINK_NS, type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
 import { renderChart } from './lib/svg.js';
 import { BDEV_KINDS, type BdevKind, type BenchFiles, QsdTarget, ROOT, TARGET_KINDS, type Target, type TargetKind, VhostdTarget } from './lib/targets.js';
 
@@ -354,7 +354,8 @@ export async function main(argv: string[]): Promise<number> {
       `Notes: "stalls N": times the target completed nothing for 2 ms with requests in flight (the initiator kicks again); "ini off-CPU": time the\n` +
       `initiator thread visibly did not run; "other load": cores used by processes other than the bench and its targets during the row (max over\n` +
       `runs); "= row": the same export measured for that row; "line": a cache line's round trip between the target's and the initiator's core, probed\n` +
-      `before and after each run (on a VM it moves with the host's placement of the vCPUs, and QD 32 rows move with it).\n`,
+      `before and after each run (on a VM it moves with the host's placement of the vCPUs, and QD 32 rows move with it). "same phase (pairs)": the\n` +
+      `median ratio over the repeats whose four probes (both runs, before and after) were all near or all far (>= ${FAR_LINK_NS} ns), and how many qualified.\n`,
   );
   if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);

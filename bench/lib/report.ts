@@ -52,6 +52,15 @@ export interface PairResult {
   iopsPerCoreRatio?: number;
   /** Each repeat's vhostd / QSD IOPS per target CPU-second. */
   iopsPerCoreRatios?: number[];
+  /**
+   * The median over the repeats in which the core-to-core link stayed in one phase (near or far,
+   * FAR_LINK_NS) for both runs of the pair, probed before and after each: a pair that straddles a
+   * change of the host's vCPU placement compares one target's fast minutes with the other's slow
+   * ones. Undefined when no repeat qualifies.
+   */
+  samePhaseRatio?: number;
+  /** Repeats that qualified for samePhaseRatio. */
+  samePhasePairs?: number;
   iopsRatio?: number;
   /** vhostd / QSD of p99 latency (lower is better for vhostd). */
   p99Ratio?: number;
@@ -99,6 +108,21 @@ function pairedRatios(vhostd: RowResult['samples'], qsd: RowResult['samples']): 
   return out;
 }
 
+/** A round trip at or above this is the far phase (vCPUs on different core complexes; ~550 ns here, ~110 ns near). */
+export const FAR_LINK_NS = 300;
+
+/** The repeats (indexes) whose four link probes (both runs, before and after) are all near or all far. */
+function samePhaseRepeats(vhostd: RowResult, qsd: RowResult): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < Math.min(vhostd.coreLinkNs.length, qsd.coreLinkNs.length); i++) {
+    const probes = [...vhostd.coreLinkNs[i], ...qsd.coreLinkNs[i]];
+    if (!probes.every((ns) => Number.isFinite(ns))) continue;
+    const far = probes.map((ns) => ns >= FAR_LINK_NS);
+    if (far.every((f) => f === far[0])) out.push(i);
+  }
+  return out;
+}
+
 export function pairs(rows: RowResult[]): PairResult[] {
   const out: PairResult[] = [];
   for (const v of rows) {
@@ -106,6 +130,7 @@ export function pairs(rows: RowResult[]): PairResult[] {
     const q = rows.find((r) => r.target === 'qsd' && r.id === v.id && r.status === 'ok');
     if (!q) continue;
     const perRepeat = pairedRatios(v.samples, q.samples);
+    const same = perRepeat && v.coreLinkNs.length === perRepeat.length ? samePhaseRepeats(v, q) : [];
     out.push({
       id: v.id,
       iopsPerCoreRatio: perRepeat
@@ -114,6 +139,8 @@ export function pairs(rows: RowResult[]): PairResult[] {
           ? v.iopsPerTargetCpuSec / q.iopsPerTargetCpuSec
           : undefined,
       iopsPerCoreRatios: perRepeat,
+      samePhaseRatio: perRepeat && same.length > 0 ? median(same.map((i) => perRepeat[i])) : undefined,
+      samePhasePairs: same.length,
       iopsRatio: q.iops > 0 ? v.iops / q.iops : undefined,
       p99Ratio: q.p99Us > 0 ? v.p99Us / q.p99Us : undefined,
     });
@@ -138,6 +165,7 @@ export const TABLE_HEAD = [
   'initiator CPU% (busy%)',
   'IOPS per target CPU-s',
   'vhostd/QSD IOPS per core',
+  'same phase (pairs)',
   'vhostd/QSD p99',
   'notes',
 ];
@@ -152,7 +180,7 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
     lastGroup = group;
     const base = [r.target, r.bdev, r.rw, String(r.qd), String(r.queues)];
     if (r.status !== 'ok') {
-      t.push([...base, '—', '—', '—', '—', '—', '—', '', '', `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
+      t.push([...base, '—', '—', '—', '—', '—', '—', '', '', '', `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
       continue;
     }
     const p = r.target === 'vhostd' ? pairById.get(r.id) : undefined;
@@ -179,6 +207,7 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
       `${r.initiatorCpuPct.toFixed(0)} (${r.initiatorBusyPct.toFixed(0)})${r.initiatorSaturated ? ' !' : ''}`,
       r.iopsPerTargetCpuSec === undefined ? '?' : fmtInt(r.iopsPerTargetCpuSec),
       fmtRatio(p?.iopsPerCoreRatio),
+      p?.samePhasePairs ? `${fmtRatio(p.samePhaseRatio)} (${p.samePhasePairs}/${p.iopsPerCoreRatios?.length ?? 0})` : '',
       fmtRatio(p?.p99Ratio),
       notes.join('; '),
     ]);
