@@ -11,6 +11,16 @@ import { GuestSession, REPO_ROOT, assertGuestOk, buildGuest, guestScript, vhostU
 
 const MiB = 1024 * 1024;
 
+/** Waits (up to 20 s) until framework_get_reactors shows a queue with requests in flight. */
+async function untilInFlight(d: VhostdProcess): Promise<void> {
+  const until = Date.now() + 20_000;
+  while (Date.now() < until) {
+    const r = await d.rpc<{ reactors: Array<{ queues: Array<{ in_flight: number }> }> }>('framework_get_reactors');
+    if (r.reactors.some((x) => x.queues.some((q) => q.in_flight > 0))) return;
+    await new Promise((res) => setTimeout(res, 5));
+  }
+}
+
 /** Kills vhostd twice under fio verify and restarts it from its saved config; `packed` uses packed rings. */
 async function killTwiceDuringFio(packed: boolean): Promise<void> {
   await buildGuest();
@@ -38,8 +48,10 @@ async function killTwiceDuringFio(packed: boolean): Promise<void> {
   try {
     await g.waitForMark('running');
     for (let restart = 0; restart < 2; restart++) {
-      // Let fio get going, then kill the daemon with requests in flight.
+      // Let fio get going, then kill the daemon while its queues show requests in flight (fio
+      // pauses between its phases; a kill then would find nothing to replay).
       await new Promise((r) => setTimeout(r, 1500));
+      await untilInFlight(d);
       await d.kill();
       d = await VhostdProcess.start(['-m', '0x1', '--json', config], { dir });
       // QEMU (reconnect=1) comes back to the new process on its own.
