@@ -233,7 +233,8 @@ describe('fuzz: RPC methods and server', () => {
               // Never allocate gigabytes by accident: sizes are small unless clearly absurd.
               if (typeof o.num_blocks === 'number' && o.num_blocks > 4096 && o.num_blocks < 2 ** 40 && smallSizes) o.num_blocks = 4096;
               if (typeof o.num_blocks === 'number' && o.num_blocks > 4096 && o.num_blocks < 2 ** 40) delete o.num_blocks;
-              if ('filename' in o) o.filename = [file, join(dir, 'missing.img'), dir][String(o.filename).length % 3];
+              // JSON, not String(): an object whose toString is not a function cannot be converted.
+              if ('filename' in o) o.filename = [file, join(dir, 'missing.img'), dir][(JSON.stringify(o.filename) ?? '').length % 3];
             }
             let result: unknown;
             try {
