@@ -104,7 +104,7 @@ describe('packed in-flight region', () => {
       putDesc(r, slot, 0x1000 * i, 16, i % SIZE, 0);
       inf.fetched(r, 0, slot, 1, i % SIZE);
       const next = (slot + 1) % SIZE;
-      const nextWrap = next === 0 ? !wrap : wrap;
+      const nextWrap: boolean = next === 0 ? !wrap : wrap;
       inf.completing(i % SIZE, next, nextWrap);
       writeUsed(r, slot, i % SIZE);
       inf.completed(i % SIZE);

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import type { ConfigCall } from '../../../src/bdev/bdev.js';
 import { BdevRegistry } from '../../../src/bdev/registry.js';
 import { registerMethods } from '../../../src/rpc/methods/index.js';
 import { RpcServer } from '../../../src/rpc/server.js';
@@ -105,6 +106,12 @@ export class FakeVhostService implements VhostControllerService {
     const c = this.get(ctrlr);
     c.delay_base_us = delayBaseUs;
     c.iops_threshold = iopsThreshold;
+  }
+
+  /** Recorded only: the RPC tests that use this fake do not save configurations. */
+  writeConfig(subsystem: 'vhost_blk' | 'vhost_scsi'): ConfigCall[] {
+    this.record('writeConfig', subsystem);
+    return [];
   }
 }
 
