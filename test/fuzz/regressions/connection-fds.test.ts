@@ -41,9 +41,12 @@ async function send(client: number, bytes: Uint8Array, nfds: number): Promise<vo
 }
 
 describe('regressions: vhost-user connection fds', () => {
-  before(() => {
+  before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'vhostd-reg-conn-'));
     listenFd = native.socketListen(join(dir, 'sock'), 8);
+    // The process's own fds settle after start-up (CI once saw one close during the first test,
+    // 29 before and 28 after): count from a stable baseline.
+    for (let last = -1, n = openFds(); n !== last; last = n, n = openFds()) await sleep(50);
   });
   after(() => {
     native.close(listenFd);
