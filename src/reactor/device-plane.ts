@@ -62,6 +62,11 @@ export class DevicePlane {
     return r.request<number>({ op: 'stopQueue', devId: this.devId, qid });
   }
 
+  /** Stops every queue of the device at once (a protocol violation); in-flight requests still complete. */
+  async fail(): Promise<void> {
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'fail', devId: this.devId })));
+  }
+
   async setCallFd(qid: number, fd: number): Promise<void> {
     const r = this.queueReactor.get(qid);
     if (r) await r.request({ op: 'setCall', devId: this.devId, qid, fd });

@@ -16,6 +16,7 @@ export type ReactorRequest =
   | { op: 'setCall'; devId: number; qid: number; fd: number }
   | { op: 'coalescing'; devId: number; coalescing: Coalescing }
   | { op: 'detach'; devId: number }
+  | { op: 'fail'; devId: number }
   | { op: 'scsiAttach'; devId: number; target: ScsiTargetSpec }
   | { op: 'scsiDetach'; devId: number; target: number }
   | { op: 'stats' };

@@ -106,6 +106,9 @@ export class Reactor implements DeviceHost {
         }
         return undefined;
       }
+      case 'fail':
+        this.device(msg.devId).fail();
+        return undefined;
       case 'scsiAttach':
         this.device(msg.devId).scsiAttach(msg.target);
         return undefined;

@@ -166,7 +166,19 @@ export class VhostUserSession {
       case Req.SET_FEATURES: {
         expectSize(name, p, 8);
         const f = getU64Big(p, 0);
-        if ((f & ~this.offeredFeatures) !== 0n) throw new ProtocolError(`SET_FEATURES: 0x${f.toString(16)} has bits never offered`);
+        const packedBit = bit(VirtioFeature.RING_PACKED);
+        let violation: string | undefined;
+        if ((f & ~this.offeredFeatures) !== 0n) {
+          violation = `SET_FEATURES: 0x${f.toString(16)} has bits never offered${f & packedBit & ~this.offeredFeatures ? ' (VIRTIO_F_RING_PACKED: packed layout without negotiating it)' : ''}`;
+        } else if ((f ^ this.features) & packedBit && this.vrings.some((v) => v.running)) {
+          // QEMU re-sends the features while running (dirty logging), never with another layout.
+          violation = `SET_FEATURES switches the rings to the ${f & packedBit ? 'packed' : 'split'} layout while they run`;
+        }
+        if (violation !== undefined) {
+          // Running rings would go on being read in the old layout: stop the device.
+          if (this.vrings.some((v) => v.running)) await this.failDevice(violation);
+          throw new ProtocolError(violation);
+        }
         this.features = f;
         return false;
       }
@@ -440,6 +452,12 @@ export class VhostUserSession {
       if (uva >= r.uva && uva + len <= r.uva + r.size) return r.gpa + (uva - r.uva);
     }
     throw new ProtocolError(`${what} at 0x${uva.toString(16)} (+${len}) is outside guest memory`);
+  }
+
+  /** A protocol violation with rings running: every queue of the device stops taking requests. */
+  private async failDevice(reason: string): Promise<void> {
+    this.log.error({ reason }, `device stopped: ${reason}`);
+    await this.plane.fail();
   }
 
   private async stopVring(index: number): Promise<void> {

@@ -7,6 +7,7 @@ import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
 import { DESC_F_NEXT, DESC_F_WRITE } from '../../src/initiator/driver-ring.js';
 import { VhostUserFrontend } from '../../src/initiator/frontend.js';
 import { native } from '../../src/native/index.js';
+import { VirtioFeature, bit } from '../../src/virtio/features.js';
 import { FLAG_NEED_REPLY, FLAG_VERSION, Req, encodeHeader, encodeU64 } from '../../src/vhost-user/protocol.js';
 import { VhostdProcess } from '../lib/vhostd.js';
 
@@ -47,6 +48,8 @@ describe('hostile vhost-user front-ends', () => {
     await d.rpc('bdev_malloc_create', { name: 'M1', num_blocks: 8192, block_size: 512 });
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'victim', dev_name: 'M0' });
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'healthy', dev_name: 'M1' });
+    await d.rpc('bdev_malloc_create', { name: 'M2', num_blocks: 8192, block_size: 512 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'packable', dev_name: 'M2', packed_ring: true });
   });
   after(async () => {
     assert.equal(await d.stop(), 0);
@@ -244,6 +247,44 @@ describe('hostile vhost-user front-ends', () => {
         assert.equal((await ini.write(0, pattern(9, 4096))).status, BlkStatus.OK);
       } finally {
         ini.close();
+      }
+    });
+  }
+
+  // A front-end that negotiated split rings and then switches to the packed layout, with or without
+  // the device offering it: rings that run must not go on being read in the old layout.
+  for (const ctrlr of ['victim', 'packable']) {
+    test(`switching running rings to the packed layout stops the device (${ctrlr === 'victim' ? 'never offered' : 'offered, not negotiated'})`, async () => {
+      const ini = await BlkInitiator.connect(d.socket(ctrlr), { queues: 1, queueSize: 16 });
+      try {
+        assert.equal(ini.has(VirtioFeature.RING_PACKED), false);
+        assert.equal((await ini.write(0, pattern(12, 4096))).status, BlkStatus.OK);
+        const { ring, mem, kickFd } = { ring: ini.queues[0].ring, mem: ini.mem, kickFd: ini.queues[0].kickFd };
+        assert.notEqual(await ini.fe.callAck(Req.SET_FEATURES, encodeU64(ini.features | bit(VirtioFeature.RING_PACKED))), 0n);
+        await d.waitForLog(ctrlr === 'victim' ? /device stopped: SET_FEATURES: .* never offered \(VIRTIO_F_RING_PACKED/ : /device stopped: SET_FEATURES switches the rings to the packed layout/);
+        // A well-formed request on the stopped queue is not served.
+        const hdr = mem.alloc(16, 16);
+        const data = mem.alloc(512, 512);
+        const status = mem.alloc(1, 1);
+        mem.view.setUint8(mem.off(status), 0xff);
+        ring.writeDesc(8, hdr, 16, DESC_F_NEXT, 9);
+        ring.writeDesc(9, data, 512, DESC_F_NEXT | DESC_F_WRITE, 10);
+        ring.writeDesc(10, status, 1, DESC_F_WRITE, 0);
+        ring.pushAvail(8);
+        ring.publish();
+        kick(kickFd);
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(mem.view.getUint8(mem.off(status)), 0xff, 'a stopped device served a request');
+      } finally {
+        ini.close();
+      }
+      await assertHealthy(13);
+      // A new session on the same controller is served again.
+      const again = await BlkInitiator.connect(d.socket(ctrlr));
+      try {
+        assert.equal((await again.read(0, 4096)).status, BlkStatus.OK);
+      } finally {
+        again.close();
       }
     });
   }
