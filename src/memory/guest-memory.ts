@@ -1,6 +1,7 @@
 // Reactor-side view of guest memory: translates guest-physical and QEMU-virtual addresses into
 // (window, offset) pairs with bounds checks. translate() reports through fields instead of
 // returning objects so the data path allocates nothing.
+import { native } from '../native/index.js';
 import { type RegionShare, WINDOW_SIZE } from './region.js';
 
 // Rings and headers are read as u32 words of the host's byte order; virtio 1.x is little-endian.
@@ -13,6 +14,7 @@ export class GuestRegion {
   readonly end: number;
   readonly uva: number;
   readonly base: number;
+  readonly mappingId: number | undefined;
   readonly windows: Uint8Array[] = [];
   readonly views: DataView[] = [];
   /** The windows as little-endian u32s (windows start at multiples of WINDOW_SIZE: aligned). */
@@ -24,6 +26,7 @@ export class GuestRegion {
     this.end = share.gpa + share.size;
     this.uva = share.uva;
     this.base = share.base;
+    this.mappingId = share.mappingId;
     const total = share.base + share.size;
     for (let start = 0; start < total; start += WINDOW_SIZE) {
       const len = Math.min(WINDOW_SIZE, total - start);
@@ -99,6 +102,15 @@ export class GuestMemory {
   /** Like translate, but the whole range must be contiguous in one window (rings, headers). */
   translateWhole(gpa: number, len: number): boolean {
     return this.translate(gpa, len) && this.len === len;
+  }
+
+  /**
+   * A region whose file shrank under its mapping (the native SIGBUS guard replaced it with
+   * anonymous memory): the front-end truncated its guest memory. Called when the fault count moved.
+   */
+  lostRegion(): GuestRegion | undefined {
+    for (const r of this.regions) if (r.mappingId !== undefined && native.mappingFaulted(r.mappingId) === 1) return r;
+    return undefined;
   }
 
   /** QEMU virtual address → guest physical, for a range that must lie in one region; -1 if not. */

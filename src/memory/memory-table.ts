@@ -60,7 +60,7 @@ export class MemoryTable {
       return {
         desc,
         mappingId: m.id,
-        share: { gpa: desc.guestPhysAddr, size: desc.memorySize, uva: desc.userspaceAddr, base: desc.mmapOffset, buffer: m.buffer },
+        share: { gpa: desc.guestPhysAddr, size: desc.memorySize, uva: desc.userspaceAddr, base: desc.mmapOffset, buffer: m.buffer, mappingId: m.id },
       };
     } finally {
       native.close(fd);

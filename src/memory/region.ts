@@ -11,6 +11,8 @@ export interface RegionShare {
   /** Offset of the first byte inside `buffer` (the fd was mapped from offset 0 to honour mmap_offset). */
   base: number;
   buffer: SharedArrayBuffer;
+  /** The native mapping behind `buffer` (native.mappingFaulted), when it is one. */
+  mappingId?: number;
 }
 
 /** Views are cut into windows so no typed array exceeds what one can address (VMs with tens of GiB). */

@@ -32,6 +32,10 @@ interface NativeAddon {
   mmapShared(fd: number, length: number, offset: number): SharedMapping | number;
   releaseMapping(id: number): number;
   mappingCount(): number;
+  /** 1 once a SIGBUS inside mapping `id` (its file shrank) replaced it with anonymous memory. */
+  mappingFaulted(id: number): number;
+  /** SharedArrayBuffer whose first int32 counts the SIGBUS faults handled in mappings, process-wide. */
+  faultCounter(): SharedArrayBuffer;
   /** memmove between Uint8Arrays (bounds-checked): 0 | -EINVAL. */
   memCopy(src: Uint8Array, srcOff: number, dst: Uint8Array, dstOff: number, len: number): number;
   /** memset 0 of a Uint8Array range (bounds-checked): 0 | -EINVAL. */
@@ -84,6 +88,12 @@ export function check(syscall: string, rc: number): number {
   if (rc < 0) throw new SyscallError(syscall, -rc);
   return rc;
 }
+
+/**
+ * SIGBUS faults handled inside mmapShared mappings so far (a file shrank under its mapping): read
+ * per poll without a call; when it moves, mappingFaulted() tells which mapping.
+ */
+export const mappingFaults = new Int32Array(native.faultCounter(), 0, 1);
 
 export function mmapShared(fd: number, length: number, offset: number): SharedMapping {
   const r = native.mmapShared(fd, length, offset);

@@ -53,7 +53,8 @@ export class DeviceInstance {
       fail: (runner, reason) => {
         if (this.broken) return;
         this.fail();
-        host.deviceFailed(this, runner.qid, reason);
+        // A ring read from truncated memory reads zeros, and fails for that: say why.
+        host.deviceFailed(this, runner.qid, this.memoryLost() ?? reason);
       },
       scheduleFlush: (runner) => host.scheduleFlush(runner),
       deferSignal: (runner, ms) => host.deferSignal(runner, ms),
@@ -122,6 +123,13 @@ export class DeviceInstance {
    */
   pollChannel(): number {
     return this.channel?.poll ? this.channel.poll() : 0;
+  }
+
+  /** Why the device must stop because a region of its guest memory shrank under its mapping, if one did. */
+  memoryLost(): string | undefined {
+    const r = this.memory.lostRegion();
+    if (r === undefined) return undefined;
+    return `guest memory region gpa 0x${r.gpa.toString(16)} (+0x${r.size.toString(16)}) shrank under its mapping: the front-end truncated its memory file`;
   }
 
   /** Stops every queue at once after a protocol violation; requests in flight still complete. */

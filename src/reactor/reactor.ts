@@ -6,7 +6,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort } from 'node:worker_threads';
 import pino from 'pino';
-import { native } from '../native/index.js';
+import { mappingFaults, native } from '../native/index.js';
 import { beginPass, clock, clockMs, endPass, tick } from '../native/clock.js';
 import { PUBLISH_CHUNK, type QueueRunner } from '../virtio/queue-runner.js';
 import { type DeviceHost, DeviceInstance } from './device-instance.js';
@@ -35,6 +35,8 @@ export class Reactor implements DeviceHost {
   private wakeups = 0;
   private gcCount = 0;
   private readonly loop = () => this.pass();
+  /** mappingFaults[0] as last checked. */
+  private faultsSeen = mappingFaults[0];
 
   constructor(
     private readonly init: ReactorInit,
@@ -159,6 +161,7 @@ export class Reactor implements DeviceHost {
    * per turn spread the turn's cost (an Immediate object, an epoll_wait) over many requests.
    */
   private pass(): void {
+    if (mappingFaults[0] !== this.faultsSeen) this.checkGuestMemory();
     const runners = this.runners;
     const devs = this.devList;
     const times = this.times;
@@ -225,9 +228,23 @@ export class Reactor implements DeviceHost {
     return true;
   }
 
-  deviceFailed(dev: DeviceInstance, qid: number, reason: string): void {
+  deviceFailed(dev: DeviceInstance, qid: number | undefined, reason: string): void {
     this.log.error({ dev: dev.spec.name, queue: qid }, `device stopped: ${reason}`);
-    this.emit({ event: 'deviceError', devId: dev.devId, reason: `queue ${qid}: ${reason}` });
+    this.emit({ event: 'deviceError', devId: dev.devId, reason: qid === undefined ? reason : `queue ${qid}: ${reason}` });
+  }
+
+  /**
+   * A mapping faulted (SIGBUS: its file shrank) somewhere in the process: a device whose guest
+   * memory it was stops, since the front-end truncated memory it had shared.
+   */
+  private checkGuestMemory(): void {
+    this.faultsSeen = mappingFaults[0];
+    for (const dev of this.devList) {
+      const lost = dev.memoryLost();
+      if (lost === undefined || dev.broken) continue;
+      dev.fail();
+      this.deviceFailed(dev, undefined, lost);
+    }
   }
 
   deferSignal(runner: QueueRunner, ms: number): void {

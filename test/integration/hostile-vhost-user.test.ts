@@ -1,6 +1,7 @@
 // Hostile front-ends against a real vhostd: every malformed message or ring gets a log line and
 // an error (or a stopped device), while the daemon and another controller keep serving.
 import assert from 'node:assert/strict';
+import { ftruncateSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { BlkStatus } from '../../src/devices/blk/blk-spec.js';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
@@ -288,6 +289,33 @@ describe('hostile vhost-user front-ends', () => {
       }
     });
   }
+
+  test('a front-end that truncates its guest memory gets its device stopped (SIGBUS guarded), the daemon keeps serving', async () => {
+    const ini = await BlkInitiator.connect(d.socket('victim'), { queues: 1, queueSize: 16 });
+    try {
+      assert.equal((await ini.write(0, pattern(14, 4096))).status, BlkStatus.OK);
+      // A request is published without a kick, the memory shrinks under it, then the kick comes.
+      const { ring, mem, kickFd } = { ring: ini.queues[0].ring, mem: ini.mem, kickFd: ini.queues[0].kickFd };
+      const hdr = mem.alloc(16, 16);
+      const status = mem.alloc(1, 1);
+      ring.writeDesc(8, hdr, 16, DESC_F_NEXT, 9);
+      ring.writeDesc(9, status, 1, DESC_F_WRITE, 0);
+      ring.pushAvail(8);
+      ring.publish();
+      ftruncateSync(mem.fd, 0);
+      kick(kickFd);
+      await d.waitForLog(/device stopped: .*guest memory region gpa 0x0 .*the front-end truncated its memory file/);
+    } finally {
+      ini.close();
+    }
+    await assertHealthy(15);
+    const again = await BlkInitiator.connect(d.socket('victim'));
+    try {
+      assert.equal((await again.read(0, 4096)).status, BlkStatus.OK);
+    } finally {
+      again.close();
+    }
+  });
 
   test('unknown requests are refused and the session continues', async () => {
     const ini = await BlkInitiator.negotiate(d.socket('victim'));

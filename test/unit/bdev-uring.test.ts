@@ -5,7 +5,7 @@
 // methods through a real RpcServer.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, constants as fsConst, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, constants as fsConst, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, statfsSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -152,8 +152,8 @@ function dataPath(label: string, dir: () => string, over: Partial<FileChannelSpe
       const rsegs = segments(4 * MiB + 3, len, [777, 4096, 100]);
       assert.equal(await io(o.ch, IoType.READ, 1 * MiB, rsegs), IoStatus.SUCCESS);
       assert.ok(gather(rsegs).equals(pattern(len, 2)));
-      if (o.ch.stats.direct) assert.equal(o.ch.stats.bounced, bouncedBefore + 2, 'O_DIRECT: both went through a bounce buffer');
-      else assert.equal(o.ch.stats.bounced, bouncedBefore, 'buffered: no bounce needed');
+      if (o.ch.stats.direct && o.ch.engineKind !== 'mapped') assert.equal(o.ch.stats.bounced, bouncedBefore + 2, 'O_DIRECT: both went through a bounce buffer');
+      else assert.equal(o.ch.stats.bounced, bouncedBefore, 'buffered or mapped: no bounce needed');
     });
 
     it('takes scatter lists longer than a slot holds', async () => {
@@ -370,7 +370,8 @@ describe('uring bdev', () => {
 
     // Memory-backed files are read and written inline (tmpfs has no non-blocking I/O, so
     // io_uring would punt each request to a worker thread); io_uring still works when forced.
-    dataPath('inline, /dev/shm', () => dir, {}, { engine: 'inline' });
+    dataPath('mapped, /dev/shm', () => dir, {}, { engine: 'mapped' });
+    dataPath('inline preadv/pwritev, /dev/shm', () => dir, { mapped: undefined }, { engine: 'inline' });
     dataPath('io_uring forced, /dev/shm', () => dir, { inline: false }, { engine: 'io_uring' });
 
     it('a tmpfs file is detected as in memory and logged so; a /tmp file on disk is not', async (t) => {
@@ -378,7 +379,7 @@ describe('uring bdev', () => {
       const o = open(join(dir, 'detect.img'), MiB, {}, {}, log);
       try {
         assert.equal(o.bdev.channelSpec().inline, true);
-        assert.ok(lines.some((l) => l.includes('in memory: read and written inline')), lines.join(''));
+        assert.ok(lines.some((l) => l.includes('in memory: mapped and copied inline')), lines.join(''));
       } finally {
         await o.close();
       }
@@ -389,6 +390,47 @@ describe('uring bdev', () => {
         assert.equal(d.ch.engineKind, 'io_uring');
       } finally {
         await d.close();
+      }
+    });
+
+    it('a mapped file is the file: writes reach it at once, writes to it are read back', async () => {
+      const o = open(join(dir, 'coherent.img'), 4 * MiB);
+      try {
+        fillPattern(0, 12288, 21);
+        // Crosses pages and segments; lands at an odd block.
+        assert.equal(await io(o.ch, IoType.WRITE, 512 * 7, segments(0, 12288, [1000, 3096, 8192])), IoStatus.SUCCESS);
+        const fd = openSync(o.file, 'r+');
+        try {
+          const got = Buffer.alloc(12288);
+          readSync(fd, got, 0, 12288, 512 * 7);
+          assert.ok(got.equals(pattern(12288, 21)), 'pwrite-side readers see the mapped writes');
+          writeSync(fd, pattern(4096, 22), 0, 4096, MiB);
+        } finally {
+          closeSync(fd);
+        }
+        assert.equal(await io(o.ch, IoType.READ, MiB, [[65536, 4096]]), IoStatus.SUCCESS);
+        assert.ok(gather([[65536, 4096]]).equals(pattern(4096, 22)), 'the mapping reads what write(2) put in the file');
+      } finally {
+        await o.close();
+      }
+    });
+
+    it('a file truncated under its mapping fails I/O instead of killing the process (SIGBUS guard)', async () => {
+      const o = open(join(dir, 'shrink.img'), 2 * MiB);
+      const ch = new FileChannel({ ...o.bdev.channelSpec(), logLevel: 'silent' });
+      try {
+        assert.equal(ch.engineKind, 'mapped');
+        fillPattern(0, 4096, 3);
+        assert.equal(await io(ch, IoType.WRITE, MiB, [[0, 4096]]), IoStatus.SUCCESS);
+        truncateSync(o.file, 0);
+        // The copy faults with SIGBUS; the guard turns it into a failed I/O.
+        assert.equal(await io(ch, IoType.READ, MiB, [[4096, 4096]]), IoStatus.FAILED);
+        assert.equal(await io(ch, IoType.WRITE, 0, [[0, 4096]]), IoStatus.FAILED);
+        // The other channel (another reactor) fails too, and its process is still here.
+        assert.equal(await io(o.ch, IoType.READ, 0, [[4096, 512]]), IoStatus.FAILED);
+      } finally {
+        ch.close();
+        await o.close();
       }
     });
 

@@ -132,6 +132,13 @@ export class FakePlane {
     return q.lastAvail;
   }
 
+  /** Device stopped after a protocol violation: the queues stay (and are stopped later) but serve nothing. */
+  deviceFailures = 0;
+  async fail(): Promise<void> {
+    if (this.running.size === 0) this.errors.push('fail() without a running queue');
+    this.deviceFailures++;
+  }
+
   async setCallFd(qid: number, fd: number): Promise<void> {
     const q = this.running.get(qid);
     if (!q) return;

@@ -13,9 +13,10 @@ import { constants } from 'node:os';
 import pino, { type Logger } from 'pino';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, IoVecs, copyBytes } from '../../io.js';
-import { type FdWatchHandle, native } from '../../../native/index.js';
+import { type FdWatchHandle, mmapShared, native } from '../../../native/index.js';
 import { type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
 import { errnoName, fileError, openBackingFile } from './file-info.js';
+import { MappedFile, type MappedFileShare } from './mapped-file.js';
 
 export type FileFlavor = 'uring' | 'aio';
 
@@ -78,6 +79,8 @@ export interface FileChannelSpec extends ChannelSpec {
   useUring: boolean;
   /** The file lives in memory (tmpfs, ramfs): read and write it inline instead of through io_uring. */
   inline: boolean;
+  /** With `inline`: the file mapped into memory, READ/WRITE copy from/to it (MappedFile). */
+  mapped?: MappedFileShare;
   logLevel: string;
 }
 
@@ -172,14 +175,29 @@ export class FileBdev implements Bdev {
         { flavor: p.flavor, readonly, fallocate: p.fallocate ?? false, blockSizeOverride: given !== 0 },
         log.level,
       );
+      if (f.inMemory && !readonly) bdev.mapInMemoryFile(log);
       log.info(
-        { bdev: p.name, filename: p.filename, direct: f.direct, blockDevice: f.blockDevice, inMemory: f.inMemory, blockSize, numBlocks: bdev.numBlocks },
-        `${p.flavor} bdev ${p.name} created on ${p.filename} (${f.direct ? 'O_DIRECT' : 'buffered'}${f.inMemory ? ', in memory: read and written inline on the reactors' : ''})`,
+        { bdev: p.name, filename: p.filename, direct: f.direct, blockDevice: f.blockDevice, inMemory: f.inMemory, mapped: bdev.mapped !== undefined, blockSize, numBlocks: bdev.numBlocks },
+        `${p.flavor} bdev ${p.name} created on ${p.filename} (${f.direct ? 'O_DIRECT' : 'buffered'}${f.inMemory ? `, in memory: ${bdev.mapped ? 'mapped and copied' : 'read and written'} inline on the reactors` : ''})`,
       );
       return bdev;
     } catch (e) {
       if (f.fd >= 0) native.close(f.fd);
       throw e;
+    }
+  }
+
+  /** The in-memory file's mapping shared with the reactors (see MappedFile). */
+  mapped: MappedFileShare | undefined;
+
+  /** Maps a tmpfs/ramfs file for the reactors; without a mapping they fall back to preadv/pwritev. */
+  private mapInMemoryFile(log: Logger): void {
+    const size = this.numBlocks * this.blockSize;
+    try {
+      const m = mmapShared(this.fd, size, 0);
+      this.mapped = { buffer: m.buffer, mappingId: m.id, size };
+    } catch (e) {
+      log.warn({ bdev: this.name }, `cannot map ${this.filename} (${e instanceof Error ? e.message : String(e)}): reads and writes use preadv/pwritev`);
     }
   }
 
@@ -226,6 +244,7 @@ export class FileBdev implements Bdev {
       backlog: env.backlog,
       useUring: env.useUring,
       inline: this.file.inMemory,
+      mapped: this.mapped,
       logLevel: this.logLevel,
     };
   }
@@ -264,6 +283,9 @@ export class FileBdev implements Bdev {
   }
 
   async destroy(): Promise<void> {
+    // Reactors may still hold views: the range turns into anonymous memory, unmapped once unreferenced.
+    if (this.mapped) native.releaseMapping(this.mapped.mappingId);
+    this.mapped = undefined;
     if (this.fd >= 0) native.close(this.fd);
     this.fd = -1;
   }
@@ -274,7 +296,7 @@ export class FileBdev implements Bdev {
 
 const { EAGAIN, EINTR, EINVAL, E2BIG, EOPNOTSUPP } = constants.errno;
 
-export type EngineKind = 'io_uring' | 'sync' | 'inline';
+export type EngineKind = 'io_uring' | 'sync' | 'inline' | 'mapped';
 
 /** What a channel needs from an I/O engine: io_uring, or syscalls done on the spot. */
 interface Engine {
@@ -440,6 +462,8 @@ export class FileChannel implements BdevChannel {
   private readonly spec: FileChannelSpec;
   private readonly log: Logger;
   private readonly engine: Engine;
+  /** In-memory files: READ/WRITE copy from/to the mapping (the engine keeps FLUSH, UNMAP, WRITE_ZEROES). */
+  private readonly mapped: MappedFile | undefined;
   private readonly eventFd: number = -1;
   private readonly watch: FdWatchHandle | undefined;
   private readonly fd: number;
@@ -489,6 +513,7 @@ export class FileChannel implements BdevChannel {
     let engine: Engine | undefined;
     if (s.inline === true) {
       engine = new SyncEngine('inline');
+      if (s.mapped !== undefined) this.mapped = new MappedFile(s.mapped);
     } else if (s.useUring !== false) {
       const ring = new uringNative.Uring(depth, FILE_IO_DEFAULTS.maxIov);
       const rc = ring.init();
@@ -516,7 +541,7 @@ export class FileChannel implements BdevChannel {
     this.cqes = new Int32Array(2 * depth);
 
     this.stats = {
-      engine: this.engine.kind,
+      engine: this.mapped ? 'mapped' : this.engine.kind,
       direct: s.direct,
       submitted: 0,
       enters: 0,
@@ -546,7 +571,7 @@ export class FileChannel implements BdevChannel {
   }
 
   get engineKind(): EngineKind {
-    return this.engine.kind;
+    return this.mapped ? 'mapped' : this.engine.kind;
   }
 
   /** I/O holding a slot (in the kernel, or between chunks). */
@@ -618,6 +643,7 @@ export class FileChannel implements BdevChannel {
         if (io.length === 0) return io.complete(IoStatus.SUCCESS);
         if (io.type === IoType.READ) this.stats.reads++;
         else this.stats.writes++;
+        if (this.mapped) return this.copyMapped(io, this.mapped);
         return this.issueRw(this.takeSlot(io, OP_RW));
       }
       case IoType.FLUSH: {
@@ -646,6 +672,15 @@ export class FileChannel implements BdevChannel {
       default:
         return this.failNow(io, `I/O type ${io.type} is not supported`);
     }
+  }
+
+  /** READ/WRITE of an in-memory file: a copy, completed at once. */
+  private copyMapped(io: BdevIo, m: MappedFile): void {
+    if (io.type === IoType.READ) m.read(io.iov, io.offset, io.length);
+    else m.write(io.iov, io.offset, io.length);
+    if (m.lost()) return this.failNow(io, `${this.spec.filename} shrank below the bdev's size (its mapping faulted): I/O fails`);
+    this.stats.completed++;
+    io.complete(IoStatus.SUCCESS);
   }
 
   /** Block devices: BLKDISCARD / BLKZEROOUT, synchronous ioctls (io_uring has no such opcode here). */
