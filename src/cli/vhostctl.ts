@@ -33,7 +33,9 @@ interface Invocation {
   method: string;
   params: object | undefined;
   output: OutputStyle;
-  table?: (result: unknown) => string;
+  table?: (result: unknown, previous?: unknown) => string;
+  /** With a table: the first sample, this many ms before the one shown (rates over the interval). */
+  sampleMs?: number;
   /** Name typed by the user, when it is a deprecated alias of `canonical`. */
   deprecated?: { alias: string; canonical: string };
 }
@@ -87,8 +89,13 @@ async function invoke(inv: Invocation, opts: GlobalOptions, useTable: boolean, i
   const client = new RpcClient(opts.serverAddr, { timeoutMs: opts.timeout * 1000 });
   try {
     await connect(client, opts, io);
+    let previous: unknown;
+    if (useTable && inv.table && inv.sampleMs) {
+      previous = await client.call(inv.method, inv.params);
+      await sleep(inv.sampleMs);
+    }
     const result = await client.call(inv.method, inv.params);
-    if (useTable && inv.table) io.out(`${inv.table(result)}\n`);
+    if (useTable && inv.table) io.out(`${inv.table(result, previous)}\n`);
     else print(io, inv.output, result);
     if (inv.deprecated) io.err(`${inv.deprecated.alias} is deprecated, use ${inv.deprecated.canonical} instead.\n`);
   } catch (err) {
@@ -128,6 +135,7 @@ function addRpcCommand(program: Command, spec: RpcCommandSpec, io: CliIo, alias?
       params: spec.params(args),
       output: spec.output,
       table: spec.table,
+      sampleMs: spec.sampleMs?.(args),
       deprecated: alias ? { alias, canonical: spec.name } : undefined,
     };
     await invoke(inv, program.opts<GlobalOptions>(), Boolean(args.table), io);

@@ -268,7 +268,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
     }
   });
 
-  test('file bdev on tmpfs (/dev/shm): served inline, no io_uring worker threads; fio verify on 2 queues and 2 reactors, chunks byte-exact in the file', async () => {
+  test('file bdev on tmpfs (/dev/shm): mapped and copied inline, no io_uring worker threads; fio verify on 2 queues and 2 reactors, chunks byte-exact in the file', async () => {
     const dir = mkdtempSync('/dev/shm/vhostd-backends-');
     const file = join(dir, 'disk.img');
     writeFileSync(file, '');
@@ -277,7 +277,7 @@ describe('storage backends with a QEMU guest', { timeout: 1_800_000 }, () => {
     const d = await VhostdProcess.start(['-m', '0x3']);
     try {
       assert.equal(await ctl(d, 'bdev_uring_create', file, 'Shm0', '512'), 'Shm0\n');
-      assert.equal(d.logsMatching(/in memory: read and written inline/).length, 1, 'the bdev says it serves the tmpfs file inline');
+      assert.equal(d.logsMatching(/in memory: mapped and copied inline/).length, 1, 'the bdev says it maps the tmpfs file and copies inline');
       await d.rpc('vhost_create_blk_controller', { ctrlr: 'shm.0', dev_name: 'Shm0', cpumask: '0x3' });
       const r = await fioThenPersistWrite('file-shm', d.socket('shm.0'), SEED);
       assertGuestOk(r, 'shm file: fio verify + persist-write');

@@ -1,10 +1,12 @@
 // Reactors: a multi-queue controller on a 2-core cpumask is served from both reactors, idle
 // reactors sleep (no CPU), and the first request after idle wakes them.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { BlkStatus } from '../../src/devices/blk/blk-spec.js';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
+import { LoadGenerator } from '../../src/initiator/load.js';
 import { VhostdProcess } from '../lib/vhostd.js';
 
 let d: VhostdProcess;
@@ -46,6 +48,34 @@ describe('reactors', () => {
       for (const x of r.reactors) assert.ok(x.queues.every((q) => q.completed >= 2));
     } finally {
       ini.close();
+    }
+  });
+
+  test("vhostctl's reactor table shows each reactor's queue and its IOPS under load", async () => {
+    const gen = await LoadGenerator.connect({ socketPath: d.socket('mq'), queues: 2, iodepth: 8, ioBytes: 4096 });
+    try {
+      const table = new Promise<string>((resolve, reject) => {
+        // Sampled while the load runs: IOPS over the 0.5 s between two framework_get_reactors.
+        setTimeout(() => {
+          execFile(process.execPath, ['--import', 'tsx', 'src/cli/vhostctl.ts', '-s', d.rpcSocket, 'framework_get_reactors', '--table', '--interval', '0.5'], { timeout: 30_000 }, (err, stdout) =>
+            err ? reject(err) : resolve(stdout),
+          );
+        }, 300);
+      });
+      const [load, out] = await Promise.all([gen.run({ rw: 'randread', durationMs: 4000, warmupMs: 0 }), table]);
+      assert.ok(load.iosTotal > 0);
+      const head = out.split('\n').find((l) => l.includes('Core')) ?? '';
+      const cols = head.split('│').map((c) => c.trim());
+      const iopsCol = cols.indexOf('IOPS');
+      assert.ok(iopsCol > 0, out);
+      const rows = out.split('\n').filter((l) => /^│ [01] /.test(l)).map((l) => l.split('│').map((c) => c.trim()));
+      assert.equal(rows.length, 2, out);
+      for (const row of rows) {
+        assert.match(row[cols.indexOf('Queues')], /^mq\/[01]$/, out);
+        assert.ok(Number(row[iopsCol]) > 100, `reactor ${row[1]} shows its IOPS: ${out}`);
+      }
+    } finally {
+      gen.close();
     }
   });
 

@@ -24,8 +24,10 @@ export interface RpcCommandSpec {
   /** Builds the params object sent (undefined or {} = no params, as rpc.py). */
   params(args: CliArgs): object | undefined;
   output: OutputStyle;
-  /** --table rendering for list results. */
-  table?(result: unknown): string;
+  /** --table rendering for list results; `previous` is the first of two samples (see sampleMs). */
+  table?(result: unknown, previous?: unknown): string;
+  /** With --table: call twice this many ms apart and render rates over the interval (0: once). */
+  sampleMs?(args: CliArgs): number;
 }
 
 /** Python int(): optional sign and decimal digits. */
@@ -546,10 +548,14 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
   {
     name: 'framework_get_reactors',
     description: 'Display list of all reactors',
-    configure: (cmd) => tableOption(cmd),
+    configure: (cmd) => {
+      tableOption(cmd);
+      cmd.option('--interval <s>', 'with --table: sample twice this many seconds apart for IOPS and busy % over the interval (0: one sample, no IOPS)', parseFloatArg, 1);
+    },
     params: () => undefined,
     output: 'dict',
-    table: (r) => reactorTable(r),
+    table: (r, previous) => reactorTable(r, previous),
+    sampleMs: (a) => Math.max(0, Number(a.interval ?? 1)) * 1000,
   },
   {
     name: 'thread_get_stats',

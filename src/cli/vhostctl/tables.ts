@@ -72,24 +72,49 @@ export function methodTable(methods: unknown[]): string {
   );
 }
 
-/** framework_get_reactors: one row per reactor, with its queues, busy/idle time and completions. */
-export function reactorTable(result: unknown): string {
-  const r = (result ?? {}) as { tick_rate?: number; reactors?: Row[] };
+/**
+ * framework_get_reactors: one row per reactor, with its queues, busy/idle time and completions.
+ * Given an earlier sample, Busy % and IOPS are over the interval between the two (as spdk_top);
+ * otherwise Busy % is since start and IOPS is left empty.
+ */
+export function reactorTable(result: unknown, previous?: unknown): string {
+  type Reactors = { tick_rate?: number; reactors?: Row[] };
+  const r = (result ?? {}) as Reactors;
   const rate = Number(r.tick_rate) || 1;
+  const before = new Map(((previous ?? {}) as Reactors).reactors?.map((x) => [x.lcore, x]) ?? []);
+  const queuesOf = (x: Row | undefined) => (x && Array.isArray(x.queues) ? (x.queues as Row[]) : []);
   return render(
-    ['Core', 'TID', 'Mode', 'Busy (s)', 'Idle (s)', 'Busy %', 'Queues', 'Completed I/O'],
+    ['Core', 'TID', 'Mode', 'Busy (s)', 'Idle (s)', 'Busy %', 'Queues', 'IOPS', 'Completed I/O'],
     (r.reactors ?? []).map((x) => {
       const busy = Number(x.busy);
       const idle = Number(x.idle);
-      const queues = Array.isArray(x.queues) ? (x.queues as Row[]) : [];
+      const queues = queuesOf(x);
+      const prev = before.get(x.lcore);
+      let dBusy = busy;
+      let dIdle = idle;
+      let iops = '';
+      if (prev) {
+        dBusy = busy - Number(prev.busy);
+        dIdle = idle - Number(prev.idle);
+        const done = new Map(queuesOf(prev).map((q) => [`${str(q.device)}/${str(q.queue)}`, Number(q.completed)]));
+        // A queue that restarted (a new session) counts from zero.
+        const delta = queues.reduce((n, q) => {
+          const c = Number(q.completed);
+          const p = done.get(`${str(q.device)}/${str(q.queue)}`) ?? 0;
+          return n + (c >= p ? c - p : c);
+        }, 0);
+        const seconds = (dBusy + dIdle) / rate;
+        iops = seconds > 0 ? String(Math.round(delta / seconds)) : '';
+      }
       return [
         str(x.lcore),
         str(x.tid),
         x.in_interrupt ? 'interrupt' : 'poll',
         (busy / rate).toFixed(3),
         (idle / rate).toFixed(3),
-        busy + idle > 0 ? ((100 * busy) / (busy + idle)).toFixed(1) : '0.0',
+        dBusy + dIdle > 0 ? ((100 * dBusy) / (dBusy + dIdle)).toFixed(1) : '0.0',
         queues.map((q) => `${str(q.device)}/${str(q.queue)}`).join(' '),
+        iops,
         String(queues.reduce((n, q) => n + Number(q.completed), 0)),
       ];
     }),
