@@ -149,6 +149,38 @@ export function scatterPrefix(iov: IoVecs, src: Uint8Array, len: number): void {
   }
 }
 
+/** Copies bytes [skip, skip+len) of a scatter list into dst at dstOff (guest → flat buffer). */
+export function gatherRange(iov: IoVecs, skip: number, dst: Uint8Array, dstOff: number, len: number): void {
+  let out = 0;
+  for (let i = 0; i < iov.count && out < len; i++) {
+    const segLen = iov.lens[i];
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    const n = Math.min(segLen - skip, len - out);
+    copyBytes(iov.bufs[i], iov.offs[i] + skip, dst, dstOff + out, n);
+    out += n;
+    skip = 0;
+  }
+}
+
+/** Copies src[srcOff, srcOff+len) into bytes [skip, skip+len) of a scatter list (flat buffer → guest). */
+export function scatterRange(iov: IoVecs, skip: number, src: Uint8Array, srcOff: number, len: number): void {
+  let inp = 0;
+  for (let i = 0; i < iov.count && inp < len; i++) {
+    const segLen = iov.lens[i];
+    if (skip >= segLen) {
+      skip -= segLen;
+      continue;
+    }
+    const n = Math.min(segLen - skip, len - inp);
+    copyBytes(src, srcOff + inp, iov.bufs[i], iov.offs[i] + skip, n);
+    inp += n;
+    skip = 0;
+  }
+}
+
 /** Copies `len` bytes starting at byte `skip` of segments [from, to) of `src` into `dst`; returns bytes copied. */
 export function readBytes(src: IoVecs, from: number, to: number, skip: number, dst: Uint8Array, len: number): number {
   let done = 0;

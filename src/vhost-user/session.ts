@@ -167,16 +167,17 @@ export class VhostUserSession {
         expectSize(name, p, 8);
         const f = getU64Big(p, 0);
         const packedBit = bit(VirtioFeature.RING_PACKED);
+        const running = this.vrings.some((v) => v.running);
         let violation: string | undefined;
         if ((f & ~this.offeredFeatures) !== 0n) {
           violation = `SET_FEATURES: 0x${f.toString(16)} has bits never offered${f & packedBit & ~this.offeredFeatures ? ' (VIRTIO_F_RING_PACKED: packed layout without negotiating it)' : ''}`;
-        } else if ((f ^ this.features) & packedBit && this.vrings.some((v) => v.running)) {
+        } else if ((f ^ this.features) & packedBit && running) {
           // QEMU re-sends the features while running (dirty logging), never with another layout.
           violation = `SET_FEATURES switches the rings to the ${f & packedBit ? 'packed' : 'split'} layout while they run`;
         }
         if (violation !== undefined) {
           // Running rings would go on being read in the old layout: stop the device.
-          if (this.vrings.some((v) => v.running)) await this.failDevice(violation);
+          if (running) await this.failDevice(violation);
           throw new ProtocolError(violation);
         }
         this.features = f;

@@ -415,6 +415,32 @@ describe('uring bdev', () => {
       }
     });
 
+    it('a mapped file larger than one 1 GiB view: I/O across the view boundary lands in the file', async () => {
+      const file = join(dir, 'big.img');
+      writeFileSync(file, '');
+      truncateSync(file, 1024 * MiB + 64 * 1024); // sparse: only the pages written take memory
+      const o = open(file, 0);
+      try {
+        assert.equal(o.ch.engineKind, 'mapped');
+        const at = 1024 * MiB - 4096;
+        fillPattern(0, 12288, 31);
+        assert.equal(await io(o.ch, IoType.WRITE, at, segments(0, 12288, [5000, 7288])), IoStatus.SUCCESS);
+        const fd = openSync(file, 'r');
+        try {
+          const got = Buffer.alloc(12288);
+          readSync(fd, got, 0, 12288, at);
+          assert.ok(got.equals(pattern(12288, 31)));
+        } finally {
+          closeSync(fd);
+        }
+        assert.equal(await io(o.ch, IoType.READ, at, [[131072, 12288]]), IoStatus.SUCCESS);
+        assert.ok(gather([[131072, 12288]]).equals(pattern(12288, 31)));
+      } finally {
+        await o.close();
+        rmSync(file, { force: true });
+      }
+    });
+
     it('a file truncated under its mapping fails I/O instead of killing the process (SIGBUS guard)', async () => {
       const o = open(join(dir, 'shrink.img'), 2 * MiB);
       const ch = new FileChannel({ ...o.bdev.channelSpec(), logLevel: 'silent' });

@@ -133,10 +133,8 @@ export class FakePlane {
   }
 
   /** Device stopped after a protocol violation: the queues stay (and are stopped later) but serve nothing. */
-  deviceFailures = 0;
   async fail(): Promise<void> {
     if (this.running.size === 0) this.errors.push('fail() without a running queue');
-    this.deviceFailures++;
   }
 
   async setCallFd(qid: number, fd: number): Promise<void> {

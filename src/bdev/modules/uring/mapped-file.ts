@@ -8,7 +8,7 @@
 // A file that shrinks under the mapping would fault with SIGBUS: the addon's guard replaces the
 // mapping with anonymous memory, so the copy completes (with zeros), and flags it; lost() tells
 // the channel, which fails the I/O from then on.
-import { type IoVecs, copyBytes } from '../../io.js';
+import { type IoVecs, gatherRange, scatterRange } from '../../io.js';
 import { mappingFaults, native } from '../../../native/index.js';
 
 /** Structured-cloneable description sent to reactors. */
@@ -44,23 +44,15 @@ export class MappedFile {
     this.copy(iov, off, len, true);
   }
 
+  /** The file range [off, off + len), window by window (one, unless it crosses a 1 GiB boundary). */
   private copy(iov: IoVecs, off: number, len: number, toFile: boolean): void {
-    const windows = this.windows;
-    for (let i = 0; i < iov.count && len > 0; i++) {
-      const buf = iov.bufs[i];
-      let bufOff = iov.offs[i];
-      let left = Math.min(iov.lens[i], len);
-      len -= left;
-      while (left > 0) {
-        const w = Math.floor(off / WINDOW);
-        const inWin = off - w * WINDOW;
-        const n = Math.min(left, WINDOW - inWin);
-        if (toFile) copyBytes(buf, bufOff, windows[w], inWin, n);
-        else copyBytes(windows[w], inWin, buf, bufOff, n);
-        off += n;
-        bufOff += n;
-        left -= n;
-      }
+    for (let done = 0; done < len; ) {
+      const w = Math.floor((off + done) / WINDOW);
+      const inWin = off + done - w * WINDOW;
+      const n = Math.min(len - done, WINDOW - inWin);
+      if (toFile) gatherRange(iov, done, this.windows[w], inWin, n);
+      else scatterRange(iov, done, this.windows[w], inWin, n);
+      done += n;
     }
   }
 

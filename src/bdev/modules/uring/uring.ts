@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { constants } from 'node:os';
 import pino, { type Logger } from 'pino';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
-import { type BdevIo, IoStatus, IoType, IoVecs, copyBytes } from '../../io.js';
+import { type BdevIo, IoStatus, IoType, IoVecs, gatherRange, scatterRange } from '../../io.js';
 import { type FdWatchHandle, mmapShared, native } from '../../../native/index.js';
 import { type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
 import { errnoName, fileError, openBackingFile } from './file-info.js';
@@ -414,38 +414,6 @@ export interface FileChannelStats {
   failed: number;
 }
 
-/** Copies bytes [skip, skip+len) of a scatter list into dst (guest → bounce buffer). */
-function gatherRange(iov: IoVecs, skip: number, dst: Uint8Array, len: number): void {
-  let out = 0;
-  for (let i = 0; i < iov.count && out < len; i++) {
-    const segLen = iov.lens[i];
-    if (skip >= segLen) {
-      skip -= segLen;
-      continue;
-    }
-    const n = Math.min(segLen - skip, len - out);
-    copyBytes(iov.bufs[i], iov.offs[i] + skip, dst, out, n);
-    out += n;
-    skip = 0;
-  }
-}
-
-/** Copies src[0, len) into bytes [skip, skip+len) of a scatter list (bounce buffer → guest). */
-function scatterRange(iov: IoVecs, skip: number, src: Uint8Array, len: number): void {
-  let inp = 0;
-  for (let i = 0; i < iov.count && inp < len; i++) {
-    const segLen = iov.lens[i];
-    if (skip >= segLen) {
-      skip -= segLen;
-      continue;
-    }
-    const n = Math.min(segLen - skip, len - inp);
-    copyBytes(src, inp, iov.bufs[i], iov.offs[i] + skip, n);
-    inp += n;
-    skip = 0;
-  }
-}
-
 const loggers = new Map<string, Logger>();
 
 function reactorLogger(level: string): Logger {
@@ -541,7 +509,7 @@ export class FileChannel implements BdevChannel {
     this.cqes = new Int32Array(2 * depth);
 
     this.stats = {
-      engine: this.mapped ? 'mapped' : this.engine.kind,
+      engine: this.engineKind,
       direct: s.direct,
       submitted: 0,
       enters: 0,
@@ -715,7 +683,7 @@ export class FileChannel implements BdevChannel {
     const b = this.bounce[this.slotBounce[s]];
     const chunk = Math.min(rem, b.bufs[0].length);
     b.lens[0] = chunk;
-    if (write) gatherRange(io.iov, done, b.bufs[0], chunk);
+    if (write) gatherRange(io.iov, done, b.bufs[0], 0, chunk);
     this.slotChunk[s] = chunk;
     this.prepared(s, this.engine.prepRw(write, s, this.fd, io.offset + done, b.bufs, b.offs, b.lens, 1, 0, chunk, 0));
   }
@@ -813,7 +781,7 @@ export class FileChannel implements BdevChannel {
           return this.finish(s, IoStatus.FAILED, `${this.opName(s)} at ${io.offset + this.slotDone[s]}: end of file`);
         }
         if (this.slotOp[s] === OP_BOUNCE && io.type === IoType.READ) {
-          scatterRange(io.iov, this.slotDone[s], this.bounce[this.slotBounce[s]].bufs[0], res);
+          scatterRange(io.iov, this.slotDone[s], this.bounce[this.slotBounce[s]].bufs[0], 0, res);
         }
         if (res < this.slotChunk[s]) this.stats.shortIos++;
         this.slotDone[s] += res;
