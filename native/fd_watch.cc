@@ -80,6 +80,12 @@ class FdWatch : public Napi::ObjectWrap<FdWatch> {
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Stop(info);
     CloseHandle();
+    // The callback is a strong global handle, and it usually closes over the object that holds
+    // this watch (a controller, a connection, a reactor's device): kept after close, it roots that
+    // object, the watch's own wrapper with it, and so never lets the finalizer below run — every
+    // closed watch leaked its owner. OnPoll cannot run any more (the handle is closing), and a
+    // callback closing its own watch is safe: OnPoll holds the function in a local handle.
+    callback_.Reset();
     return info.Env().Undefined();
   }
 

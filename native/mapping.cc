@@ -109,6 +109,25 @@ void Unmap(void* data, size_t len, void* deleter_data) {
   munmap(data, len);
 }
 
+// Registers a fresh mapping (with the SIGBUS guard when the file behind it can shrink) and wraps
+// it in a SharedArrayBuffer that unmaps it once the last isolate lets go.
+Napi::Value Share(Napi::Env env, void* p, size_t len, bool guard) {
+  uint32_t id;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    id = g_next_id++;
+    g_maps[id] = Mapping{p, len};
+    if (guard) GuardAdd(id, p, len);
+  }
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  auto store = v8::SharedArrayBuffer::NewBackingStore(p, len, Unmap, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(isolate, std::move(store));
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("id", Napi::Number::New(env, id));
+  result.Set("buffer", Napi::Value(env, ToNapi(sab)));
+  return result;
+}
+
 // mmapShared(fd, length, offset) -> { id, buffer: SharedArrayBuffer } | -errno.
 Napi::Value MmapShared(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -117,21 +136,21 @@ Napi::Value MmapShared(const Napi::CallbackInfo& info) {
   if (len <= 0 || off < 0) { errno = EINVAL; return Errno(env); }
   void* p = mmap(nullptr, static_cast<size_t>(len), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
   if (p == MAP_FAILED) return Errno(env);
-  uint32_t id;
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    id = g_next_id++;
-    g_maps[id] = Mapping{p, static_cast<size_t>(len)};
-    GuardAdd(id, p, static_cast<size_t>(len));
-  }
-  v8::Isolate* isolate = v8::Isolate::GetCurrent();
-  auto store = v8::SharedArrayBuffer::NewBackingStore(p, static_cast<size_t>(len), Unmap,
-                                                      reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
-  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(isolate, std::move(store));
-  Napi::Object result = Napi::Object::New(env);
-  result.Set("id", Napi::Number::New(env, id));
-  result.Set("buffer", Napi::Value(env, ToNapi(sab)));
-  return result;
+  return Share(env, p, static_cast<size_t>(len), true);
+}
+
+// mmapAnon(length) -> { id, buffer: SharedArrayBuffer } | -errno: private anonymous memory (a
+// malloc bdev's RAM disk), the same kind calloc hands out for large sizes, but with an id, so
+// releaseMapping() returns its pages to the system at once: a SharedArrayBuffer's own memory goes
+// only once every isolate that ever saw it (the reactors too) collected its last reference, and
+// idle isolates do not collect. Never shrinks under us, so it needs no SIGBUS guard.
+Napi::Value MmapAnon(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t len = ArgInt64(info, 0);
+  if (len <= 0) { errno = EINVAL; return Errno(env); }
+  void* p = mmap(nullptr, static_cast<size_t>(len), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return Errno(env);
+  return Share(env, p, static_cast<size_t>(len), false);
 }
 
 // releaseMapping(id) -> 0 | -errno: drop the guest file now, keep the address range valid.
@@ -172,6 +191,7 @@ Napi::Value MappingCount(const Napi::CallbackInfo& info) {
 
 void InitMapping(Napi::Env env, Napi::Object exports) {
   exports.Set("mmapShared", Napi::Function::New(env, MmapShared));
+  exports.Set("mmapAnon", Napi::Function::New(env, MmapAnon));
   exports.Set("releaseMapping", Napi::Function::New(env, ReleaseMapping));
   exports.Set("mappingCount", Napi::Function::New(env, MappingCount));
   exports.Set("mappingFaulted", Napi::Function::New(env, MappingFaulted));

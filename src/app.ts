@@ -1,13 +1,17 @@
 // The composition root: reactors, bdevs, controllers and the RPC server of one vhostd process.
 import { readFileSync } from 'node:fs';
+import { cpus as onlineCpus } from 'node:os';
+import { dirname, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { BdevRegistry } from './bdev/registry.js';
 import { ReactorPool, parseCpumask } from './reactor/reactor-pool.js';
 import { buildMethodTable, registerMethods } from './rpc/methods/index.js';
+import { markDuplicateKeys } from './rpc/duplicate-keys.js';
 import { ConfigError, loadJsonConfig } from './rpc/json-config.js';
 import { RpcServer } from './rpc/server.js';
 import type { RpcContext } from './services/types.js';
 import { VhostService } from './services/vhost-service.js';
+import { checkSocketDir } from './util/socket-perms.js';
 
 export const VERSION = '0.1.0';
 
@@ -39,6 +43,11 @@ export class VhostdApp {
   static async start(opts: AppOptions): Promise<VhostdApp> {
     const log = opts.logger ?? pino({ level: opts.logLevel ?? 'info' }, pino.destination({ fd: 2, sync: true }));
     const cores = parseCpumask(opts.cpumask);
+    const cpus = onlineCpus().length;
+    const missing = cores.filter((c) => c >= cpus);
+    if (missing.length > 0) throw new Error(`cpumask ${opts.cpumask} names core ${missing[0]}, but this machine has ${cpus} CPUs (cores 0-${cpus - 1})`);
+    checkSocketDir(opts.socketDir, 'socket directory (-S)');
+    checkSocketDir(dirname(resolve(opts.rpcSocket)), 'RPC socket directory (-r)');
     const pool = new ReactorPool(cores, log, opts.pollIdleUs);
     const bdevs = new BdevRegistry();
     const vhost = new VhostService({ socketDir: opts.socketDir, socketMode: opts.socketMode ?? 0o600, socketGid: opts.socketGid }, bdevs, pool, log);
@@ -87,9 +96,14 @@ function readConfigFile(path: string): unknown {
   } catch (e) {
     throw new ConfigError(`cannot read JSON config ${path}: ${(e as Error).message}`);
   }
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch (e) {
     throw new ConfigError(`JSON config ${path} is not valid JSON: ${(e as Error).message}`);
   }
+  // JSON.parse keeps the last of repeated keys; SPDK's decoders refuse them, and so does this.
+  const duplicate = markDuplicateKeys(text, value);
+  if (duplicate !== undefined) throw new ConfigError(`JSON config ${path} repeats the key ${JSON.stringify(duplicate)} in an object`);
+  return value;
 }

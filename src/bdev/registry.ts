@@ -1,7 +1,7 @@
 // Control-thread registry of named bdevs with SPDK-style exclusive claims: a bdev used by a
 // controller cannot be deleted until the controller lets it go — unless the claim holder can
 // hot-remove it (a SCSI target), in which case deletion detaches it first, as SPDK does.
-import { VhostdError } from '../util/errors.js';
+import { VhostdError, invalidParams } from '../util/errors.js';
 import type { Bdev } from './bdev.js';
 import { attachIostat } from './iostat.js';
 
@@ -11,7 +11,17 @@ export class BdevRegistry {
   /** Claims whose holder lets go when the bdev is deleted (hot-remove). */
   private readonly onRemove = new Map<string, () => Promise<void>>();
 
+  /**
+   * Refuses a name no bdev may have (-32602): empty, or holding a NUL, which C clients and the
+   * saved config's consumers would cut short. Called before a backend allocates anything.
+   */
+  static checkName(name: string): void {
+    if (name.length === 0) throw invalidParams('invalid bdev name: empty');
+    if (name.includes('\0')) throw invalidParams(`invalid bdev name ${JSON.stringify(name)}: contains a NUL character`);
+  }
+
   add(bdev: Bdev): Bdev {
+    BdevRegistry.checkName(bdev.name);
     if (this.bdevs.has(bdev.name)) throw VhostdError.errno('EEXIST', `bdev ${bdev.name} already exists`);
     // bdev_get_iostat counters: every channel spec of a registered bdev carries them.
     attachIostat(bdev);

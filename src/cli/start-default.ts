@@ -1,5 +1,6 @@
 // `npm start`: a working default target — a 64 MiB malloc bdev Malloc0 exposed as blk controller
 // vhost.0 — and the QEMU arguments that attach a VM to it.
+import { onIgnoredSignal } from './signals.js'; // first: its listeners must exist before anything else loads
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { VhostdApp } from '../app.js';
@@ -23,6 +24,7 @@ Attach a QEMU VM (guest memory must be shared with vhostd):
 
 Stop with Ctrl-C.
 `);
+onIgnoredSignal((signal) => app.log.info({ signal }, 'signal ignored'));
 const stop = () => app.stop().then(() => process.exit(0));
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);

@@ -1,11 +1,13 @@
 // vhostd: the daemon's command line (SPDK vhost's -S, -m, -r and --json).
-import { Command, InvalidArgumentError } from 'commander';
+import { IGNORED_SIGNALS, onIgnoredSignal } from './signals.js'; // first: its listeners must exist before anything else loads
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { VERSION, VhostdApp } from '../app.js';
 import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
 import { resolveGroup } from '../util/socket-perms.js';
 
 function parseMode(v: string): number {
-  if (!/^[0-7]{3,4}$/.test(v)) throw new InvalidArgumentError('expected an octal mode such as 0600');
+  // Permission bits only: setuid/setgid/sticky mean nothing on a socket.
+  if (!/^0?[0-7]{3}$/.test(v)) throw new InvalidArgumentError('expected an octal mode such as 0600 or 0660');
   return Number.parseInt(v, 8);
 }
 
@@ -14,18 +16,19 @@ export async function main(argv: string[]): Promise<void> {
     .name('vhostd')
     .description('Userspace vhost-user storage target (vhost-user-blk) with an SPDK-compatible JSON-RPC interface')
     .version(VERSION)
-    .option('-S, --socket-dir <dir>', 'directory for the controllers\' vhost-user sockets', process.cwd())
+    .option('-S, --socket-dir <dir>', 'directory for the controllers\' vhost-user sockets; must exist, and not be writable by other users unless sticky (as /var/tmp)', process.cwd())
     .option('-m, --cpumask <mask>', 'cores to run reactors on (hex mask, or list like [0,1])', '0x1')
     .option('-r, --rpc-socket <path>', 'JSON-RPC Unix socket', DEFAULT_RPC_SOCKET)
     .option('-c, --json <file>', 'JSON config (as written by save_config) to load at start')
     .option('-L, --log-level <level>', 'log level (fatal, error, warn, info, debug, trace)', 'info')
     .option('--poll-idle-us <us>', 'idle time after which a polling reactor sleeps on guest kicks', (v) => {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected microseconds >= 0');
+      if (!/^\d{1,8}$/.test(v) || n > 10_000_000) throw new InvalidArgumentError('expected microseconds from 0 to 10000000');
       return n;
     }, 1000)
-    .option('--socket-mode <mode>', 'permissions of the RPC and controller sockets', parseMode, 0o600)
+    .addOption(new Option('--socket-mode <mode>', 'permissions of the RPC and controller sockets (octal)').argParser(parseMode).default(0o600, '0600'))
     .option('--socket-group <group>', 'group (name or gid) of the RPC and controller sockets; with --socket-mode 0660 it may connect')
+    .addHelpText('after', `\nSignals: SIGINT and SIGTERM stop vhostd cleanly (sockets removed, exit 0); ${IGNORED_SIGNALS.join(' and ')} are logged and ignored (the debugger is never opened).`)
     .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
   program.parse(argv);
   const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number }>();
@@ -68,6 +71,8 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`vhostd: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(1);
   }
+  const running = app;
+  onIgnoredSignal((signal) => running.log.info({ signal }, 'signal ignored'));
   if (signalled !== undefined) shutdown(app, signalled);
 }
 

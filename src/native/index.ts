@@ -30,6 +30,8 @@ interface NativeAddon {
   /** sched_yield(2) for the calling thread. */
   schedYield(): void;
   mmapShared(fd: number, length: number, offset: number): SharedMapping | number;
+  /** Private anonymous memory as a SharedArrayBuffer (malloc bdevs); releaseMapping() frees its pages. */
+  mmapAnon(length: number): SharedMapping | number;
   releaseMapping(id: number): number;
   mappingCount(): number;
   /** 1 once a SIGBUS inside mapping `id` (its file shrank) replaced it with anonymous memory. */
@@ -97,6 +99,13 @@ export const mappingFaults = new Int32Array(native.faultCounter(), 0, 1);
 
 export function mmapShared(fd: number, length: number, offset: number): SharedMapping {
   const r = native.mmapShared(fd, length, offset);
+  if (typeof r === 'number') throw new SyscallError('mmap', -r);
+  return r;
+}
+
+/** Anonymous memory (zeroed, untouched pages cost nothing) that releaseMapping(id) returns to the system at once. */
+export function mmapAnon(length: number): SharedMapping {
+  const r = native.mmapAnon(length);
   if (typeof r === 'number') throw new SyscallError('mmap', -r);
   return r;
 }

@@ -19,7 +19,8 @@ export type ReactorRequest =
   | { op: 'fail'; devId: number }
   | { op: 'scsiAttach'; devId: number; target: ScsiTargetSpec }
   | { op: 'scsiDetach'; devId: number; target: number }
-  | { op: 'stats' };
+  /** gc: a full garbage collection first, when node runs with --expose-gc (memory diagnostics). */
+  | { op: 'stats'; gc?: boolean };
 
 export interface QueueStats {
   devId: number;

@@ -122,6 +122,7 @@ export class Reactor implements DeviceHost {
         await this.device(msg.devId).scsiDetach(msg.target);
         return undefined;
       case 'stats':
+        if (msg.gc) (globalThis as { gc?: () => void }).gc?.();
         return this.stats();
     }
   }

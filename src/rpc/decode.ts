@@ -1,8 +1,11 @@
 // Declarative params decoding modelled on SPDK's spdk_json_decode_object: every key must be known
-// (unless relaxed), required keys must be present, and each value must have the declared JSON type.
-// SPDK answers any failure with one fixed message per method; the specific reason is kept in
-// `detail` so it is logged without changing the reply clients see.
+// (unless relaxed), required keys must be present, no key may repeat, and each value must have the
+// declared JSON type; null is not a value of any of these types, so a null value (even for an
+// optional key) fails like SPDK's spdk_json_decode_string/_bool/_uint32... do, instead of counting
+// as "not given". SPDK answers any failure with one fixed message per method; the specific reason
+// is kept in `detail` so it is logged without changing the reply clients see.
 import { type VhostdError, invalidParams } from '../util/errors.js';
+import { duplicateKeyWithin } from './duplicate-keys.js';
 
 export type FieldKind = 'string' | 'bool' | 'int32' | 'uint32' | 'uint64' | 'uuid';
 
@@ -80,6 +83,12 @@ export function decodeParams<S extends Schema>(params: unknown, schema: S, opts:
   }
   if (typeof params !== 'object' || Array.isArray(params)) throw fail(opts, 'params: expected an object');
 
+  // Tagged by the RPC server's stream parser (duplicate-keys.ts). SPDK refuses a repeated key of
+  // the object it decodes and, through the nested decoders, of the objects inside; vhostd refuses
+  // one anywhere in params.
+  const repeated = duplicateKeyWithin(params);
+  if (repeated !== undefined) throw fail(opts, `${repeated}: duplicate key`);
+
   const input = params as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   for (const key of Object.keys(input)) {
@@ -88,8 +97,8 @@ export function decodeParams<S extends Schema>(params: unknown, schema: S, opts:
       if (opts.relaxed) continue;
       throw fail(opts, `${key}: unknown parameter`);
     }
-    // A null optional value means "not given"; SPDK clients strip nulls before sending anyway.
-    if (input[key] === null && !spec.required) continue;
+    // Not "not given": every SPDK type decoder refuses a JSON null (rpc.py leaves unset options out).
+    if (input[key] === null) throw fail(opts, `${key}: null is not a value of type ${spec.kind}`);
     out[key] = decodeField(key, spec.kind, input[key], opts);
   }
   for (const [key, spec] of Object.entries(schema)) {

@@ -33,12 +33,22 @@ const SPDK_TUNING_METHODS = new Set([
   'trace_disable_tpoint_group',
   'trace_set_tpoint_mask',
   'trace_clear_tpoint_mask',
+  // Their names in SPDK v18.10, whose save_config of a vhost app writes the NVMe module's
+  // set_bdev_nvme_options and set_bdev_nvme_hotplug into every bdev subsystem.
+  'set_bdev_nvme_hotplug',
+  'scan_ioat_copy_engine',
+  'set_nvmf_target_config',
+  'set_log_level',
+  'set_log_print_level',
+  'set_trace_flag',
+  'clear_trace_flag',
 ]);
 
 /** Whether an SPDK method vhostd does not implement can be skipped without changing what it serves. */
 export function isIgnorableSpdkMethod(method: string): boolean {
   // iobuf_set_options, sock_impl_set_options, accel_set_options, bdev_nvme_set_options, ...
-  return SPDK_TUNING_METHODS.has(method) || /^[a-z0-9_]+_set_options$/.test(method);
+  // and the older spelling set_bdev_nvme_options, set_iscsi_options, set_nvmf_target_options.
+  return SPDK_TUNING_METHODS.has(method) || /^[a-z0-9_]+_set_options$/.test(method) || /^set_[a-z0-9_]+_options$/.test(method);
 }
 
 export class ConfigError extends Error {}

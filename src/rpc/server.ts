@@ -9,6 +9,7 @@ import { JSONRPCErrorException, type JSONRPCResponse, JSONRPCServer } from 'json
 import type { Logger } from 'pino';
 import { RpcCode, VhostdError } from '../util/errors.js';
 import { type SocketPerms, applySocketPerms } from '../util/socket-perms.js';
+import { ownDuplicateKey } from './duplicate-keys.js';
 import { JsonStreamParser } from './stream-parser.js';
 
 export const DEFAULT_RPC_SOCKET = '/var/tmp/spdk.sock';
@@ -159,8 +160,12 @@ export class RpcServer {
       return errorReply(null, RpcCode.INVALID_REQUEST, 'Invalid request');
     }
     const req = value as Record<string, unknown>;
-    const id = isValidId(req.id) ? req.id : null;
+    // A repeated request key fails SPDK's jsonrpc_request_decoders (spdk_json_decode_object's
+    // "Duplicate key"); which "id" was meant is unknowable when "id" is the one repeated.
+    const duplicate = ownDuplicateKey(req);
+    const id = isValidId(req.id) && duplicate !== 'id' ? req.id : null;
     const invalid =
+      duplicate !== undefined ||
       Object.keys(req).some((k) => !REQUEST_KEYS.has(k)) ||
       (req.jsonrpc !== undefined && req.jsonrpc !== '2.0') ||
       typeof req.method !== 'string' ||
@@ -190,7 +195,12 @@ export class RpcServer {
       return;
     }
     this.connections.add(socket);
-    const parser = new JsonStreamParser(this.maxRequestBytes !== undefined ? { maxValueBytes: this.maxRequestBytes } : {});
+    // Duplicate keys are tagged on the parsed requests: a request repeating one of its own keys
+    // is invalid, params repeating a key fail decodeParams with the method's usual -32602.
+    const parser = new JsonStreamParser({
+      detectDuplicateKeys: true,
+      ...(this.maxRequestBytes !== undefined ? { maxValueBytes: this.maxRequestBytes } : {}),
+    });
     const queue: unknown[] = [];
     let busy = false;
     let closing = false;

@@ -2,7 +2,9 @@
 // pretty-printed requests with no delimiter between them, so value boundaries must be found by
 // tracking nesting depth, strings and escapes. Scanning works on raw bytes: every structural JSON
 // character is ASCII and never occurs inside a multi-byte UTF-8 sequence, so a character split
-// across chunks is only decoded once its whole value has arrived.
+// across chunks is only decoded once its whole value has arrived. A server can also have each
+// value's repeated object keys tagged (detectDuplicateKeys), which JSON.parse alone would hide.
+import { markDuplicateKeys } from './duplicate-keys.js';
 
 /**
  * Default cap on one JSON value, in bytes. SPDK itself refuses requests over its 32 KiB receive
@@ -69,8 +71,18 @@ function isDelimiter(b: number): boolean {
   );
 }
 
+export interface JsonStreamParserOptions {
+  maxValueBytes?: number;
+  /**
+   * Tag parsed objects that repeat a key (see duplicate-keys.ts), for a server that must refuse
+   * them like SPDK; costs one more linear pass over each value's text.
+   */
+  detectDuplicateKeys?: boolean;
+}
+
 export class JsonStreamParser {
   readonly maxValueBytes: number;
+  private readonly detectDuplicateKeys: boolean;
   private state: State = State.IDLE;
   private depth = 0;
   private inString = false;
@@ -81,8 +93,9 @@ export class JsonStreamParser {
   private failure: JsonStreamError | undefined;
   private readonly decoder = new TextDecoder('utf-8', { fatal: true });
 
-  constructor(opts: { maxValueBytes?: number } = {}) {
+  constructor(opts: JsonStreamParserOptions = {}) {
     this.maxValueBytes = opts.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+    this.detectDuplicateKeys = opts.detectDuplicateKeys ?? false;
   }
 
   /** Bytes of an incomplete value currently held. */
@@ -191,7 +204,10 @@ export class JsonStreamParser {
     this.inString = false;
     this.escaped = false;
     try {
-      values.push(JSON.parse(this.decoder.decode(bytes)));
+      const text = this.decoder.decode(bytes);
+      const value: unknown = JSON.parse(text);
+      if (this.detectDuplicateKeys) markDuplicateKeys(text, value);
+      values.push(value);
       return true;
     } catch (err) {
       this.failure = new JsonStreamError(`invalid JSON: ${(err as Error).message}`, 'syntax');

@@ -1,6 +1,8 @@
 // A vhost-user controller: a listening socket named after the controller, and one session per
 // connected front-end (QEMU reconnects after restarts and guest reboots).
 import { lstatSync, unlinkSync } from 'node:fs';
+import { constants } from 'node:os';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { EAGAIN, type FdWatchHandle, check, native } from '../native/index.js';
 import { DevicePlane } from '../reactor/device-plane.js';
@@ -10,7 +12,8 @@ import { VhostUserConnection } from '../vhost-user/connection.js';
 import type { DeviceModel } from '../vhost-user/device-model.js';
 import { Req } from '../vhost-user/protocol.js';
 import { VhostUserSession } from '../vhost-user/session.js';
-import { applySocketPerms, withPrivateUmask } from '../util/socket-perms.js';
+import { applySocketPerms, checkSocketDir, withPrivateUmask } from '../util/socket-perms.js';
+import { VhostdError } from '../util/errors.js';
 
 /**
  * Connections one controller serves at once. At the limit, a new connection evicts the oldest one
@@ -66,6 +69,12 @@ export class Controller {
 
   listen(): void {
     const path = this.opts.socketPath;
+    // Checked at every create, not only at start: the directory may have been opened up since.
+    try {
+      checkSocketDir(dirname(path));
+    } catch (e) {
+      throw new VhostdError(-constants.errno.EPERM, (e as Error).message);
+    }
     try {
       if (lstatSync(path).isSocket()) unlinkSync(path);
     } catch {

@@ -45,7 +45,8 @@ export interface VhostControllerService {
 /** Reactor statistics for framework_get_reactors / thread_get_stats. */
 export interface ReactorInfoProvider {
   readonly cpumask: string;
-  stats(): Promise<ReactorStats[]>;
+  /** gc: each reactor collects its garbage first (when node runs with --expose-gc). */
+  stats(opts?: { gc?: boolean }): Promise<ReactorStats[]>;
 }
 
 /** Everything an RPC method may touch. */

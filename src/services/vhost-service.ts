@@ -61,7 +61,8 @@ export class VhostService implements VhostControllerService {
   }
 
   private checkName(ctrlr: string): string {
-    if (typeof ctrlr !== 'string' || ctrlr.length === 0 || ctrlr.includes('/') || ctrlr === '.' || ctrlr === '..') {
+    // A NUL would cut the socket path short in the kernel (a socket file named by the prefix).
+    if (typeof ctrlr !== 'string' || ctrlr.length === 0 || ctrlr.includes('/') || ctrlr.includes('\0') || ctrlr === '.' || ctrlr === '..') {
       throw invalidParams(`invalid controller name ${JSON.stringify(ctrlr)}`);
     }
     if (this.controllers.has(ctrlr)) throw VhostdError.errno('EEXIST', `controller ${ctrlr} already exists`);
@@ -80,7 +81,7 @@ export class VhostService implements VhostControllerService {
       throw invalidParams((e as Error).message);
     }
     if (!cores.every((c) => this.pool.cores.includes(c))) {
-      throw VhostdError.errno('EINVAL', `cpumask ${cpumask} is not a subset of the application cpumask ${this.pool.cpumask}`);
+      throw invalidParams(`cpumask ${cpumask} is not a subset of the application cpumask ${this.pool.cpumask}`);
     }
     return cores;
   }

@@ -2,8 +2,12 @@
 // another local user cannot connect; --socket-mode opens them up and --socket-group hands them to a
 // group. Runs the connect attempts as throwaway users (useradd + setpriv), so it needs root.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, statSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, lstatSync, mkdtempSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { native } from '../../src/native/index.js';
+import { applySocketPerms, withPrivateUmask } from '../../src/util/socket-perms.js';
 import { after, before, describe, test } from 'node:test';
 import { VhostdProcess } from '../lib/vhostd.js';
 
@@ -126,5 +130,96 @@ describe('socket permissions', { skip }, () => {
     });
     assert.equal(r.status, 1);
     assert.match(r.stderr.toString(), /unknown group "no-such-group-xyz"/);
+  });
+
+  test('a socket swapped for a symlink by another user mid-create: the link target is never touched', async () => {
+    // The attack needs a directory the other user can write to without the sticky bit: vhostd
+    // refuses those at start and at every create (tests below), so this drives the bind-and-set-
+    // permissions step itself, as the controller does, against a real racer running as PEER.
+    const dir = mkdtempSync(join(tmpdir(), 'vhostd-race-'));
+    const vault = mkdtempSync(join(tmpdir(), 'vhostd-vault-'));
+    chmodSync(dir, 0o777);
+    chmodSync(vault, 0o755);
+    const target = join(vault, 'root-owned');
+    writeFileSync(target, 'secret\n', { mode: 0o600 });
+    const sock = join(dir, 'vhost.0');
+    const racer = spawn(
+      'setpriv',
+      [`--reuid=${id('-u', PEER)}`, `--regid=${id('-g', PEER)}`, '--clear-groups', 'bash', '-c',
+        `end=$((SECONDS+20)); while [ $SECONDS -lt $end ]; do mv -f ${sock} ${dir}/stolen 2>/dev/null && ln -s ${target} ${sock} 2>/dev/null; done`],
+      { stdio: 'ignore' },
+    );
+    let created = 0;
+    let refused = 0;
+    try {
+      for (let i = 0; i < 3000 && refused < 20; i++) {
+        try {
+          if (lstatSync(sock).isSocket() || lstatSync(sock).isSymbolicLink()) unlinkSync(sock);
+        } catch {
+          // nothing there
+        }
+        const fd = withPrivateUmask(() => native.socketListen(sock, 1));
+        if (fd < 0) continue; // the racer's link took the name first: bind refuses it (EADDRINUSE)
+        try {
+          applySocketPerms(sock, { mode: 0o660, gid: gid(GROUP) });
+          created++;
+        } catch (e) {
+          assert.match((e as Error).message, /was replaced before its permissions were set/);
+          refused++;
+        } finally {
+          native.close(fd);
+        }
+        const st = statSync(target);
+        assert.equal(st.mode & 0o7777, 0o600, `the link target's mode changed after ${created + refused} creates`);
+        assert.equal(st.gid, 0, `the link target's group changed after ${created + refused} creates`);
+      }
+    } finally {
+      racer.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(vault, { recursive: true, force: true });
+    }
+    // The racer did win the race at times; each time the swapped name was refused, not followed.
+    assert.ok(refused > 0, `the racer never swapped the socket in time (${created} creates)`);
+  });
+
+  test('a socket directory writable by others without the sticky bit is refused at start', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vhostd-open-'));
+    try {
+      chmodSync(dir, 0o777);
+      const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostd.ts', '-S', dir, '-r', join(tmpdir(), 'vhostd-open-never.sock')], {
+        cwd: new URL('../../', import.meta.url).pathname,
+        timeout: 20_000,
+      });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr.toString(), /socket directory \(-S\) .* is writable by other users without the sticky bit \(mode 0777\)/);
+      // The RPC socket's directory follows the same rule.
+      const r2 = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostd.ts', '-S', tmpdir(), '-r', join(dir, 'spdk.sock')], {
+        cwd: new URL('../../', import.meta.url).pathname,
+        timeout: 20_000,
+      });
+      assert.equal(r2.status, 1);
+      assert.match(r2.stderr.toString(), /RPC socket directory \(-r\) .* is writable by other users without the sticky bit/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a socket directory opened up after start: controller creates are refused until it is sticky', async () => {
+    const d = await VhostdProcess.start([]);
+    try {
+      await d.rpc('bdev_null_create', { name: 'N0', num_blocks: 8, block_size: 512 });
+      chmodSync(d.dir, 0o777);
+      await assert.rejects(d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'N0' }), (e: { code: number; message: string }) => {
+        assert.equal(e.code, -32602); // SPDK's vhost RPCs answer every create failure with -32602
+        assert.match(e.message, /writable by other users without the sticky bit/);
+        return true;
+      });
+      await assert.rejects(d.rpc('vhost_create_scsi_controller', { ctrlr: 'scsi.0' }), /writable by other users without the sticky bit/);
+      chmodSync(d.dir, 0o1777);
+      await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'N0' });
+      assert.ok(statSync(d.socket('vhost.0')).isSocket());
+    } finally {
+      assert.equal(await d.stop(), 0);
+    }
   });
 });

@@ -30,11 +30,14 @@ export class VhostdProcess {
     });
   }
 
-  /** Starts vhostd with `args`; `dir` reuses a socket directory (restart tests). */
-  static async start(args: string[] = [], opts: { dir?: string } = {}): Promise<VhostdProcess> {
+  /**
+   * Starts vhostd with `args`; `dir` reuses a socket directory (restart tests); `nodeArgs` go to
+   * node itself (e.g. --max-old-space-size, --expose-gc).
+   */
+  static async start(args: string[] = [], opts: { dir?: string; nodeArgs?: string[] } = {}): Promise<VhostdProcess> {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vhostd-'));
     const rpcSocket = join(dir, 'spdk.sock');
-    const proc = spawn(process.execPath, ['--import', 'tsx', join(root, 'src/cli/vhostd.ts'), '-S', dir, '-r', rpcSocket, ...args], {
+    const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', join(root, 'src/cli/vhostd.ts'), '-S', dir, '-r', rpcSocket, ...args], {
       cwd: root,
       stdio: ['ignore', 'inherit', 'pipe'],
     });

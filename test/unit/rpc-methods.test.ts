@@ -448,6 +448,26 @@ describe('RPC methods over a real RpcServer', () => {
       await rejectsWith(client.call('rpc_get_methods', { include_aliases: 1 }), -32602, 'Invalid parameters');
     });
 
+    it('get_rpc_methods (the pre-v19.10 name) lists the legacy names by default, for SPDK v18.10 load_config', async () => {
+      const legacy = await client.call<string[]>('get_rpc_methods');
+      const current = await client.call<string[]>('get_rpc_methods', { current: true });
+      for (const m of ['construct_malloc_bdev', 'construct_vhost_blk_controller', 'construct_vhost_scsi_controller', 'add_vhost_scsi_lun', 'get_subsystems', 'get_subsystem_config', 'bdev_malloc_create']) {
+        assert.ok(legacy.includes(m), m);
+        assert.ok(current.includes(m), m);
+      }
+      // STARTUP-only, as in SPDK v18.10: listed, but not as callable now.
+      for (const m of ['start_subsystem_init', 'set_bdev_options']) {
+        assert.ok(legacy.includes(m), m);
+        assert.ok(!current.includes(m), m);
+      }
+      assert.deepEqual(await client.call('get_rpc_methods', { include_aliases: false }), await client.call('rpc_get_methods'));
+      assert.equal(await client.call('start_subsystem_init'), true);
+      assert.deepEqual(await client.call('get_subsystems'), await client.call('framework_get_subsystems'));
+      await rejectsWith(client.call('get_subsystems', { x: 1 }), -32602, "'get_subsystems' requires no arguments");
+      await rejectsWith(client.call('get_subsystem_config', { name: 'bdev', with_batches: true }), -32602, 'Invalid arguments');
+      await rejectsWith(client.call('get_subsystem_config', { name: 'nvmf' }), -32602, "Subsystem 'nvmf' not found");
+    });
+
     it('spdk_get_version has SPDK v24.01 shape and refuses params', async () => {
       assert.deepEqual(await client.call('spdk_get_version'), {
         version: 'SPDK v24.01 compatible (vhostd 0.1.0-test)',
@@ -455,6 +475,90 @@ describe('RPC methods over a real RpcServer', () => {
       });
       assert.ok(await client.call('get_spdk_version'));
       await rejectsWith(client.call('spdk_get_version', { x: 1 }), -32602, 'spdk_get_version method requires no parameters');
+    });
+  });
+
+  // As strict as SPDK's spdk_json_decode_object, over the real socket framing.
+  describe('null values and repeated keys', () => {
+    const error = (reply: unknown) => (reply as { error?: unknown }).error;
+
+    it('refuses a null value, for optional keys too, with the method usual -32602 (no auto-named bdev)', async () => {
+      const cases: Array<[string, object, string]> = [
+        ['bdev_malloc_create', { num_blocks: 8, block_size: 512, name: null }, 'spdk_json_decode_object failed'],
+        ['construct_malloc_bdev', { num_blocks: 8, block_size: 512, uuid: null }, 'spdk_json_decode_object failed'],
+        ['bdev_null_create', { name: 'N', num_blocks: 8, block_size: 512, md_size: null }, 'spdk_json_decode_object failed'],
+        ['bdev_get_bdevs', { name: null }, 'spdk_json_decode_object failed'],
+        ['vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Malloc0', cpumask: null }, 'Invalid argument'],
+        ['rpc_get_methods', { current: null }, 'Invalid parameters'],
+      ];
+      for (const [method, params, message] of cases) {
+        const { replies } = await rawExchange(t.socketPath, [rpcPyRequest(method, 1, params)], 1);
+        assert.deepEqual(error(replies[0]), { code: -32602, message }, `${method} ${JSON.stringify(params)}`);
+      }
+      assert.equal(t.bdevs.list().length, 0);
+      assert.equal(t.vhost.controllers.size, 0);
+      // "params": null itself still means no params, as in SPDK's parse_single_request.
+      const { replies } = await rawExchange(t.socketPath, ['{"jsonrpc":"2.0","method":"bdev_get_bdevs","id":1,"params":null}'], 1);
+      assert.deepEqual(replies[0], { jsonrpc: '2.0', id: 1, result: [] });
+    });
+
+    it('refuses a repeated params key with the method usual -32602, whatever the framing', async () => {
+      await client.call('bdev_malloc_create', { name: 'M', num_blocks: 8, block_size: 512 });
+      const dupName = '{\n  "jsonrpc": "2.0",\n  "method": "bdev_malloc_create",\n  "id": 1,\n  "params": {\n    "num_blocks": 8,\n    "block_size": 512,\n    "name": "a",\n    "name": "b"\n  }\n}';
+      // One chunk, and one byte at a time.
+      for (const chunks of [[dupName], [...Buffer.from(dupName)].map((b) => Buffer.of(b))]) {
+        const { replies } = await rawExchange(t.socketPath, chunks, 1);
+        assert.deepEqual(replies[0], { jsonrpc: '2.0', id: 1, error: { code: -32602, message: 'spdk_json_decode_object failed' } });
+      }
+      const cases: Array<[string, string]> = [
+        // The same key written differently is the same key.
+        ['{"method":"bdev_malloc_create","id":2,"params":{"num_blocks":8,"block_size":512,"name":"a","n\\u0061me":"b"}}', 'spdk_json_decode_object failed'],
+        ['{"method":"vhost_create_blk_controller","id":2,"params":{"ctrlr":"v0","dev_name":"M","ctrlr":"v1"}}', 'Invalid argument'],
+        ['{"method":"rpc_get_methods","id":2,"params":{"current":true,"current":false}}', 'Invalid parameters'],
+        // Nested: a key repeated inside bdev_rbd_create's config map (refused before any connection).
+        ['{"method":"bdev_rbd_create","id":2,"params":{"pool_name":"p","rbd_name":"r","block_size":512,"config":{"mon_host":"a","mon_host":"b"}}}', 'spdk_json_decode_object failed'],
+        ['{"method":"framework_get_config","id":2,"params":{"name":"bdev","name":"scsi"}}', 'Invalid arguments'],
+      ];
+      for (const [raw, message] of cases) {
+        const { replies } = await rawExchange(t.socketPath, [raw], 1);
+        assert.deepEqual(error(replies[0]), { code: -32602, message }, raw);
+      }
+      assert.deepEqual(
+        t.bdevs.list().map((b) => b.name),
+        ['M'],
+      );
+      assert.equal(t.vhost.controllers.size, 0);
+      // Without the repeat, the same vhost call succeeds.
+      const { replies } = await rawExchange(t.socketPath, ['{"method":"vhost_create_blk_controller","id":3,"params":{"ctrlr":"v1","dev_name":"M"}}'], 1);
+      assert.deepEqual(replies[0], { jsonrpc: '2.0', id: 3, result: true });
+    });
+
+    it('answers a request repeating its own key with -32600, and goes on with the next ones', async () => {
+      const stream = [
+        '{"jsonrpc":"2.0","method":"bdev_get_bdevs","method":"spdk_get_version","id":4}',
+        '{"jsonrpc":"2.0","method":"bdev_get_bdevs","id":5,"id":6}',
+        '{"jsonrpc":"2.0","method":"bdev_get_bdevs","params":{},"params":{"name":"x"},"id":7}',
+        // A batch: only its element with the repeated key fails; the same key in sibling objects is fine.
+        '[{"method":"bdev_malloc_create","id":8,"params":{"name":"a","num_blocks":8,"block_size":512,"num_blocks":16}},' +
+          '{"method":"bdev_malloc_create","id":9,"params":{"name":"b","num_blocks":8,"block_size":512}}]',
+        rpcPyRequest('bdev_get_bdevs', 10, { name: 'b' }),
+      ];
+      const { replies, closedByServer } = await rawExchange(t.socketPath, [stream.join('\n')], 5);
+      assert.equal(closedByServer, false);
+      assert.deepEqual(replies.slice(0, 4), [
+        { jsonrpc: '2.0', id: 4, error: { code: -32600, message: 'Invalid request' } },
+        { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid request' } },
+        { jsonrpc: '2.0', id: 7, error: { code: -32600, message: 'Invalid request' } },
+        [
+          { jsonrpc: '2.0', id: 8, error: { code: -32602, message: 'spdk_json_decode_object failed' } },
+          { jsonrpc: '2.0', id: 9, result: 'b' },
+        ],
+      ]);
+      assert.equal((replies[4] as { result: Array<{ name: string }> }).result[0]?.name, 'b');
+      assert.deepEqual(
+        t.bdevs.list().map((b) => b.name),
+        ['b'],
+      );
     });
   });
 });

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { Command } from 'commander';
+import { rpcCommands } from '../../src/cli/vhostctl/commands.js';
 import { type TestServer, startTestServer } from './helpers/rpc-fixture.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -184,5 +186,28 @@ describe('vhostctl', () => {
   it('runs through the bin/vhostctl launcher', async () => {
     const res = await run(['-s', t.socketPath, 'bdev_malloc_create', '1', '512'], ['bin/vhostctl']);
     assert.deepEqual(res, { code: 0, stdout: 'Malloc0\n', stderr: '' });
+  });
+});
+
+describe('vhostctl params', () => {
+  /** Every null in `v`, by path. */
+  const nulls = (v: unknown, path = 'params'): string[] =>
+    v === null ? [path] : typeof v === 'object' ? Object.entries(v as object).flatMap(([k, x]) => nulls(x, `${path}.${k}`)) : [];
+
+  it('never sends null for an option left unset (the server refuses null like SPDK; rpc.py leaves them out)', () => {
+    for (const spec of rpcCommands) {
+      const cmd = new Command(spec.name).exitOverride();
+      spec.configure(cmd);
+      // Only what is mandatory: each positional and each required option, as '1'.
+      const argv = cmd.registeredArguments.filter((a) => a.required).map(() => '1');
+      for (const o of cmd.options) if (o.mandatory) argv.push(o.long ?? '', '1');
+      cmd.action(() => {});
+      cmd.parse(argv, { from: 'user' });
+      const args: Record<string, unknown> = {};
+      cmd.registeredArguments.forEach((a, i) => {
+        args[a.name()] = cmd.processedArgs[i];
+      });
+      assert.deepEqual(nulls(spec.params({ ...args, ...cmd.opts() })), [], spec.name);
+    }
   });
 });

@@ -3,6 +3,7 @@
 // Failures reply -errno like SPDK's aio RPCs, with a message that says what was wrong
 // ("Invalid argument: block_size 1000 is not a power of two of at least 512"); decoding failures
 // reply like the other bdev methods of this server.
+import { BdevRegistry } from '../../bdev/registry.js';
 import type { Bdev } from '../../bdev/bdev.js';
 import { fileError } from '../../bdev/modules/uring/file-info.js';
 import { FileBdev, type FileFlavor } from '../../bdev/modules/uring/uring.js';
@@ -34,6 +35,7 @@ const deleteSchema = { name: required('string') };
 
 function ensureNameFree(ctx: RpcContext, name: string, uuid: string | undefined): void {
   if (name === '') throw fileError('EINVAL', 'bdev name must not be empty');
+  BdevRegistry.checkName(name);
   if (ctx.bdevs.has(name)) throw fileError('EEXIST', `bdev ${name} already exists`);
   if (uuid !== undefined && ctx.bdevs.list().some((b) => b.uuid === uuid)) {
     throw fileError('EEXIST', `a bdev with uuid ${uuid} already exists`);

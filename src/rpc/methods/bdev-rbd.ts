@@ -2,6 +2,7 @@
 // bdev_rbd_create, bdev_rbd_delete, bdev_rbd_register_cluster, bdev_rbd_unregister_cluster,
 // bdev_rbd_get_clusters_info. Connecting and opening run off the control thread; a failed create
 // leaves nothing behind (no rados handle, no pool context, no image, no name).
+import { BdevRegistry } from '../../bdev/registry.js';
 import { type ClusterInfo, type RadosCluster, RbdClusterRegistry, connectCluster } from '../../bdev/modules/rbd/cluster.js';
 import { rbdErrno } from '../../bdev/modules/rbd/errors.js';
 import { RBD_BLOCK_SIZES, RbdBdev, RbdImage, type RbdSettings, checkGeometry } from '../../bdev/modules/rbd/rbd.js';
@@ -91,6 +92,7 @@ export function rbdMethods(ctx: RpcContext): RpcMethodDef[] {
       throw rbdErrno('EINVAL', `block_size ${p.block_size} is not one of ${RBD_BLOCK_SIZES.join(', ')}`);
     }
     if (p.name === '') throw rbdErrno('EINVAL', 'bdev name must not be empty');
+    if (p.name !== undefined) BdevRegistry.checkName(p.name);
     if (p.name !== undefined && taken(p.name)) throw rbdErrno('EEXIST', `bdev ${p.name} already exists`);
     if (p.uuid !== undefined && ctx.bdevs.list().some((b) => b.uuid === p.uuid)) {
       throw rbdErrno('EEXIST', `a bdev with uuid ${p.uuid} already exists`);

@@ -9,6 +9,7 @@
 //
 // Each vbdev claims its base (bdev_get_bdevs shows it claimed). Deleting the base deletes the
 // vbdev first, as SPDK's hot-remove does, and fails with EBUSY if the vbdev itself is in use.
+import { BdevRegistry } from '../../bdev/registry.js';
 import type { Bdev } from '../../bdev/bdev.js';
 import { DELAY_TYPE_NAMES, DelayBdev } from '../../bdev/modules/delay/delay.js';
 import { ERROR_BDEV_PREFIX, ERROR_TYPE_NAMES, ErrorBdev, ErrorType, IO_TYPE_NAMES } from '../../bdev/modules/error/error.js';
@@ -101,6 +102,7 @@ export function testBdevMethods(ctx: RpcContext): RpcMethodDef[] {
           throw VhostdError.errno('EINVAL', 'p99 latency must not be less than the average latency');
         }
         if (p.name === '') throw VhostdError.errno('EINVAL', 'bdev name must not be empty');
+        BdevRegistry.checkName(p.name);
         if (ctx.bdevs.has(p.name)) throw VhostdError.errno('EEXIST', `bdev ${p.name} already exists`);
         if (uuidTaken(ctx, p.uuid)) throw VhostdError.errno('EEXIST', `a bdev with uuid ${p.uuid} already exists`);
         const owner = `bdev ${p.name}`;
@@ -149,6 +151,7 @@ export function testBdevMethods(ctx: RpcContext): RpcMethodDef[] {
         const base = findBase(ctx, p.base_name);
         // EE_<base name>, also when the base was given by UUID (SPDK would use the string given).
         const name = `${ERROR_BDEV_PREFIX}${base.name}`;
+        BdevRegistry.checkName(name);
         if (ctx.bdevs.has(name)) throw VhostdError.errno('EEXIST', `bdev ${name} already exists`);
         if (uuidTaken(ctx, p.uuid)) throw VhostdError.errno('EEXIST', `a bdev with uuid ${p.uuid} already exists`);
         const owner = `bdev ${name}`;

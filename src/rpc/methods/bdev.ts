@@ -1,6 +1,7 @@
 // bdev RPCs: malloc/null create and delete, legacy delete_bdev, bdev_get_bdevs.
 // Decoders, defaults and error codes follow SPDK v24.01 module/bdev/{malloc,null}/*_rpc.c and
 // lib/bdev/bdev_rpc.c.
+import { BdevRegistry } from '../../bdev/registry.js';
 import type { Bdev } from '../../bdev/bdev.js';
 import { IoType } from '../../bdev/io.js';
 import { MallocBdev } from '../../bdev/modules/malloc/malloc.js';
@@ -71,6 +72,7 @@ function validateGeometry(p: {
 
 function ensureNameFree(ctx: RpcContext, name: string, uuid: string | undefined): void {
   if (name === '') throw einval('bdev name must not be empty');
+  BdevRegistry.checkName(name);
   if (ctx.bdevs.has(name)) throw VhostdError.errno('EEXIST', `bdev ${name} already exists`);
   if (uuid !== undefined && ctx.bdevs.list().some((b) => b.uuid === uuid)) {
     throw VhostdError.errno('EEXIST', `a bdev with uuid ${uuid} already exists`);

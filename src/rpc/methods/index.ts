@@ -45,6 +45,7 @@ export function buildMethodTable(ctx: RpcContext): RpcMethodTable {
       name: def.name,
       handler: def.handler,
       deprecated: def.legacy ?? false,
+      ...(def.replacedBy !== undefined ? { replacedBy: def.replacedBy } : {}),
       states: def.states ?? RpcState.RUNTIME,
       callableOutsideStates: def.callableOutsideStates ?? false,
     });
@@ -74,7 +75,8 @@ export function registerMethods(server: RpcServer, ctx: RpcContext): RpcMethodTa
       // Like SPDK: "RPC method X is deprecated.  Use Y instead." once per name.
       if (entry.deprecated && !warnedAliases.has(entry.name)) {
         warnedAliases.add(entry.name);
-        const instead = entry.aliasOf ? `  Use ${entry.aliasOf} instead.` : '';
+        const current = entry.aliasOf ?? entry.replacedBy;
+        const instead = current ? `  Use ${current} instead.` : '';
         ctx.logger.warn(`RPC method ${entry.name} is deprecated.${instead}`);
       }
       if ((entry.states & RPC_SERVER_STATE) === 0 && !entry.callableOutsideStates) throw invalidStateError();

@@ -1,7 +1,10 @@
 // Reactor RPCs with SPDK's shapes (framework_get_reactors, thread_get_stats; ticks are µs, so
-// tick_rate is 1e6) plus vhostd_get_heap_stats, the data-path allocation evidence the bench reads.
+// tick_rate is 1e6) plus vhostd_get_heap_stats, the data-path allocation evidence the bench reads,
+// and vhostd_get_memory_stats: the whole process (RSS, control thread's heap, each reactor's).
+import { getHeapStatistics } from 'node:v8';
 import type { ReactorInfoProvider, RpcContext } from '../../services/types.js';
 import { VhostdError, invalidParams } from '../../util/errors.js';
+import { decodeParams, optional } from '../decode.js';
 import type { RpcMethodDef } from './types.js';
 
 const TICK_RATE = 1_000_000;
@@ -73,6 +76,27 @@ export function reactorMethods(ctx: RpcContext): RpcMethodDef[] {
           heap_used: r.heapUsed,
           completed_ios: r.queues.reduce((n, q) => n + q.completed, 0),
         }));
+      },
+    },
+    {
+      // Memory of the whole daemon, for leak hunting: `gc: true` collects garbage on the control
+      // thread and every reactor first (only when node runs with --expose-gc; `gc_forced` says).
+      name: 'vhostd_get_memory_stats',
+      async handler(params) {
+        const p = decodeParams(params, { gc: optional('bool') }, { message: 'Invalid parameters', paramsOptional: true });
+        const gc = (globalThis as { gc?: () => void }).gc;
+        const force = p.gc === true && gc !== undefined;
+        const reactors = await provider(ctx).stats({ gc: force });
+        if (force) gc();
+        const heap = getHeapStatistics();
+        return {
+          rss: process.memoryUsage.rss(),
+          gc_forced: force,
+          heap_used: heap.used_heap_size,
+          heap_total: heap.total_heap_size,
+          external: heap.external_memory,
+          reactors: reactors.map((r) => ({ lcore: r.core, heap_used: r.heapUsed, gc_count: r.gcCount })),
+        };
       },
     },
   ];

@@ -2,6 +2,8 @@
 // framework_get_config, from which rpc.py save_config (and vhostctl save_config) builds the JSON
 // file that `vhostd --json` and load_config replay; plus the two bdev-subsystem methods SPDK
 // writes into every saved config (bdev_set_options, bdev_wait_for_examine), as accepted no-ops.
+// Also their SPDK v18.10 names, get_subsystems and get_subsystem_config (v18.10
+// lib/event/rpc/subsystem_rpc.c), which that release's rpc.py save_config calls.
 import type { RpcContext } from '../../services/types.js';
 import { invalidParams } from '../../util/errors.js';
 import { decodeParams, optional, required } from '../decode.js';
@@ -41,6 +43,19 @@ export function subsystems(ctx: RpcContext): SubsystemDef[] {
 }
 
 const getConfigSchema = { name: required('string'), with_batches: optional('bool') };
+/** SPDK v18.10's rpc_get_subsystem_config decoders. */
+const legacyGetConfigSchema = { name: required('string') };
+
+function subsystemList(ctx: RpcContext, params: unknown, method: string): Array<{ subsystem: string; depends_on: string[] }> {
+  if (params !== undefined) throw invalidParams(`'${method}' requires no arguments`);
+  return subsystems(ctx).map((s) => ({ subsystem: s.name, depends_on: [...s.dependsOn] }));
+}
+
+function subsystemConfig(ctx: RpcContext, name: string): ConfigEntry[] | null {
+  const sub = subsystems(ctx).find((s) => s.name === name);
+  if (!sub) throw invalidParams(`Subsystem '${name}' not found`);
+  return sub.config ? sub.config() : null;
+}
 
 /** SPDK's bdev_set_options decoders (all optional); the values tune SPDK's own I/O pools. */
 const bdevOptionsSchema = {
@@ -55,19 +70,36 @@ export function subsystemMethods(ctx: RpcContext): RpcMethodDef[] {
   return [
     {
       name: 'framework_get_subsystems',
-      handler(params) {
-        if (params !== undefined) throw invalidParams("'framework_get_subsystems' requires no arguments");
-        return subsystems(ctx).map((s) => ({ subsystem: s.name, depends_on: [...s.dependsOn] }));
-      },
+      handler: (params) => subsystemList(ctx, params, 'framework_get_subsystems'),
+    },
+    {
+      // SPDK v18.10's name: same reply ([{subsystem, depends_on}]), its own error message.
+      name: 'get_subsystems',
+      legacy: true,
+      replacedBy: 'framework_get_subsystems',
+      handler: (params) => subsystemList(ctx, params, 'get_subsystems'),
     },
     {
       name: 'framework_get_config',
       handler(params) {
         // with_batches (newer SPDK) is accepted and ignored: vhostd never writes batches.
         const p = decodeParams(params, getConfigSchema, { message: 'Invalid arguments' });
-        const sub = subsystems(ctx).find((s) => s.name === p.name);
-        if (!sub) throw invalidParams(`Subsystem '${p.name}' not found`);
-        return sub.config ? sub.config() : null;
+        return subsystemConfig(ctx, p.name);
+      },
+    },
+    {
+      // SPDK v18.10's name, called by its rpc.py save_config / save_subsystem_config. The entries
+      // keep today's method names (vhostd's get_rpc_methods lists both, so v18.10's load_config
+      // replays them) but those without params are left out: v18.10's load_config calls
+      // `client.call(elem['method'], elem['params'])` and dies on a KeyError without "params",
+      // and the only such entry, bdev_wait_for_examine, postdates v18.10 and does nothing here.
+      name: 'get_subsystem_config',
+      legacy: true,
+      replacedBy: 'framework_get_config',
+      handler(params) {
+        const p = decodeParams(params, legacyGetConfigSchema, { message: 'Invalid arguments' });
+        const config = subsystemConfig(ctx, p.name);
+        return config && config.filter((e) => e.params !== undefined);
       },
     },
     {

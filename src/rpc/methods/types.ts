@@ -23,6 +23,8 @@ export interface RpcMethodDef {
   aliases?: readonly string[];
   /** A method only older SPDK releases had; listed, like aliases, only with include_aliases. */
   legacy?: boolean;
+  /** For a legacy method: the current one its deprecation warning points to. */
+  replacedBy?: string;
   /** RpcState mask of the states it may be called in (SPDK's SPDK_RPC_REGISTER flags); default RUNTIME. */
   states?: number;
   /** Answered even outside `states` (framework_start_init: an idempotent no-op once initialized). */
@@ -35,6 +37,8 @@ export interface RpcMethodEntry {
   handler: RpcMethodHandler;
   /** For an alias, the method it stands for. */
   aliasOf?: string;
+  /** For a legacy method, the current method to use instead (RpcMethodDef.replacedBy). */
+  replacedBy?: string;
   /** Aliases and legacy methods: hidden from rpc_get_methods unless include_aliases. */
   deprecated: boolean;
   /** RpcState mask (an alias has its method's). */

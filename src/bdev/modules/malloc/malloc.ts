@@ -1,5 +1,11 @@
 // malloc bdev: a RAM disk in a SharedArrayBuffer that every reactor reads and writes directly.
+// The buffer is an anonymous mapping of the addon's, not `new SharedArrayBuffer`: V8 frees a
+// SharedArrayBuffer's memory only once every isolate that held it (each reactor that opened a
+// channel) has collected its last view, and idle isolates do not collect, so deleted RAM disks
+// stayed resident. destroy() gives the pages back at once; the (then empty) address range goes
+// with the last reference.
 import { randomUUID } from 'node:crypto';
+import { mmapAnon, native } from '../../../native/index.js';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, gatherInto, scatterFrom, zeroBytes } from '../../io.js';
 
@@ -13,6 +19,8 @@ export class MallocBdev implements Bdev {
   readonly productName = 'Malloc disk';
   readonly numBlocks: number;
   readonly buffer: SharedArrayBuffer;
+  /** The addon's mapping id of `buffer`, until destroy() released it. */
+  private mappingId: number | undefined;
 
   constructor(
     readonly name: string,
@@ -21,7 +29,20 @@ export class MallocBdev implements Bdev {
     readonly uuid: string = randomUUID(),
   ) {
     this.numBlocks = Math.floor(sizeBytes / blockSize);
-    this.buffer = new SharedArrayBuffer(this.numBlocks * blockSize);
+    const bytes = this.numBlocks * blockSize;
+    if (bytes === 0) {
+      this.buffer = new SharedArrayBuffer(0);
+      return;
+    }
+    let m: ReturnType<typeof mmapAnon>;
+    try {
+      m = mmapAnon(bytes);
+    } catch (e) {
+      // What `new SharedArrayBuffer` threw for a RAM disk too big to allocate (RPC: -ENOMEM).
+      throw new RangeError(`cannot allocate a ${bytes}-byte RAM disk: ${(e as Error).message}`);
+    }
+    this.buffer = m.buffer;
+    this.mappingId = m.id;
   }
 
   supportsIo(_type: IoType): boolean {
@@ -43,7 +64,15 @@ export class MallocBdev implements Bdev {
     };
   }
 
-  async destroy(): Promise<void> {}
+  /**
+   * Called once no channel uses the bdev (the registry refuses while it is claimed): the data
+   * goes now; a late access anywhere reads zeros rather than faulting.
+   */
+  async destroy(): Promise<void> {
+    if (this.mappingId === undefined) return;
+    native.releaseMapping(this.mappingId);
+    this.mappingId = undefined;
+  }
 }
 
 export class MallocChannel implements BdevChannel {
