@@ -21,6 +21,9 @@ export interface BlkResult {
   /** Bytes the target reported written into device-writable buffers. */
   usedLen: number;
   data: Uint8Array;
+  /** Guest-physical addresses of the request's data buffer and status byte. */
+  dataGpa: number;
+  statusGpa: number;
 }
 
 interface Slot {
@@ -81,6 +84,8 @@ export class BlkQueue {
         status: v.getUint8(this.mem.off(p.slot.status)),
         usedLen: len,
         data: this.mem.u8.slice(this.mem.off(p.slot.data), this.mem.off(p.slot.data) + p.len),
+        dataGpa: p.slot.data,
+        statusGpa: p.slot.status,
       });
     }
   }
@@ -130,6 +135,8 @@ export interface NegotiateOptions {
   requireVersion1?: boolean;
   /** Negotiate VIRTIO_F_RING_PACKED when offered (default false). */
   packed?: boolean;
+  /** Negotiate VHOST_USER_PROTOCOL_F_LOG_SHMFD when offered, as QEMU does for migration (default false). */
+  logShmfd?: boolean;
 }
 
 /** Guest-physical addresses of one split (or packed) ring, as SET_VRING_ADDR carries them. */
@@ -177,7 +184,8 @@ export class BlkInitiator {
       }
       const proto = (await fe.call(Req.GET_PROTOCOL_FEATURES)).getBigUint64(0, true);
       init.offeredProtocolFeatures = proto;
-      const wantProto = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG);
+      let wantProto = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG);
+      if (opts.logShmfd) wantProto |= bit(ProtocolFeature.LOG_SHMFD);
       init.protocolFeatures = proto & wantProto;
       fe.send(Req.SET_PROTOCOL_FEATURES, encodeU64(init.protocolFeatures));
       if (init.protocolFeatures & bit(ProtocolFeature.MQ)) {

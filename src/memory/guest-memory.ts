@@ -113,6 +113,11 @@ export class GuestMemory {
     return undefined;
   }
 
+  /** [gpa, size] of every region (marking all of guest memory dirty; rare paths only). */
+  regionRanges(): Array<[number, number]> {
+    return this.regions.map((r) => [r.gpa, r.size]);
+  }
+
   /** QEMU virtual address → guest physical, for a range that must lie in one region; -1 if not. */
   uvaToGpa(uva: number, len: number): number {
     for (const r of this.regions) {

@@ -1,9 +1,7 @@
 // Control-thread memory table of one vhost-user session: validates regions from SET_MEM_TABLE /
 // ADD_MEM_REG, maps their fds, and releases mappings QEMU removed (after reactors let go).
 import { mmapShared, native } from '../native/index.js';
-import type { MemoryRegionDesc } from '../vhost-user/protocol.js';
-import { ProtocolError } from '../vhost-user/protocol.js';
-import type { RegionShare } from './region.js';
+import { type MemoryRegionDesc, MemoryError, type RegionShare } from './region.js';
 
 const MAX_ADDRESS = 2 ** 53;
 
@@ -30,19 +28,19 @@ export class MemoryTable {
     return this.regions.map((r) => r.share);
   }
 
-  /** Checks one region on its own and against `others`; throws ProtocolError. */
+  /** Checks one region on its own and against `others`; throws MemoryError. */
   static validate(desc: MemoryRegionDesc, others: MemoryRegionDesc[]): void {
     const { guestPhysAddr: gpa, memorySize: size, userspaceAddr: uva, mmapOffset } = desc;
-    if (size === 0) throw new ProtocolError('memory region of size 0');
+    if (size === 0) throw new MemoryError('memory region of size 0');
     if (gpa + size > MAX_ADDRESS || uva + size > MAX_ADDRESS || mmapOffset + size > MAX_ADDRESS) {
-      throw new ProtocolError(`memory region gpa 0x${gpa.toString(16)} size 0x${size.toString(16)} overflows`);
+      throw new MemoryError(`memory region gpa 0x${gpa.toString(16)} size 0x${size.toString(16)} overflows`);
     }
     for (const o of others) {
       if (overlaps(gpa, size, o.guestPhysAddr, o.memorySize)) {
-        throw new ProtocolError(`memory region gpa 0x${gpa.toString(16)}+0x${size.toString(16)} overlaps gpa 0x${o.guestPhysAddr.toString(16)}`);
+        throw new MemoryError(`memory region gpa 0x${gpa.toString(16)}+0x${size.toString(16)} overlaps gpa 0x${o.guestPhysAddr.toString(16)}`);
       }
       if (overlaps(uva, size, o.userspaceAddr, o.memorySize)) {
-        throw new ProtocolError(`memory region uva 0x${uva.toString(16)}+0x${size.toString(16)} overlaps uva 0x${o.userspaceAddr.toString(16)}`);
+        throw new MemoryError(`memory region uva 0x${uva.toString(16)}+0x${size.toString(16)} overlaps uva 0x${o.userspaceAddr.toString(16)}`);
       }
     }
   }
@@ -55,7 +53,7 @@ export class MemoryTable {
       try {
         m = mmapShared(fd, length, 0);
       } catch (e) {
-        throw new ProtocolError(`cannot map memory region gpa 0x${desc.guestPhysAddr.toString(16)} size 0x${desc.memorySize.toString(16)}: ${(e as Error).message}`);
+        throw new MemoryError(`cannot map memory region gpa 0x${desc.guestPhysAddr.toString(16)} size 0x${desc.memorySize.toString(16)}: ${(e as Error).message}`);
       }
       return {
         desc,
@@ -76,7 +74,7 @@ export class MemoryTable {
     // fds[0, consumed) were handed to map(), which closes its fd whether it succeeds or not.
     let consumed = 0;
     try {
-      if (descs.length > this.maxRegions) throw new ProtocolError(`${descs.length} memory regions, at most ${this.maxRegions}`);
+      if (descs.length > this.maxRegions) throw new MemoryError(`${descs.length} memory regions, at most ${this.maxRegions}`);
       descs.forEach((d, i) => MemoryTable.validate(d, descs.slice(0, i)));
       while (consumed < descs.length) {
         const i = consumed++;
@@ -95,7 +93,7 @@ export class MemoryTable {
   /** ADD_MEM_REG. The fd is consumed. */
   add(desc: MemoryRegionDesc, fd: number): void {
     try {
-      if (this.regions.length >= this.maxRegions) throw new ProtocolError(`memory slot limit ${this.maxRegions} reached`);
+      if (this.regions.length >= this.maxRegions) throw new MemoryError(`memory slot limit ${this.maxRegions} reached`);
       MemoryTable.validate(
         desc,
         this.regions.map((r) => r.desc),
@@ -112,7 +110,7 @@ export class MemoryTable {
     const i = this.regions.findIndex(
       (r) => r.desc.guestPhysAddr === desc.guestPhysAddr && r.desc.memorySize === desc.memorySize && r.desc.userspaceAddr === desc.userspaceAddr,
     );
-    if (i < 0) throw new ProtocolError(`REM_MEM_REG: no region at gpa 0x${desc.guestPhysAddr.toString(16)} size 0x${desc.memorySize.toString(16)}`);
+    if (i < 0) throw new MemoryError(`REM_MEM_REG: no region at gpa 0x${desc.guestPhysAddr.toString(16)} size 0x${desc.memorySize.toString(16)}`);
     return this.regions.splice(i, 1)[0];
   }
 

@@ -1,6 +1,17 @@
 // A guest memory region as shared between the control thread and reactors: a SharedArrayBuffer
 // over the mmap'ed fd plus the three address spaces that locate it.
 
+/** A region as the front-end describes it (vhost-user SET_MEM_TABLE / ADD_MEM_REG). */
+export interface MemoryRegionDesc {
+  guestPhysAddr: number;
+  memorySize: number;
+  userspaceAddr: number;
+  mmapOffset: number;
+}
+
+/** A memory table change the front-end asked for that cannot be honoured (bad region, map failure). */
+export class MemoryError extends Error {}
+
 /** Structured-cloneable region description sent to reactors. */
 export interface RegionShare {
   /** Guest physical address of the first byte. */

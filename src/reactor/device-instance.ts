@@ -1,14 +1,12 @@
 // A device as one reactor sees it: its guest-memory view, bdev channel and the queues this
 // reactor serves. Guest misbehaviour stops the whole device, never the reactor.
-import type { BdevChannel } from '../bdev/bdev.js';
-import { openChannel } from '../bdev/channels.js';
-import { BlkHandler } from '../devices/blk/blk-handler.js';
-import { ScsiDevice } from '../devices/scsi/scsi-device.js';
-import type { ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
+import type { Device } from '../devices/device.js';
+import { deviceKinds } from '../devices/kinds.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { RegionShare } from '../memory/region.js';
 import { type FdWatchHandle, native } from '../native/index.js';
-import { type Coalescing, type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
+import { DirtyLog, type DirtyLogShare } from '../memory/dirty-log.js';
+import { type Coalescing, type DirtyLogHolder, type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
 import type { DeviceSpec, QueueStats } from './messages.js';
 
 interface QueueSlot {
@@ -17,8 +15,14 @@ interface QueueSlot {
   watch: FdWatchHandle;
 }
 
-/** How long closing a device waits for its in-flight requests. */
-const CLOSE_DRAIN_MS = 3000;
+/**
+ * How long stopping a queue (GET_VRING_BASE, closing the device) waits for its in-flight requests,
+ * as SPDK does: a backend request that never completes must not hang QEMU, or the migration.
+ */
+export const STOP_DRAIN_MS = 3000;
+
+/** Tests only: offer migration but never mark the dirty log (proves the migration tests catch it). */
+const DIRTY_LOG_DISABLED = process.env.VHOSTD_TEST_NO_DIRTY_LOG === '1';
 
 /** What a device needs from its reactor. */
 export interface DeviceHost {
@@ -33,9 +37,9 @@ export interface DeviceHost {
 
 export class DeviceInstance {
   readonly memory = new GuestMemory();
-  /** blk: the bdev channel; scsi: the device with its targets (each LUN has its own channel). */
-  private readonly channel: BdevChannel | undefined;
-  private readonly scsi: ScsiDevice | undefined;
+  private readonly device: Device;
+  /** The dirty log all of this device's queues mark while migration logs. */
+  private readonly dirtyLog: DirtyLogHolder = { current: undefined };
   private readonly queues = new Map<number, QueueSlot>();
   broken = false;
   private readonly runnerHost: RunnerHost;
@@ -47,8 +51,9 @@ export class DeviceInstance {
     private readonly warn: (msg: string) => void,
     private readonly info: (msg: string) => void = warn,
   ) {
-    if (spec.kind === 'blk') this.channel = openChannel(spec.bdev);
-    else this.scsi = new ScsiDevice(spec, warn);
+    const kind = deviceKinds.get(spec.kind);
+    if (!kind) throw new Error(`unknown device kind ${JSON.stringify(spec.kind)}`);
+    this.device = kind.create(spec, warn);
     this.runnerHost = {
       fail: (runner, reason) => {
         if (this.broken) return;
@@ -68,9 +73,8 @@ export class DeviceInstance {
 
   startQueue(cfg: QueueConfig, kickFd: number): QueueRunner {
     if (this.queues.has(cfg.qid)) throw new Error(`queue ${cfg.qid} is already running`);
-    const runner = new QueueRunner(this.memory, cfg, cfg.addrs, this.runnerHost);
-    if (this.scsi) runner.handler = this.scsi.handlerFor(runner);
-    else if (this.spec.kind === 'blk' && this.channel) runner.handler = new BlkHandler(runner, this.channel, this.spec, this.warn);
+    const runner = new QueueRunner(this.memory, cfg, cfg.addrs, this.runnerHost, this.dirtyLog);
+    runner.handler = this.device.handlerFor(runner);
     const watch = new native.FdWatch(kickFd, () => {
       native.eventfdRead(kickFd);
       // Serve the kicked queue at once (wake-up latency), then let the reactor poll.
@@ -89,15 +93,44 @@ export class DeviceInstance {
     return runner;
   }
 
-  /** Stops a queue after its in-flight requests completed; returns the next avail index. */
+  /**
+   * Stops a queue after its in-flight requests completed, or after STOP_DRAIN_MS (then the
+   * requests still out are abandoned: their completions no longer touch the ring); returns the
+   * next avail index.
+   */
   async stopQueue(qid: number): Promise<number> {
     const slot = this.queues.get(qid);
     if (!slot) throw new Error(`queue ${qid} is not running`);
     slot.watch.close();
     this.queues.delete(qid);
     this.host.queuesChanged();
-    await slot.runner.stop();
-    return slot.runner.queue.vringBase();
+    const runner = slot.runner;
+    const inFlight = runner.inFlight;
+    const t0 = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      runner.stop().then(() => true),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), STOP_DRAIN_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!drained) {
+      runner.abandoned = true;
+      this.warn(`queue ${qid}: ${runner.inFlight} requests still in flight after ${STOP_DRAIN_MS} ms; stopped without them`);
+    } else if (inFlight > 0) {
+      this.info(`queue ${qid}: drained ${inFlight} in-flight requests in ${(performance.now() - t0).toFixed(1)} ms before stopping`);
+    }
+    return runner.queue.vringBase();
+  }
+
+  /** Starts (a log), switches (a new log) or stops (undefined) dirty logging on every queue. */
+  setDirtyLog(share: DirtyLogShare | undefined): void {
+    if (share !== undefined && DIRTY_LOG_DISABLED) {
+      this.warn('dirty logging is disabled by VHOSTD_TEST_NO_DIRTY_LOG (tests only): a migration will copy stale pages');
+      return;
+    }
+    this.dirtyLog.current = share === undefined ? undefined : new DirtyLog(share);
   }
 
   setCoalescing(c: Coalescing): void {
@@ -121,8 +154,8 @@ export class DeviceInstance {
    * Reaps completions of backends that poll (io_uring, rbd). Such backends also watch their own
    * completion fd, so a sleeping reactor still completes their I/O.
    */
-  pollChannel(): number {
-    return this.channel?.poll ? this.channel.poll() : 0;
+  pollBackends(): number {
+    return this.device.poll();
   }
 
   /** Why the device must stop because a region of its guest memory shrank under its mapping, if one did. */
@@ -143,32 +176,13 @@ export class DeviceInstance {
   }
 
   async close(): Promise<void> {
-    for (const qid of [...this.queues.keys()]) {
-      // A bdev that never completes (a hung backend, an error bdev holding I/O) must not keep the
-      // device, or the daemon's shutdown, from finishing.
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          this.warn(`queue ${qid}: requests still in flight after ${CLOSE_DRAIN_MS} ms; closing anyway`);
-          resolve();
-        }, CLOSE_DRAIN_MS);
-      });
-      await Promise.race([this.stopQueue(qid).then(() => undefined), timeout]);
-      clearTimeout(timer);
-      this.queues.delete(qid);
-    }
-    this.channel?.close();
-    await this.scsi?.close();
+    // stopQueue is bounded: a hung backend cannot keep the device, or the daemon's shutdown, open.
+    for (const qid of [...this.queues.keys()]) await this.stopQueue(qid);
+    await this.device.close();
   }
 
-  scsiAttach(target: ScsiTargetSpec): void {
-    if (!this.scsi) throw new Error(`device ${this.spec.name} is not a SCSI device`);
-    this.scsi.attachTarget(target);
-  }
-
-  async scsiDetach(target: number): Promise<void> {
-    if (!this.scsi) throw new Error(`device ${this.spec.name} is not a SCSI device`);
-    await this.scsi.detachTarget(target);
+  control(action: string, arg: unknown): void | Promise<void> {
+    return this.device.control(action, arg);
   }
 
   stats(): QueueStats[] {

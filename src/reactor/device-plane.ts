@@ -1,19 +1,21 @@
 // The data plane of one vhost-user session: spreads the device's queues over the reactors of its
 // cpumask (first queue on the least-loaded one) and forwards memory/queue changes to them.
-import type { ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
+import type { DirtyLogShare } from '../memory/dirty-log.js';
 import type { RegionShare } from '../memory/region.js';
 import type { Coalescing, QueueConfig } from '../virtio/queue-runner.js';
+import type { DataPlane } from '../vhost-user/data-plane.js';
 import type { DeviceSpec } from './messages.js';
 import type { ReactorHandle, ReactorPool } from './reactor-pool.js';
 
 let nextDevId = 1;
 
-export class DevicePlane {
+export class DevicePlane implements DataPlane {
   readonly devId = nextDevId++;
   private readonly reactors: ReactorHandle[];
   private readonly attached = new Set<ReactorHandle>();
   private readonly queueReactor = new Map<number, ReactorHandle>();
   private regions: RegionShare[] = [];
+  private dirtyLog: DirtyLogShare | undefined;
   private coalescing: Coalescing | undefined;
 
   constructor(
@@ -34,6 +36,12 @@ export class DevicePlane {
     this.attached.add(r);
     await r.request({ op: 'attach', devId: this.devId, spec: this.spec });
     await r.request({ op: 'memory', devId: this.devId, regions: this.regions });
+    if (this.dirtyLog) await r.request({ op: 'dirtyLog', devId: this.devId, log: this.dirtyLog });
+  }
+
+  async setDirtyLog(log: DirtyLogShare | undefined): Promise<void> {
+    this.dirtyLog = log;
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'dirtyLog', devId: this.devId, log })));
   }
 
   async setMemory(regions: RegionShare[]): Promise<void> {
@@ -77,16 +85,14 @@ export class DevicePlane {
     await Promise.all([...this.attached].map((r) => r.request({ op: 'coalescing', devId: this.devId, coalescing: c })));
   }
 
-  /** Hot-attach: every reactor of this session gets the LUN; the event queue's tells the guest. */
-  async scsiAttach(target: ScsiTargetSpec): Promise<void> {
-    if (this.spec.kind === 'scsi') this.spec = { ...this.spec, targets: [...this.spec.targets.filter((t) => t.target !== target.target), target] };
-    await Promise.all([...this.attached].map((r) => r.request({ op: 'scsiAttach', devId: this.devId, target })));
-  }
-
-  /** Hot-detach: resolves once every reactor finished the target's in-flight commands. */
-  async scsiDetach(target: number): Promise<void> {
-    if (this.spec.kind === 'scsi') this.spec = { ...this.spec, targets: this.spec.targets.filter((t) => t.target !== target) };
-    await Promise.all([...this.attached].map((r) => r.request({ op: 'scsiDetach', devId: this.devId, target })));
+  /**
+   * A device-specific action on every reactor serving this session (SCSI hot-plug); `spec` is the
+   * device as it stands after the action, for reactors that attach later. Resolves once every
+   * reactor finished it (a hot-detach waits for the target's in-flight commands).
+   */
+  async control(action: string, arg: unknown, spec: DeviceSpec): Promise<void> {
+    this.spec = spec;
+    await Promise.all([...this.attached].map((r) => r.request({ op: 'control', devId: this.devId, action, arg })));
   }
 
   async close(): Promise<void> {

@@ -1,24 +1,25 @@
 // Messages between the control thread and reactor workers. Requests carry an id and get exactly
 // one reply; events flow from reactors to the control thread unasked.
-import type { BlkDeviceSpec } from '../devices/blk/blk-spec.js';
-import type { ScsiDeviceSpec, ScsiTargetSpec } from '../devices/scsi/scsi-spec.js';
+import type { DeviceSpec } from '../devices/device.js';
+import type { DirtyLogShare } from '../memory/dirty-log.js';
 import type { RegionShare } from '../memory/region.js';
 import type { Coalescing, QueueConfig } from '../virtio/queue-runner.js';
 
-/** Device descriptions a reactor can instantiate. */
-export type DeviceSpec = BlkDeviceSpec | ScsiDeviceSpec;
+export type { DeviceSpec };
 
 export type ReactorRequest =
   | { op: 'attach'; devId: number; spec: DeviceSpec }
   | { op: 'memory'; devId: number; regions: RegionShare[] }
+  /** Live migration: the dirty log to mark, or undefined when logging stops. */
+  | { op: 'dirtyLog'; devId: number; log: DirtyLogShare | undefined }
   | { op: 'startQueue'; devId: number; cfg: QueueConfig; kickFd: number }
   | { op: 'stopQueue'; devId: number; qid: number }
   | { op: 'setCall'; devId: number; qid: number; fd: number }
   | { op: 'coalescing'; devId: number; coalescing: Coalescing }
   | { op: 'detach'; devId: number }
   | { op: 'fail'; devId: number }
-  | { op: 'scsiAttach'; devId: number; target: ScsiTargetSpec }
-  | { op: 'scsiDetach'; devId: number; target: number }
+  /** A device-specific action (Device.control), e.g. SCSI hot-plug. */
+  | { op: 'control'; devId: number; action: string; arg: unknown }
   /** gc: a full garbage collection first, when node runs with --expose-gc (memory diagnostics). */
   | { op: 'stats'; gc?: boolean };
 

@@ -92,6 +92,9 @@ export class Reactor implements DeviceHost {
       case 'memory':
         this.device(msg.devId).setMemory(msg.regions);
         return undefined;
+      case 'dirtyLog':
+        this.device(msg.devId).setDirtyLog(msg.log);
+        return undefined;
       case 'startQueue':
         this.device(msg.devId).startQueue(msg.cfg, msg.kickFd);
         return undefined;
@@ -115,11 +118,8 @@ export class Reactor implements DeviceHost {
       case 'fail':
         this.device(msg.devId).fail();
         return undefined;
-      case 'scsiAttach':
-        this.device(msg.devId).scsiAttach(msg.target);
-        return undefined;
-      case 'scsiDetach':
-        await this.device(msg.devId).scsiDetach(msg.target);
+      case 'control':
+        await this.device(msg.devId).control(msg.action, msg.arg);
         return undefined;
       case 'stats':
         if (msg.gc) (globalThis as { gc?: () => void }).gc?.();
@@ -188,7 +188,7 @@ export class Reactor implements DeviceHost {
           busyQueues++;
         }
       }
-      for (let i = 0; i < devs.length; i++) work += devs[i].pollChannel();
+      for (let i = 0; i < devs.length; i++) work += devs[i].pollBackends();
       endPass();
       tick();
       const t1 = clock[0];

@@ -9,6 +9,7 @@ import { DevicePlane } from '../reactor/device-plane.js';
 import type { Coalescing } from '../virtio/queue-runner.js';
 import type { ReactorPool } from '../reactor/reactor-pool.js';
 import { VhostUserConnection } from '../vhost-user/connection.js';
+import type { DeviceSpec } from '../devices/device.js';
 import type { DeviceModel } from '../vhost-user/device-model.js';
 import { Req } from '../vhost-user/protocol.js';
 import { VhostUserSession } from '../vhost-user/session.js';
@@ -26,7 +27,8 @@ export interface ControllerOptions {
   name: string;
   socketPath: string;
   cores: number[];
-  model: DeviceModel;
+  /** What sessions offer the front-end, and the spec reactors build the device from. */
+  model: DeviceModel & { spec(): DeviceSpec };
   socketMode: number;
   /** Group of the socket file, when set (--socket-group). */
   socketGid?: number;
@@ -65,6 +67,11 @@ export class Controller {
 
   get sessionCount(): number {
     return this.sessions.size;
+  }
+
+  /** The connected front-ends, and whether each one's device marks a migration's dirty log now. */
+  sessionInfo(): Array<{ id: number; dirty_logging: boolean }> {
+    return [...this.sessions].map((s) => ({ id: s.id, dirty_logging: s.session.dirtyLogging }));
   }
 
   listen(): void {

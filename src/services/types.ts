@@ -21,6 +21,8 @@ export interface ControllerInfo {
   iops_threshold: number;
   socket: string;
   sessions: Array<Record<string, unknown>>;
+  /** A live migration is logging dirty pages through one of the sessions. */
+  dirty_logging: boolean;
   backend_specific: Record<string, unknown>;
 }
 

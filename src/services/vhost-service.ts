@@ -6,7 +6,7 @@ import type { ConfigCall } from '../bdev/bdev.js';
 import type { BdevRegistry } from '../bdev/registry.js';
 import { BlkModel } from '../devices/blk/blk-model.js';
 import { ScsiModel } from '../devices/scsi/scsi-model.js';
-import { MAX_SCSI_TARGETS } from '../devices/scsi/scsi-spec.js';
+import { MAX_SCSI_TARGETS, ScsiControl } from '../devices/scsi/scsi-spec.js';
 import { scsiLunInfoFromBdev } from '../scsi/index.js';
 import { formatCpumask, parseCpumask, type ReactorPool } from '../reactor/reactor-pool.js';
 import { VhostdError, invalidParams } from '../util/errors.js';
@@ -89,7 +89,7 @@ export class VhostService implements VhostControllerService {
   async createBlkController(p: BlkControllerParams): Promise<void> {
     const socketPath = this.checkName(p.ctrlr);
     const cores = this.cores(p.cpumask);
-    const bdev = this.bdevs.claim(p.devName, p.ctrlr);
+    const bdev = this.bdevs.open(p.devName, p.ctrlr);
     try {
       const model = new BlkModel(p.ctrlr, bdev, { readonly: p.readonly ?? false, packedRing: p.packedRing ?? false });
       const controller = new Controller({ name: p.ctrlr, socketPath, cores, model, socketMode: this.opts.socketMode, socketGid: this.opts.socketGid }, this.pool, this.log);
@@ -148,12 +148,12 @@ export class VhostService implements VhostControllerService {
     if (e.targets.has(t)) throw VhostdError.errno('EEXIST', `controller ${ctrlr} target ${t} is already occupied`);
     const owner = `${ctrlr}/target${t}`;
     // Deleting the bdev hot-detaches the target, as SPDK does.
-    const bdev = this.bdevs.claim(bdevName, owner, () => this.scsiRemoveTarget(ctrlr, t));
+    const bdev = this.bdevs.open(bdevName, owner, () => this.scsiRemoveTarget(ctrlr, t));
     const spec = { target: t, lun: scsiLunInfoFromBdev(bdev), bdev: bdev.channelSpec() };
     e.targets.set(t, bdev.name);
     e.scsi.targets.set(t, spec);
     try {
-      await e.controller.forEachPlane((plane) => plane.scsiAttach(spec));
+      await e.controller.forEachPlane((plane) => plane.control(ScsiControl.ATTACH_TARGET, spec, e.scsi.spec()));
     } catch (err) {
       this.log.error({ ctrlr, target: t, err }, 'hot-attach failed on a running session');
     }
@@ -168,7 +168,7 @@ export class VhostService implements VhostControllerService {
     e.targets.delete(targetNum);
     e.scsi.targets.delete(targetNum);
     try {
-      await e.controller.forEachPlane((plane) => plane.scsiDetach(targetNum));
+      await e.controller.forEachPlane((plane) => plane.control(ScsiControl.DETACH_TARGET, targetNum, e.scsi.spec()));
     } finally {
       this.bdevs.release(bdevName, `${ctrlr}/target${targetNum}`);
     }
@@ -199,22 +199,27 @@ export class VhostService implements VhostControllerService {
 
   getControllers(name?: string): ControllerInfo[] {
     const entries = name === undefined ? [...this.controllers.entries()] : [[name, this.get(name)] as const];
-    return entries.map(([ctrlr, e]) => ({
-      ctrlr,
-      cpumask: formatCpumask(e.cores),
-      delay_base_us: e.delayBaseUs,
-      iops_threshold: e.iopsThreshold,
-      socket: e.controller.opts.socketPath,
-      sessions: [],
-      backend_specific:
-        e.kind === 'blk'
-          ? { block: { readonly: e.readonly, bdev: e.bdevName, transport: 'vhost_user_blk' } }
-          : {
-              scsi: [...e.targets.entries()]
-                .sort(([a], [b]) => a - b)
-                .map(([t, bdev]) => ({ target_name: `Target ${t}`, id: t, scsi_dev_num: t, luns: [{ id: 0, bdev_name: bdev }] })),
-            },
-    }));
+    return entries.map(([ctrlr, e]) => {
+      const sessions = e.controller.sessionInfo();
+      return {
+        ctrlr,
+        cpumask: formatCpumask(e.cores),
+        delay_base_us: e.delayBaseUs,
+        iops_threshold: e.iopsThreshold,
+        socket: e.controller.opts.socketPath,
+        sessions,
+        // vhostd's own: a live migration is logging dirty pages through this controller.
+        dirty_logging: sessions.some((s) => s.dirty_logging),
+        backend_specific:
+          e.kind === 'blk'
+            ? { block: { readonly: e.readonly, bdev: e.bdevName, transport: 'vhost_user_blk' } }
+            : {
+                scsi: [...e.targets.entries()]
+                  .sort(([a], [b]) => a - b)
+                  .map(([t, bdev]) => ({ target_name: `Target ${t}`, id: t, scsi_dev_num: t, luns: [{ id: 0, bdev_name: bdev }] })),
+              },
+      };
+    });
   }
 
   /**

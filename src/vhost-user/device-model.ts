@@ -1,7 +1,5 @@
 // What the vhost-user session needs from a device type (blk, scsi): the backend trait of
 // rust-vmm's vhost-user-backend, minus event handling (that runs on the reactors).
-import type { DeviceSpec } from '../reactor/messages.js';
-
 export interface DeviceModel {
   readonly name: string;
   readonly maxQueues: number;
@@ -13,6 +11,4 @@ export interface DeviceModel {
   readonly chainCapacity: number;
   /** The device's config space. */
   readConfig(): Uint8Array;
-  /** The description reactors instantiate the device from. */
-  spec(): DeviceSpec;
 }

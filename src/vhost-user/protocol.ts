@@ -1,5 +1,6 @@
 // vhost-user wire format (QEMU docs/interop/vhost-user.rst): message codes, feature bits, the
 // 12-byte header and payload layouts. Decoders validate sizes and never trust the peer.
+import type { MemoryRegionDesc } from '../memory/region.js';
 
 export const Req = {
   GET_FEATURES: 1,
@@ -67,6 +68,12 @@ export const ProtocolFeature = {
   STATUS: 16,
 } as const;
 
+/** vhost feature bit: the back-end logs the guest pages it writes (live migration). */
+export const VHOST_F_LOG_ALL = 26;
+
+/** SET_VRING_ADDR flag: log the used ring's writes at log_guest_addr. */
+export const VHOST_VRING_F_LOG = 1;
+
 /** Virtio feature bit that says the back-end speaks GET/SET_PROTOCOL_FEATURES. */
 export const VHOST_USER_F_PROTOCOL_FEATURES = 30;
 
@@ -115,12 +122,7 @@ export interface MessageHeader {
   size: number;
 }
 
-export interface MemoryRegionDesc {
-  guestPhysAddr: number;
-  memorySize: number;
-  userspaceAddr: number;
-  mmapOffset: number;
-}
+export type { MemoryRegionDesc };
 
 export class ProtocolError extends Error {}
 
@@ -194,6 +196,18 @@ export function decodeVringAddr(payload: DataView): VringAddr {
     availUserAddr: getU64(payload, 24),
     logGuestAddr: Number(payload.getBigUint64(32, true) & 0x1fffffffffffffn),
   };
+}
+
+export interface LogBase {
+  /** Size of the log in bytes. */
+  mmapSize: number;
+  /** Offset of the log in the fd. */
+  mmapOffset: number;
+}
+
+export function decodeLogBase(name: string, payload: DataView): LogBase {
+  expectSize(name, payload, 16);
+  return { mmapSize: getU64(payload, 0), mmapOffset: getU64(payload, 8) };
 }
 
 export interface ConfigAccess {

@@ -1,14 +1,18 @@
 // The back-end state machine of one vhost-user connection (QEMU docs/interop/vhost-user.rst):
-// features, memory table and vring state, turned into queue start/stop on the data plane.
+// features, memory table and vring state, turned into queue start/stop on the data plane. Each
+// request has a handler of its own (the table in the constructor); handle() validates the fds,
+// dispatches, and sends the REPLY_ACK the front-end asked for.
 import type { Logger } from 'pino';
 import { MemoryTable } from '../memory/memory-table.js';
-import { check, mmapShared, native } from '../native/index.js';
-import { inflightQueueBytes } from '../virtio/inflight.js';
-import type { DevicePlane } from '../reactor/device-plane.js';
+import { MemoryError } from '../memory/region.js';
+import { native } from '../native/index.js';
 import { VirtioFeature, bit, hasFeature } from '../virtio/features.js';
 import type { QueueConfig } from '../virtio/queue-runner.js';
 import type { VhostUserConnection, Message } from './connection.js';
+import type { DataPlane } from './data-plane.js';
 import type { DeviceModel } from './device-model.js';
+import { DirtyLogBase } from './dirty-log-base.js';
+import { InflightShm } from './inflight-shm.js';
 import {
   FLAG_NEED_REPLY,
   FLAG_REPLY,
@@ -16,11 +20,12 @@ import {
   ProtocolError,
   ProtocolFeature,
   Req,
+  VHOST_F_LOG_ALL,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VRING_IDX_MASK,
   VRING_NOFD_MASK,
-  type VringAddr,
   decodeConfig,
+  decodeLogBase,
   decodeMemTable,
   decodeSingleRegion,
   decodeVringAddr,
@@ -28,10 +33,10 @@ import {
   encodeU64,
   expectSize,
   expectedFds,
-  getU64,
   getU64Big,
   reqName,
 } from './protocol.js';
+import { Vring } from './vring.js';
 
 export const MAX_MEM_SLOTS = 32;
 const MAX_QUEUE_SIZE = 32768;
@@ -39,26 +44,22 @@ const MAX_QUEUE_SIZE = 32768;
 /** Protocol features every device gets from the session itself. */
 const SESSION_PROTOCOL_FEATURES =
   bit(ProtocolFeature.MQ) |
+  bit(ProtocolFeature.LOG_SHMFD) |
   bit(ProtocolFeature.REPLY_ACK) |
   bit(ProtocolFeature.RESET_DEVICE) |
   bit(ProtocolFeature.INFLIGHT_SHMFD) |
   bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
 
-class Vring {
-  num = 0;
-  base = 0;
-  addr: VringAddr | undefined;
-  kickFd = -1;
-  callFd = -1;
-  errFd = -1;
-  enabled = false;
-  running = false;
-
-  closeFds(): void {
-    for (const fd of [this.kickFd, this.callFd, this.errFd]) if (fd >= 0) native.close(fd);
-    this.kickFd = this.callFd = this.errFd = -1;
-  }
-}
+/** Requests whose front-end waits for a reply of its own (not a REPLY_ACK). */
+const REPLYING = new Set<number>([
+  Req.GET_FEATURES,
+  Req.GET_PROTOCOL_FEATURES,
+  Req.GET_VRING_BASE,
+  Req.GET_QUEUE_NUM,
+  Req.GET_CONFIG,
+  Req.GET_MAX_MEM_SLOTS,
+  Req.GET_INFLIGHT_FD,
+]);
 
 /**
  * Takes ownership of a message's fds: handle() closes whatever is still in m.fds when dispatch
@@ -68,35 +69,63 @@ function takeFds(m: Message): number[] {
   return m.fds.splice(0);
 }
 
-/** The INFLIGHT_SHMFD buffer: one region per queue, shared with the front-end across restarts. */
-interface InflightBuffer {
-  buffer: SharedArrayBuffer;
-  mappingId: number;
-  numQueues: number;
-  queueSize: number;
-}
-
-const INFLIGHT_PAYLOAD = 24;
-const MAX_INFLIGHT_BYTES = 64 << 20;
+/** A request handler: returns true when it sent its own reply. */
+type Handler = (m: Message, name: string) => boolean | Promise<boolean>;
 
 export class VhostUserSession {
   private features = 0n;
-  private inflight: InflightBuffer | undefined;
   private protocolFeatures = 0n;
   private readonly memory = new MemoryTable(MAX_MEM_SLOTS);
+  private readonly inflight: InflightShm;
+  private readonly log: DirtyLogBase;
   private readonly vrings: Vring[];
+  private readonly handlers: ReadonlyMap<number, Handler>;
 
   constructor(
     private readonly conn: VhostUserConnection,
     private readonly model: DeviceModel,
-    private readonly plane: DevicePlane,
-    private readonly log: Logger,
+    private readonly plane: DataPlane,
+    private readonly logger: Logger,
   ) {
     this.vrings = Array.from({ length: model.maxQueues }, () => new Vring());
+    this.inflight = new InflightShm(model.maxQueues, MAX_QUEUE_SIZE, logger);
+    this.log = new DirtyLogBase(plane, logger);
+    const noReply = (fn: (m: Message, name: string) => unknown): Handler => async (m, name) => {
+      await fn(m, name);
+      return false;
+    };
+    this.handlers = new Map<number, Handler>([
+      [Req.GET_FEATURES, (m, name) => this.replyU64(m, name, this.offeredFeatures)],
+      [Req.SET_FEATURES, noReply((m, name) => this.setFeatures(m, name))],
+      [Req.GET_PROTOCOL_FEATURES, (m, name) => this.replyU64(m, name, this.offeredProtocolFeatures)],
+      [Req.SET_PROTOCOL_FEATURES, noReply((m, name) => this.setProtocolFeatures(m, name))],
+      [Req.SET_OWNER, () => false],
+      [Req.RESET_OWNER, noReply(() => this.reset())],
+      [Req.RESET_DEVICE, noReply(() => this.reset())],
+      [Req.GET_QUEUE_NUM, (m) => this.replyU64(m, undefined, this.model.maxQueues)],
+      [Req.GET_MAX_MEM_SLOTS, (m) => this.replyU64(m, undefined, MAX_MEM_SLOTS)],
+      [Req.SET_MEM_TABLE, noReply((m) => this.setMemTable(m))],
+      [Req.SET_LOG_BASE, (m, name) => this.setLogBase(m, name)],
+      [Req.ADD_MEM_REG, noReply((m, name) => this.addMemRegion(m, name))],
+      [Req.REM_MEM_REG, noReply((m, name) => this.removeMemRegion(m, name))],
+      [Req.SET_VRING_NUM, noReply((m, name) => this.setVringNum(m, name))],
+      [Req.SET_VRING_BASE, noReply((m, name) => this.setVringBase(m, name))],
+      [Req.SET_VRING_ADDR, noReply((m, name) => this.setVringAddr(m, name))],
+      [Req.GET_VRING_BASE, (m, name) => this.getVringBase(m, name)],
+      [Req.SET_VRING_KICK, noReply((m, name) => this.setVringFd(m, name))],
+      [Req.SET_VRING_CALL, noReply((m, name) => this.setVringFd(m, name))],
+      [Req.SET_VRING_ERR, noReply((m, name) => this.setVringFd(m, name))],
+      [Req.SET_VRING_ENABLE, noReply((m, name) => this.setVringEnable(m, name))],
+      [Req.GET_CONFIG, (m, name) => this.getConfig(m, name)],
+      [Req.SET_CONFIG, (m, name) => this.setConfig(m, name)],
+      [Req.GET_INFLIGHT_FD, (m) => this.getInflightFd(m)],
+      [Req.SET_INFLIGHT_FD, noReply((m) => this.inflight.adopt(m.payload, takeFds(m)[0]))],
+    ]);
   }
 
   private get offeredFeatures(): bigint {
-    return this.model.features | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+    // LOG_ALL: every device can be live-migrated (dirty pages logged while QEMU asks).
+    return this.model.features | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VHOST_F_LOG_ALL);
   }
 
   private get offeredProtocolFeatures(): bigint {
@@ -109,9 +138,9 @@ export class VhostUserSession {
 
   async handle(m: Message): Promise<void> {
     const name = reqName[m.request] ?? `request ${m.request}`;
-    if (this.log.isLevelEnabled('debug')) {
+    if (this.logger.isLevelEnabled('debug')) {
       const arg = m.payload.byteLength >= 8 ? m.payload.getBigUint64(0, true).toString(16) : undefined;
-      this.log.debug({ request: name, size: m.payload.byteLength, fds: m.fds.length, arg }, 'vhost-user message');
+      this.logger.debug({ request: name, size: m.payload.byteLength, fds: m.fds.length, arg }, 'vhost-user message');
     }
     let replied = false;
     let failed = false;
@@ -120,12 +149,14 @@ export class VhostUserSession {
       if (m.fds.length < fdRange.min || m.fds.length > fdRange.max) {
         throw new ProtocolError(`${name} came with ${m.fds.length} file descriptors, expected ${fdRange.min === fdRange.max ? fdRange.min : `${fdRange.min}-${fdRange.max}`}`);
       }
-      replied = await this.dispatch(m, name);
+      const handler = this.handlers.get(m.request);
+      if (!handler) throw new ProtocolError(`${name} is not supported`);
+      replied = await handler(m, name);
     } catch (e) {
       failed = true;
       for (const fd of m.fds) native.close(fd);
-      if (!(e instanceof ProtocolError)) throw e;
-      this.log.error({ request: name }, `rejected vhost-user message: ${e.message}`);
+      if (!(e instanceof ProtocolError || e instanceof MemoryError)) throw e;
+      this.logger.error({ request: name }, `rejected vhost-user message: ${e.message}`);
       if (this.expectsReply(m.request)) {
         // A reply the front-end waits for cannot be faked; drop the connection instead.
         throw new Error(e.message);
@@ -134,20 +165,29 @@ export class VhostUserSession {
     if (!replied && this.replyAck && m.flags & FLAG_NEED_REPLY) this.reply(m.request, encodeU64(failed ? 1 : 0));
   }
 
-  private expectsReply(req: number): boolean {
-    return (
-      req === Req.GET_FEATURES ||
-      req === Req.GET_PROTOCOL_FEATURES ||
-      req === Req.GET_VRING_BASE ||
-      req === Req.GET_QUEUE_NUM ||
-      req === Req.GET_CONFIG ||
-      req === Req.GET_MAX_MEM_SLOTS ||
-      req === Req.GET_INFLIGHT_FD
-    );
+  /** With LOG_SHMFD, QEMU blocks on SET_LOG_BASE until a message of the same code comes back. */
+  private expectsReply(request: number): boolean {
+    return REPLYING.has(request) || (request === Req.SET_LOG_BASE && this.logShmfd);
+  }
+
+  private get logShmfd(): boolean {
+    return (this.protocolFeatures & bit(ProtocolFeature.LOG_SHMFD)) !== 0n;
+  }
+
+  /** Whether the device marks the dirty log now (LOG_ALL negotiated and a log base given). */
+  get dirtyLogging(): boolean {
+    return this.log.active;
   }
 
   private reply(request: number, payload: Uint8Array, fds: number[] = []): void {
     this.conn.send(request, FLAG_VERSION | FLAG_REPLY, payload, fds);
+  }
+
+  /** Replies with one u64 (after checking the request carried no payload, when `name` is given). */
+  private replyU64(m: Message, name: string | undefined, value: bigint | number): boolean {
+    if (name !== undefined) expectSize(name, m.payload, 0);
+    this.reply(m.request, encodeU64(value));
+    return true;
   }
 
   private vring(index: number, name: string): Vring {
@@ -155,200 +195,152 @@ export class VhostUserSession {
     return this.vrings[index];
   }
 
-  /** Handles one message; returns true when it sent its own reply. */
-  private async dispatch(m: Message, name: string): Promise<boolean> {
-    const p = m.payload;
-    switch (m.request) {
-      case Req.GET_FEATURES:
-        expectSize(name, p, 0);
-        this.reply(m.request, encodeU64(this.offeredFeatures));
-        return true;
-      case Req.SET_FEATURES: {
-        expectSize(name, p, 8);
-        const f = getU64Big(p, 0);
-        const packedBit = bit(VirtioFeature.RING_PACKED);
-        const running = this.vrings.some((v) => v.running);
-        let violation: string | undefined;
-        if ((f & ~this.offeredFeatures) !== 0n) {
-          violation = `SET_FEATURES: 0x${f.toString(16)} has bits never offered${f & packedBit & ~this.offeredFeatures ? ' (VIRTIO_F_RING_PACKED: packed layout without negotiating it)' : ''}`;
-        } else if ((f ^ this.features) & packedBit && running) {
-          // QEMU re-sends the features while running (dirty logging), never with another layout.
-          violation = `SET_FEATURES switches the rings to the ${f & packedBit ? 'packed' : 'split'} layout while they run`;
-        }
-        if (violation !== undefined) {
-          // Running rings would go on being read in the old layout: stop the device.
-          if (running) await this.failDevice(violation);
-          throw new ProtocolError(violation);
-        }
-        this.features = f;
-        return false;
-      }
-      case Req.GET_PROTOCOL_FEATURES:
-        expectSize(name, p, 0);
-        this.reply(m.request, encodeU64(this.offeredProtocolFeatures));
-        return true;
-      case Req.SET_PROTOCOL_FEATURES: {
-        expectSize(name, p, 8);
-        const f = getU64Big(p, 0);
-        if ((f & ~this.offeredProtocolFeatures) !== 0n) throw new ProtocolError(`SET_PROTOCOL_FEATURES: 0x${f.toString(16)} has bits never offered`);
-        this.protocolFeatures = f;
-        return false;
-      }
-      case Req.SET_OWNER:
-        return false;
-      case Req.RESET_OWNER:
-      case Req.RESET_DEVICE:
-        await this.reset();
-        return false;
-      case Req.GET_QUEUE_NUM:
-        this.reply(m.request, encodeU64(this.model.maxQueues));
-        return true;
-      case Req.GET_MAX_MEM_SLOTS:
-        this.reply(m.request, encodeU64(MAX_MEM_SLOTS));
-        return true;
-      case Req.SET_MEM_TABLE: {
-        const descs = decodeMemTable(p, MAX_MEM_SLOTS);
-        const old = this.memory.replace(descs, takeFds(m));
-        await this.publishMemory(old);
-        return false;
-      }
-      case Req.ADD_MEM_REG: {
-        const desc = decodeSingleRegion(name, p);
-        this.memory.add(desc, takeFds(m)[0]);
-        await this.publishMemory([]);
-        return false;
-      }
-      case Req.REM_MEM_REG: {
-        for (const fd of takeFds(m)) native.close(fd);
-        const removed = this.memory.remove(decodeSingleRegion(name, p));
-        await this.publishMemory([removed]);
-        return false;
-      }
-      case Req.SET_VRING_NUM: {
-        const s = decodeVringState(name, p);
-        const v = this.vring(s.index, name);
-        // Split rings need a power of two; packed rings any size up to 32768.
-        const packed = hasFeature(this.features, VirtioFeature.RING_PACKED);
-        if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (!packed && (s.num & (s.num - 1)) !== 0)) {
-          throw new ProtocolError(`SET_VRING_NUM: size ${s.num} is not ${packed ? 'between 1 and' : 'a power of two up to'} ${MAX_QUEUE_SIZE}`);
-        }
-        if (v.running) throw new ProtocolError(`SET_VRING_NUM: vring ${s.index} is running`);
-        v.num = s.num;
-        return false;
-      }
-      case Req.SET_VRING_BASE: {
-        const s = decodeVringState(name, p);
-        const v = this.vring(s.index, name);
-        if (v.running) throw new ProtocolError(`SET_VRING_BASE: vring ${s.index} is running`);
-        // Packed rings carry avail index + wrap in the low 16 bits and used index + wrap in the high 16.
-        if (s.num > 0xffff && !hasFeature(this.features, VirtioFeature.RING_PACKED)) {
-          throw new ProtocolError(`SET_VRING_BASE: base ${s.num} beyond 16 bits`);
-        }
-        v.base = s.num;
-        return false;
-      }
-      case Req.SET_VRING_ADDR: {
-        const a = decodeVringAddr(p);
-        const v = this.vring(a.index, name);
-        if (v.running) {
-          // Re-addressing a live ring (QEMU does it when logging starts): restart it.
-          await this.stopVring(a.index);
-          v.addr = a;
-          await this.reconcile(a.index);
-        } else {
-          v.addr = a;
-        }
-        return false;
-      }
-      case Req.GET_VRING_BASE: {
-        const s = decodeVringState(name, p);
-        const v = this.vring(s.index, name);
-        await this.stopVring(s.index);
-        // GET_VRING_BASE stops the ring: it needs a new kick before running again.
-        if (v.kickFd >= 0) native.close(v.kickFd);
-        v.kickFd = -1;
-        const out = new Uint8Array(8);
-        const dv = new DataView(out.buffer);
-        dv.setUint32(0, s.index, true);
-        dv.setUint32(4, v.base, true);
-        this.reply(m.request, out);
-        return true;
-      }
-      case Req.SET_VRING_KICK:
-      case Req.SET_VRING_CALL:
-      case Req.SET_VRING_ERR:
-        await this.setVringFd(m, name);
-        return false;
-      case Req.SET_VRING_ENABLE: {
-        const s = decodeVringState(name, p);
-        const v = this.vring(s.index, name);
-        if (s.num > 1) throw new ProtocolError(`SET_VRING_ENABLE: value ${s.num}`);
-        v.enabled = s.num === 1;
-        if (!v.enabled && v.running) await this.stopVring(s.index);
-        else await this.reconcile(s.index, v.enabled);
-        return false;
-      }
-      case Req.GET_CONFIG: {
-        const c = decodeConfig(name, p);
-        const config = this.model.readConfig();
-        const out = new Uint8Array(12 + c.size);
-        const dv = new DataView(out.buffer);
-        dv.setUint32(0, c.offset, true);
-        dv.setUint32(4, c.size, true);
-        dv.setUint32(8, c.flags, true);
-        out.set(config.subarray(c.offset, c.offset + c.size), 12);
-        this.reply(m.request, out);
-        return true;
-      }
-      case Req.GET_INFLIGHT_FD: {
-        expectSize(name, p, INFLIGHT_PAYLOAD);
-        const numQueues = p.getUint16(16, true);
-        const queueSize = p.getUint16(18, true);
-        if (numQueues === 0 || numQueues > this.model.maxQueues || queueSize === 0 || queueSize > MAX_QUEUE_SIZE) {
-          throw new ProtocolError(`GET_INFLIGHT_FD: ${numQueues} queues of ${queueSize}`);
-        }
-        // Every queue gets room for the larger (packed) layout: QEMU may ask before it sets the
-        // features (vhost-user-scsi does), and a queue picks its layout when it starts.
-        const size = inflightQueueBytes(queueSize, true) * numQueues;
-        if (size > MAX_INFLIGHT_BYTES) throw new ProtocolError(`GET_INFLIGHT_FD: ${size} bytes is too large`);
-        const fd = check('memfd_create', native.memfdCreate('vhostd-inflight', size));
-        try {
-          this.setInflight({ ...this.mapInflight(fd, size, 0), numQueues, queueSize });
-          const out = new Uint8Array(INFLIGHT_PAYLOAD);
-          const dv = new DataView(out.buffer);
-          dv.setBigUint64(0, BigInt(size), true);
-          dv.setBigUint64(8, 0n, true);
-          dv.setUint16(16, numQueues, true);
-          dv.setUint16(18, queueSize, true);
-          this.reply(m.request, out, [fd]);
-        } finally {
-          native.close(fd);
-        }
-        return true;
-      }
-      case Req.SET_INFLIGHT_FD: {
-        expectSize(name, p, INFLIGHT_PAYLOAD);
-        const size = getU64(p, 0);
-        const offset = getU64(p, 8);
-        const numQueues = p.getUint16(16, true);
-        const queueSize = p.getUint16(18, true);
-        const fd = m.fds[0];
-        try {
-          if (size === 0 || size > MAX_INFLIGHT_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize, true) * numQueues) {
-            throw new ProtocolError(`SET_INFLIGHT_FD: ${size} bytes at ${offset} for ${numQueues} queues of ${queueSize}`);
-          }
-          this.setInflight({ ...this.mapInflight(fd, size, offset), numQueues, queueSize });
-        } finally {
-          native.close(fd);
-        }
-        return false;
-      }
-      case Req.SET_CONFIG:
-        decodeConfig(name, p);
-        throw new ProtocolError('SET_CONFIG: the config space is read-only');
-      default:
-        throw new ProtocolError(`${name} is not supported`);
+  // ---- features ----------------------------------------------------------------------------------
+
+  private async setFeatures(m: Message, name: string): Promise<void> {
+    expectSize(name, m.payload, 8);
+    const f = getU64Big(m.payload, 0);
+    const packedBit = bit(VirtioFeature.RING_PACKED);
+    const running = this.vrings.some((v) => v.running);
+    let violation: string | undefined;
+    if ((f & ~this.offeredFeatures) !== 0n) {
+      violation = `SET_FEATURES: 0x${f.toString(16)} has bits never offered${f & packedBit & ~this.offeredFeatures ? ' (VIRTIO_F_RING_PACKED: packed layout without negotiating it)' : ''}`;
+    } else if ((f ^ this.features) & packedBit && running) {
+      // QEMU re-sends the features while running (dirty logging), never with another layout.
+      violation = `SET_FEATURES switches the rings to the ${f & packedBit ? 'packed' : 'split'} layout while they run`;
     }
+    if (violation !== undefined) {
+      // Running rings would go on being read in the old layout: stop the device.
+      if (running) await this.failDevice(violation);
+      throw new ProtocolError(violation);
+    }
+    this.features = f;
+    await this.log.setLogAll(hasFeature(f, VHOST_F_LOG_ALL));
+  }
+
+  private setProtocolFeatures(m: Message, name: string): void {
+    expectSize(name, m.payload, 8);
+    const f = getU64Big(m.payload, 0);
+    if ((f & ~this.offeredProtocolFeatures) !== 0n) throw new ProtocolError(`SET_PROTOCOL_FEATURES: 0x${f.toString(16)} has bits never offered`);
+    this.protocolFeatures = f;
+  }
+
+  // ---- memory ------------------------------------------------------------------------------------
+
+  private async setMemTable(m: Message): Promise<void> {
+    const descs = decodeMemTable(m.payload, MAX_MEM_SLOTS);
+    const old = this.memory.replace(descs, takeFds(m));
+    await this.publishMemory(old);
+  }
+
+  private async addMemRegion(m: Message, name: string): Promise<void> {
+    const desc = decodeSingleRegion(name, m.payload);
+    this.memory.add(desc, takeFds(m)[0]);
+    await this.publishMemory([]);
+  }
+
+  private async removeMemRegion(m: Message, name: string): Promise<void> {
+    for (const fd of takeFds(m)) native.close(fd);
+    const removed = this.memory.remove(decodeSingleRegion(name, m.payload));
+    await this.publishMemory([removed]);
+  }
+
+  private async publishMemory(released: ReturnType<MemoryTable['clear']>): Promise<void> {
+    try {
+      await this.plane.setMemory(this.memory.shares());
+    } finally {
+      // Even when a reactor failed to switch (the connection then closes): a released mapping
+      // stays addressable (anonymous memory), so this cannot fault a reactor, only leak if skipped.
+      MemoryTable.release(released);
+    }
+  }
+
+  private uvaToGpa(uva: number, len: number, what: string): number {
+    for (const r of this.memory.shares()) {
+      if (uva >= r.uva && uva + len <= r.uva + r.size) return r.gpa + (uva - r.uva);
+    }
+    throw new ProtocolError(`${what} at 0x${uva.toString(16)} (+${len}) is outside guest memory`);
+  }
+
+  // ---- dirty log (live migration) ----------------------------------------------------------------
+
+  private async setLogBase(m: Message, name: string): Promise<boolean> {
+    if (!this.logShmfd) throw new ProtocolError(`${name} before LOG_SHMFD was negotiated`);
+    const fds = takeFds(m);
+    if (fds.length === 0) throw new ProtocolError(`${name} without a file descriptor`);
+    await this.log.setBase(decodeLogBase(name, m.payload), fds[0]);
+    // Any payload will do; libvhost-user answers 8 bytes.
+    this.reply(m.request, encodeU64(0));
+    return true;
+  }
+
+  // ---- vrings ------------------------------------------------------------------------------------
+
+  private setVringNum(m: Message, name: string): void {
+    const s = decodeVringState(name, m.payload);
+    const v = this.vring(s.index, name);
+    // Split rings need a power of two; packed rings any size up to 32768.
+    const packed = hasFeature(this.features, VirtioFeature.RING_PACKED);
+    if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (!packed && (s.num & (s.num - 1)) !== 0)) {
+      throw new ProtocolError(`SET_VRING_NUM: size ${s.num} is not ${packed ? 'between 1 and' : 'a power of two up to'} ${MAX_QUEUE_SIZE}`);
+    }
+    if (v.running) throw new ProtocolError(`SET_VRING_NUM: vring ${s.index} is running`);
+    v.num = s.num;
+  }
+
+  private setVringBase(m: Message, name: string): void {
+    const s = decodeVringState(name, m.payload);
+    const v = this.vring(s.index, name);
+    if (v.running) throw new ProtocolError(`SET_VRING_BASE: vring ${s.index} is running`);
+    // Packed rings carry avail index + wrap in the low 16 bits and used index + wrap in the high 16.
+    if (s.num > 0xffff && !hasFeature(this.features, VirtioFeature.RING_PACKED)) {
+      throw new ProtocolError(`SET_VRING_BASE: base ${s.num} beyond 16 bits`);
+    }
+    v.base = s.num;
+  }
+
+  private async setVringAddr(m: Message, name: string): Promise<void> {
+    const a = decodeVringAddr(m.payload);
+    const v = this.vring(a.index, name);
+    const old = v.addr;
+    if (v.running && old !== undefined && old.descUserAddr === a.descUserAddr && old.usedUserAddr === a.usedUserAddr && old.availUserAddr === a.availUserAddr) {
+      // QEMU re-sends a running ring's addresses to turn VHOST_VRING_F_LOG on or off: the ring
+      // stays as it is (the device logs its used ring whenever LOG_ALL is on).
+      v.addr = a;
+      return;
+    }
+    if (v.running) {
+      // Re-addressing a live ring (QEMU does it when logging starts): restart it.
+      await this.stopVring(a.index);
+      v.addr = a;
+      await this.reconcile(a.index);
+    } else {
+      v.addr = a;
+    }
+  }
+
+  private async getVringBase(m: Message, name: string): Promise<boolean> {
+    const s = decodeVringState(name, m.payload);
+    const v = this.vring(s.index, name);
+    await this.stopVring(s.index);
+    // GET_VRING_BASE stops the ring: it needs a new kick before running again.
+    if (v.kickFd >= 0) native.close(v.kickFd);
+    v.kickFd = -1;
+    const out = new Uint8Array(8);
+    const dv = new DataView(out.buffer);
+    dv.setUint32(0, s.index, true);
+    dv.setUint32(4, v.base, true);
+    this.reply(m.request, out);
+    return true;
+  }
+
+  private async setVringEnable(m: Message, name: string): Promise<void> {
+    const s = decodeVringState(name, m.payload);
+    const v = this.vring(s.index, name);
+    if (s.num > 1) throw new ProtocolError(`SET_VRING_ENABLE: value ${s.num}`);
+    v.enabled = s.num === 1;
+    if (!v.enabled && v.running) await this.stopVring(s.index);
+    else await this.reconcile(s.index, v.enabled);
   }
 
   private async setVringFd(m: Message, name: string): Promise<void> {
@@ -412,53 +404,15 @@ export class VhostUserSession {
       addrs: { descGpa, availGpa, usedGpa },
       callFd: v.callFd,
       chainCapacity: this.model.chainCapacity,
-      inflight: this.inflightFor(index, v.num, packed),
+      inflight: this.inflight.regionFor(index, v.num),
     };
     try {
       await this.plane.startQueue(cfg, v.kickFd);
-      this.log.debug({ queue: index, size: v.num, base: v.base, packed }, 'vring started');
+      this.logger.debug({ queue: index, size: v.num, base: v.base, packed }, 'vring started');
     } catch (e) {
       throw new ProtocolError(`vring ${index} cannot start: ${e instanceof Error ? e.message : String(e)}`);
     }
     v.running = true;
-  }
-
-  private mapInflight(fd: number, size: number, offset: number): { buffer: SharedArrayBuffer; mappingId: number } {
-    try {
-      const m = mmapShared(fd, size, offset);
-      return { buffer: m.buffer, mappingId: m.id };
-    } catch (e) {
-      throw new ProtocolError(`cannot map the in-flight buffer: ${(e as Error).message}`);
-    }
-  }
-
-  private setInflight(next: InflightBuffer | undefined): void {
-    if (this.inflight) native.releaseMapping(this.inflight.mappingId);
-    this.inflight = next;
-  }
-
-  /** This queue's in-flight region, if the front-end set one up that fits the ring. */
-  private inflightFor(index: number, size: number, packed: boolean): QueueConfig['inflight'] {
-    const inf = this.inflight;
-    if (!inf) return undefined;
-    if (index >= inf.numQueues || size > inf.queueSize) {
-      this.log.warn({ queue: index, size }, 'in-flight buffer does not cover this queue; it is not tracked');
-      return undefined;
-    }
-    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize, true) };
-  }
-
-  private uvaToGpa(uva: number, len: number, what: string): number {
-    for (const r of this.memory.shares()) {
-      if (uva >= r.uva && uva + len <= r.uva + r.size) return r.gpa + (uva - r.uva);
-    }
-    throw new ProtocolError(`${what} at 0x${uva.toString(16)} (+${len}) is outside guest memory`);
-  }
-
-  /** A protocol violation with rings running: every queue of the device stops taking requests. */
-  private async failDevice(reason: string): Promise<void> {
-    this.log.error({ reason }, `device stopped: ${reason}`);
-    await this.plane.fail();
   }
 
   private async stopVring(index: number): Promise<void> {
@@ -468,14 +422,42 @@ export class VhostUserSession {
     v.base = await this.plane.stopQueue(index);
   }
 
-  private async publishMemory(released: ReturnType<MemoryTable['clear']>): Promise<void> {
+  // ---- config space and in-flight buffer ---------------------------------------------------------
+
+  private getConfig(m: Message, name: string): boolean {
+    const c = decodeConfig(name, m.payload);
+    const config = this.model.readConfig();
+    const out = new Uint8Array(12 + c.size);
+    const dv = new DataView(out.buffer);
+    dv.setUint32(0, c.offset, true);
+    dv.setUint32(4, c.size, true);
+    dv.setUint32(8, c.flags, true);
+    out.set(config.subarray(c.offset, c.offset + c.size), 12);
+    this.reply(m.request, out);
+    return true;
+  }
+
+  private setConfig(m: Message, name: string): never {
+    decodeConfig(name, m.payload);
+    throw new ProtocolError('SET_CONFIG: the config space is read-only');
+  }
+
+  private getInflightFd(m: Message): boolean {
+    const { payload, fd } = this.inflight.create(m.payload);
     try {
-      await this.plane.setMemory(this.memory.shares());
+      this.reply(m.request, payload, [fd]);
     } finally {
-      // Even when a reactor failed to switch (the connection then closes): a released mapping
-      // stays addressable (anonymous memory), so this cannot fault a reactor, only leak if skipped.
-      MemoryTable.release(released);
+      native.close(fd);
     }
+    return true;
+  }
+
+  // ---- device lifecycle --------------------------------------------------------------------------
+
+  /** A protocol violation with rings running: every queue of the device stops taking requests. */
+  private async failDevice(reason: string): Promise<void> {
+    this.logger.error({ reason }, `device stopped: ${reason}`);
+    await this.plane.fail();
   }
 
   private async reset(): Promise<void> {
@@ -485,6 +467,7 @@ export class VhostUserSession {
       this.vrings[i] = new Vring();
     });
     this.features = 0n;
+    await this.log.setLogAll(false);
   }
 
   /** Tears the session down after its connection closed. */
@@ -494,7 +477,8 @@ export class VhostUserSession {
     } finally {
       for (const v of this.vrings) v.closeFds();
       MemoryTable.release(this.memory.clear());
-      this.setInflight(undefined);
+      this.inflight.release();
+      this.log.release();
     }
   }
 }

@@ -59,7 +59,17 @@ export class Chain {
 
 }
 
+/** Receives the guest-physical ranges of a chain's device-writable descriptors (dirty logging). */
+export interface WritableSink {
+  add(gpa: number, len: number): void;
+}
+
 export class ChainWalker {
+  /**
+   * While set, every device-writable descriptor's range is reported here as the chain is walked
+   * (live migration's dirty log); unset on the ordinary path.
+   */
+  writableSink: WritableSink | undefined = undefined;
   /** The table walk() switched to: an indirect table's window and word index. */
   private tableWords: Uint32Array = new Uint32Array(0);
   private tableAt = 0;
@@ -96,6 +106,7 @@ export class ChainWalker {
    */
   private run(t: Uint32Array, at: number, size: number, idx: number, out: Chain, packed: boolean): number {
     const mem = this.mem;
+    const sink = this.writableSink;
     const iov = out.iov;
     const bufs = iov.bufs;
     const offs = iov.offs;
@@ -150,6 +161,7 @@ export class ChainWalker {
       if (isWritable) {
         if (firstWritable < 0) firstWritable = count;
         writable += len;
+        if (sink !== undefined) sink.add(addr, len);
       } else {
         if (firstWritable >= 0) {
           rc = ChainError.ORDER;

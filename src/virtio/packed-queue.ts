@@ -174,6 +174,12 @@ export class PackedQueue implements Virtqueue {
     Atomics.store(this.deviceEvent, 1, EVENT_DISABLE);
   }
 
+  walkAgain(): number {
+    // Used descriptors are written over the ring in completion order: an in-flight chain's slots
+    // may hold another request's used entry by now.
+    return -1;
+  }
+
   /** Requests recovered from the in-flight region that still wait for resubmission. */
   get pendingResubmits(): number {
     return this.resubmit.length;

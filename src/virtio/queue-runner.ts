@@ -1,9 +1,11 @@
 // Drives one virtqueue on a reactor: pops avail chains, hands them to the device's request
 // handler, collects completions, and publishes used entries + signals the guest once per batch.
+import type { DirtyLog } from '../memory/dirty-log.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { native } from '../native/index.js';
 import { clock, refreshClock } from '../native/clock.js';
 import { Chain, ChainWalker } from './desc-chain.js';
+import { QueueDirtyTracker } from './dirty-tracker.js';
 import { PackedInflight, SplitInflight } from './inflight.js';
 import { PackedQueue } from './packed-queue.js';
 import { SplitQueue } from './split-queue.js';
@@ -58,6 +60,11 @@ export interface RequestHandler {
   stop?(): void;
 }
 
+/** The dirty log a device's queues mark while migration logs; shared by the device's runners. */
+export interface DirtyLogHolder {
+  current: DirtyLog | undefined;
+}
+
 export interface RunnerHost {
   /** The guest did something that requires stopping the device. */
   fail(runner: QueueRunner, reason: string): void;
@@ -92,13 +99,21 @@ export class QueueRunner {
   private readonly lastSignalAt = new Float64Array(1);
   private signalDeferred = false;
   private deferTimer = false;
+  /** The log this queue marks (dirtyLog.current as last seen), and its bookkeeping. */
+  private activeLog: DirtyLog | undefined = undefined;
+  private tracker: QueueDirtyTracker | undefined;
+  private readonly cfg: QueueConfig;
+  /** Set when stop() gave up waiting: late completions must not touch a ring the front-end took back. */
+  abandoned = false;
 
   constructor(
     readonly mem: GuestMemory,
     cfg: QueueConfig,
     readonly addrs: RingAddresses,
     private readonly host: RunnerHost,
+    private readonly dirtyLog: DirtyLogHolder = { current: undefined },
   ) {
+    this.cfg = cfg;
     this.qid = cfg.qid;
     this.callFd = cfg.callFd;
     this.queue = cfg.packed
@@ -142,11 +157,20 @@ export class QueueRunner {
     if (this.stopped) return 0;
     const q = this.queue;
     let started = 0;
+    const log = this.dirtyLog.current;
+    if (log !== this.activeLog) this.switchLog(log);
     this.polling = true;
     try {
       while (!this.stopped && started < BATCH) {
-        const head = q.pop(this.walker, this.chain);
+        let head: number;
+        try {
+          head = q.pop(this.walker, this.chain);
+        } catch (e) {
+          this.tracker?.abandonTake();
+          throw e;
+        }
         if (head < 0) break;
+        if (log !== undefined) this.tracker!.taken(head);
         if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
         this.heads[head] = 1;
         this.inFlight++;
@@ -185,17 +209,39 @@ export class QueueRunner {
   arm(): boolean {
     if (this.stopped) return false;
     this.queue.enableNotifications();
+    if (this.activeLog !== undefined) this.logRing();
     return this.queue.hasAvailable();
   }
 
   /** Tells the driver not to kick while the reactor polls. */
   quiesce(): void {
-    if (!this.stopped) this.queue.disableNotifications();
+    if (this.stopped) return;
+    this.queue.disableNotifications();
+    if (this.activeLog !== undefined) this.logRing();
+  }
+
+  /** Logging started, stopped, or moved to a new log (the front-end's memory grew). */
+  private switchLog(log: DirtyLog | undefined): void {
+    if (log !== undefined && this.tracker === undefined) {
+      const c = this.cfg;
+      this.tracker = new QueueDirtyTracker(this.mem, this.queue, this.addrs, c.packed, c.indirect, c.chainCapacity);
+    }
+    this.tracker?.setLog(log, this.heads);
+    this.activeLog = log;
+    this.walker.writableSink = this.tracker?.takeSink;
+  }
+
+  private logRing(): void {
+    if (!this.tracker!.ringWritten()) this.host.fail(this, this.tracker!.failure!);
   }
 
   /** Records a finished request; `len` is the number of bytes written into guest buffers. */
   complete(head: number, len: number): void {
-    if (this.heads[head] === 0) return;
+    if (this.heads[head] === 0 || this.abandoned) return;
+    const log = this.dirtyLog.current;
+    if (log !== this.activeLog) this.switchLog(log);
+    // The request's buffers are marked after the device wrote them, before the driver can see it used.
+    if (log !== undefined && !this.tracker!.completed(head)) this.host.fail(this, this.tracker!.failure!);
     this.heads[head] = 0;
     this.inFlight--;
     this.completed++;
@@ -215,6 +261,7 @@ export class QueueRunner {
     if (this.pendingUsed > 0) {
       this.pendingUsed = 0;
       q.publishUsed();
+      if (this.activeLog !== undefined) this.logRing();
     }
     if (this.irqDelayMs > 0) {
       refreshClock();

@@ -107,6 +107,10 @@ export class SplitQueue implements Virtqueue {
     return head;
   }
 
+  walkAgain(walker: ChainWalker, chain: Chain, head: number): number {
+    return walker.walk(this.descWords, this.descAt, this.size, head, chain);
+  }
+
   hasAvailable(): boolean {
     if (this.resubmit.length > 0) return true;
     try {

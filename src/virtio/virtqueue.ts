@@ -32,4 +32,10 @@ export interface Virtqueue {
   readonly pendingResubmits: number;
   /** The vring base for GET_VRING_BASE (packed: index | avail wrap counter << 15). */
   vringBase(): number;
+  /**
+   * Walks the chain of an in-flight request again (split rings: its descriptors stay the
+   * driver's until the request is used); returns a ChainError code, or -1 for a layout whose
+   * descriptors may already be overwritten (packed).
+   */
+  walkAgain(walker: ChainWalker, chain: Chain, head: number): number;
 }

@@ -32,14 +32,19 @@ export class VhostdProcess {
 
   /**
    * Starts vhostd with `args`; `dir` reuses a socket directory (restart tests); `nodeArgs` go to
-   * node itself (e.g. --max-old-space-size, --expose-gc).
+   * node itself (e.g. --max-old-space-size, --expose-gc); `env` is added to this process's
+   * environment (e.g. VHOSTD_TEST_NO_DIRTY_LOG=1).
    */
-  static async start(args: string[] = [], opts: { dir?: string; nodeArgs?: string[] } = {}): Promise<VhostdProcess> {
+  static async start(
+    args: string[] = [],
+    opts: { dir?: string; nodeArgs?: string[]; env?: Record<string, string> } = {},
+  ): Promise<VhostdProcess> {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vhostd-'));
     const rpcSocket = join(dir, 'spdk.sock');
     const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), '--import', 'tsx', join(root, 'src/cli/vhostd.ts'), '-S', dir, '-r', rpcSocket, ...args], {
       cwd: root,
       stdio: ['ignore', 'inherit', 'pipe'],
+      ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
     });
     const d = new VhostdProcess(proc, dir, rpcSocket);
     try {

@@ -52,13 +52,14 @@ function describeBackend(backend: unknown): string {
 
 export function controllerTable(ctrlrs: Row[]): string {
   return render(
-    ['Controller', 'Backend', 'CPU mask', 'Socket', 'Sessions', 'Delay (us)', 'IOPS threshold'],
+    ['Controller', 'Backend', 'CPU mask', 'Socket', 'Sessions', 'Migration', 'Delay (us)', 'IOPS threshold'],
     ctrlrs.map((c) => [
       str(c.ctrlr),
       describeBackend(c.backend_specific),
       str(c.cpumask),
       str(c.socket),
       String(Array.isArray(c.sessions) ? c.sessions.length : 0),
+      c.dirty_logging === true ? 'logging dirty pages' : '',
       str(c.delay_base_us),
       str(c.iops_threshold),
     ]),

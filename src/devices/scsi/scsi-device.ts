@@ -5,6 +5,7 @@ import { IoVecs, readBytes, scatterPrefix, sliceInto } from '../../bdev/io.js';
 import { DataDirection, ScsiLun, ScsiTargetSet, ScsiTask, TaskResponse, TmfResponse } from '../../scsi/index.js';
 import type { Chain } from '../../virtio/desc-chain.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
+import { type Device, type DeviceKind, type DeviceSpec, unknownControl } from '../device.js';
 import {
   CMD_REQ_BYTES,
   CMD_RESP_BYTES,
@@ -14,7 +15,9 @@ import {
   EVENT_QUEUE,
   EVENTS_MISSED,
   EventReason,
+  MAX_SCSI_TARGETS,
   SENSE_SIZE,
+  ScsiControl,
   ScsiEvent,
   type ScsiDeviceSpec,
   type ScsiTargetSpec,
@@ -192,7 +195,7 @@ class ScsiEventHandler implements RequestHandler {
 }
 
 /** The virtio-scsi device as one reactor serves it. */
-export class ScsiDevice {
+export class ScsiDevice implements Device {
   readonly targets = new ScsiTargetSet();
   private events: ScsiEventHandler | undefined;
 
@@ -224,7 +227,28 @@ export class ScsiDevice {
     this.events?.post(ScsiEvent.TRANSPORT_RESET, target, EventReason.REMOVED);
   }
 
+  /** Reaps completions of the LUNs whose backends poll (io_uring, rbd). */
+  poll(): number {
+    let n = 0;
+    for (let t = 0; t < MAX_SCSI_TARGETS; t++) {
+      const channel = this.targets.lun(t)?.channel;
+      if (channel?.poll) n += channel.poll();
+    }
+    return n;
+  }
+
+  control(action: string, arg: unknown): void | Promise<void> {
+    if (action === ScsiControl.ATTACH_TARGET) return this.attachTarget(arg as ScsiTargetSpec);
+    if (action === ScsiControl.DETACH_TARGET) return this.detachTarget(arg as number);
+    throw unknownControl('scsi', action);
+  }
+
   async close(): Promise<void> {
-    for (let t = 0; t < 8; t++) if (this.targets.lun(t) !== null) await this.targets.detach(t);
+    for (let t = 0; t < MAX_SCSI_TARGETS; t++) if (this.targets.lun(t) !== null) await this.targets.detach(t);
   }
 }
+
+export const scsiKind: DeviceKind = {
+  kind: 'scsi',
+  create: (spec: DeviceSpec, warn) => new ScsiDevice(spec as ScsiDeviceSpec, warn),
+};

@@ -39,6 +39,9 @@ export const CONTROL_QUEUE = 0;
 export const EVENT_QUEUE = 1;
 export const MAX_SCSI_TARGETS = 8;
 
+/** SCSI hot-plug, as control actions of the device (DevicePlane.control, ScsiDevice.control). */
+export const ScsiControl = { ATTACH_TARGET: 'attachTarget', DETACH_TARGET: 'detachTarget' } as const;
+
 export interface ScsiTargetSpec {
   target: number;
   lun: ScsiLunInfo;

@@ -195,6 +195,46 @@ export function vhostUserScsiArgs(
   return ['-chardev', chardev.join(','), '-device', dev.join(',')];
 }
 
+/** Everything that makes up a guest's QEMU except its per-process sockets (lib/migration.ts). */
+export interface QemuLaunchSpec {
+  name: string;
+  smp: number;
+  memMiB: number;
+  /** the -object of the guest RAM backend (id=mem, share=on) */
+  memObject: string;
+  kernel: string;
+  initrd: string;
+  append: string;
+  devices: string[];
+}
+
+/**
+ * The QEMU command line (without the binary) for `spec`, with ttyS1 connecting to `chanPath`
+ * and QMP listening on `qmpPath`. A migration destination uses the same spec with its own
+ * sockets and devices (the machine must be identical, device order included).
+ */
+export function qemuArgs(spec: QemuLaunchSpec, sockets: { chanPath: string; qmpPath: string }, extra: string[] = []): string[] {
+  return [
+    '-name', `vhostd-e2e-${spec.name}`,
+    '-accel', 'tcg,thread=multi',
+    '-cpu', 'max',
+    '-smp', String(spec.smp),
+    '-m', `${spec.memMiB}M`,
+    '-object', spec.memObject,
+    '-numa', 'node,memdev=mem',
+    '-nographic', '-nodefaults', '-no-reboot',
+    '-serial', 'stdio',
+    '-chardev', `socket,id=vhostd-chan,path=${sockets.chanPath}`,
+    '-serial', 'chardev:vhostd-chan',
+    '-qmp', `unix:${sockets.qmpPath},server=on,wait=off`,
+    '-kernel', spec.kernel,
+    '-initrd', spec.initrd,
+    '-append', spec.append,
+    ...spec.devices,
+    ...extra,
+  ]; // prettier-ignore
+}
+
 // ---------------------------------------------------------------------------------------------
 // per-test overlay initramfs (newc cpio), appended to the base
 
@@ -207,7 +247,7 @@ function cpioEntry(name: string, mode: number, data: Buffer, ino: number): Buffe
   return Buffer.concat([header, nameBuf, pad1, data, pad2]);
 }
 
-function shellQuote(s: string): string {
+export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
@@ -304,22 +344,26 @@ export class GuestSession {
   private qmpClient: Promise<QmpClient> | undefined;
   private hardTimer: NodeJS.Timeout | undefined;
 
+  /** QEMU processes this session ran before a migration moved the guest away (see adoptQemu). */
+  private readonly retired: Array<{ child: ChildProcess; dir: string; server: net.Server }> = [];
+  /** Lines from the new QEMU's channel held back until the old one's last bytes are read. */
+  private chanHold: string[] | undefined;
+  private qmpPath: string;
+  /** How this session's QEMU was started, for a migration destination (lib/migration.ts). */
+  private launchSpec: QemuLaunchSpec | undefined;
+
   private constructor(
-    private readonly child: ChildProcess,
+    private child: ChildProcess,
     readonly dir: string,
-    private readonly server: net.Server,
-    private readonly chanClosed: Promise<void>,
+    private server: net.Server,
+    private chanClosed: Promise<void>,
     private readonly logDir: string | undefined,
     timeoutMs: number,
     name: string,
   ) {
     this.name = name;
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      this.consoleText += d.replaceAll('\r', '');
-    });
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-      this.stderrText += d;
-    });
+    this.qmpPath = path.join(dir, 'qmp.sock');
+    this.watchOutput(child);
     this.hardTimer = setTimeout(() => {
       this.killReason = 'timeout';
       void this.kill();
@@ -334,13 +378,20 @@ export class GuestSession {
           clearTimeout(this.hardTimer);
           // the chardev socket may still hold the last bytes the guest sent
           await Promise.race([this.chanClosed, new Promise((r) => setTimeout(r, 1000))]);
+          this.releaseChanHold();
           this.flushPartial();
           this.notify();
           this.chan?.destroy();
           this.server.close();
           if (this.qmpClient) void this.qmpClient.then((q) => q.close(), () => {});
+          for (const r of this.retired) {
+            r.child.kill('SIGKILL');
+            r.server.close();
+          }
           await this.saveLogs();
-          if (!keepTemp()) await fsp.rm(this.dir, { recursive: true, force: true }).catch(() => {});
+          if (!keepTemp()) {
+            for (const d of [this.dir, ...this.retired.map((r) => r.dir)]) await fsp.rm(d, { recursive: true, force: true }).catch(() => {});
+          }
           const durationMs = Date.now() - this.startedAt;
           const exitLine = [...this.lines].reverse().find((l) => l.startsWith('VHOSTD-GUEST-EXIT '));
           const m = exitLine?.match(/^VHOSTD-GUEST-EXIT rc=(\d+)(?: uptime=([\d.]+))?/);
@@ -374,15 +425,103 @@ export class GuestSession {
           }
         })();
       };
-      child.once('close', finalize);
-      child.once('error', (e) => {
-        this.stderrText += `\nspawn error: ${e.message}`;
-        // a process that never started emits no 'close'
-        if (child.pid === undefined) finalize(null, null);
-      });
+      this.finalize = finalize;
+      this.watchExit(child);
     });
     // waitExit() may be called late; never let an early rejection go unhandled
     this.exitPromise.catch(() => {});
+  }
+
+  private finalize: (code: number | null, signal: NodeJS.Signals | null) => void = () => {};
+
+  private watchOutput(child: ChildProcess): void {
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      this.consoleText += d.replaceAll('\r', '');
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      this.stderrText += d;
+    });
+  }
+
+  /** The session ends when its current QEMU does (not one a migration moved the guest away from). */
+  private watchExit(child: ChildProcess): void {
+    child.once('close', (code, signal) => {
+      if (child === this.child) this.finalize(code, signal);
+    });
+    child.once('error', (e) => {
+      this.stderrText += `\nspawn error: ${e.message}`;
+      // a process that never started emits no 'close'
+      if (child.pid === undefined && child === this.child) this.finalize(null, null);
+    });
+  }
+
+  /** How this session's QEMU was started (lib/migration.ts builds a destination from it). */
+  get launch(): QemuLaunchSpec {
+    if (!this.launchSpec) throw new Error(`guest ${this.name}: no launch spec`);
+    return this.launchSpec;
+  }
+
+  /** The QMP socket of the QEMU currently running the guest. */
+  get qmpSocket(): string {
+    return this.qmpPath;
+  }
+
+  /**
+   * Makes `next` (a QEMU that took the guest over by live migration: lib/migration.ts) this
+   * session's QEMU: its console, stderr, ttyS1 channel (`chan`, already accepted on `server`)
+   * and QMP socket replace the old ones, and the session now ends when `next` exits. Lines from
+   * the new channel are held back until the old channel closes, so that output the source sent
+   * just before it stopped comes first. The old QEMU is not stopped here (the caller quits it);
+   * it is killed when the session ends, and its directory removed then. `consoleSoFar` /
+   * `stderrSoFar`: what `next` printed before the switch.
+   */
+  adoptQemu(next: {
+    child: ChildProcess;
+    dir: string;
+    server: net.Server;
+    chan: net.Socket;
+    qmpSocket: string;
+    consoleSoFar?: string;
+    stderrSoFar?: string;
+  }): void {
+    if (this.exited) throw new Error(`guest ${this.name} has already ended`);
+    const old = { child: this.child, dir: this.dir, server: this.server };
+    const oldChan = this.chan;
+    this.retired.push(old);
+    this.child = next.child;
+    this.server = next.server;
+    this.consoleText += `\n--- migrated: console of the destination QEMU (pid ${next.child.pid}) ---\n${(next.consoleSoFar ?? '').replaceAll('\r', '')}`;
+    this.stderrText += `\n--- migrated: stderr of the destination QEMU (pid ${next.child.pid}) ---\n${next.stderrSoFar ?? ''}`;
+    this.watchOutput(next.child);
+    this.watchExit(next.child);
+    if (this.qmpClient) void this.qmpClient.then((q) => q.close(), () => {});
+    this.qmpClient = undefined;
+    this.qmpPath = next.qmpSocket;
+    // the old channel's remaining bytes first, then the new channel's
+    if (oldChan && !oldChan.destroyed && oldChan.readable) {
+      this.chanHold = [];
+      oldChan.once('close', () => this.releaseChanHold());
+    }
+    let closedResolve!: () => void;
+    this.chanClosed = new Promise<void>((r) => {
+      closedResolve = r;
+    });
+    this.chan = next.chan;
+    next.chan.setEncoding('utf8');
+    next.chan.on('data', (d: string) => {
+      if (this.chanHold) this.chanHold.push(d);
+      else this.onChan(d);
+    });
+    next.chan.on('error', () => {});
+    next.chan.on('close', () => closedResolve());
+    if (next.chan.destroyed) closedResolve();
+  }
+
+  private releaseChanHold(): void {
+    const held = this.chanHold;
+    if (!held) return;
+    this.chanHold = undefined;
+    for (const d of held) this.onChan(d);
   }
 
   /**
@@ -466,24 +605,17 @@ export class GuestSession {
         server.listen(chanPath, () => resolve());
       });
 
-      const args = [
-        '-name', `vhostd-e2e-${name}`,
-        '-accel', 'tcg,thread=multi',
-        '-cpu', 'max',
-        '-smp', String(smp),
-        '-m', `${mem}M`,
-        '-object', memObject,
-        '-numa', 'node,memdev=mem',
-        '-nographic', '-nodefaults', '-no-reboot',
-        '-serial', 'stdio',
-        '-chardev', `socket,id=vhostd-chan,path=${chanPath}`,
-        '-serial', 'chardev:vhostd-chan',
-        '-qmp', `unix:${path.join(dir, 'qmp.sock')},server=on,wait=off`,
-        '-kernel', image.kernel,
-        '-initrd', initrd,
-        '-append', `console=ttyS0 quiet panic=-1 mitigations=off vhostd.chan=ttyS1 ${opts.kernelArgs ?? ''}`.trim(),
-        ...(opts.devices ?? []),
-      ]; // prettier-ignore
+      const spec: QemuLaunchSpec = {
+        name,
+        smp,
+        memMiB: mem,
+        memObject,
+        kernel: image.kernel,
+        initrd,
+        append: `console=ttyS0 quiet panic=-1 mitigations=off vhostd.chan=ttyS1 ${opts.kernelArgs ?? ''}`.trim(),
+        devices: opts.devices ?? [],
+      };
+      const args = qemuArgs(spec, { chanPath, qmpPath: path.join(dir, 'qmp.sock') });
       await fsp.writeFile(path.join(dir, 'cmdline'), ['qemu-system-x86_64', ...args].map(shellQuote).join(' '));
       const child = spawnTied('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
 
@@ -493,6 +625,7 @@ export class GuestSession {
       });
       const logDir = opts.logDir ?? process.env.VHOSTD_E2E_LOG_DIR;
       const session = new GuestSession(child, dir, server, chanClosed, logDir, timeoutMs, name);
+      session.launchSpec = spec;
       void chanConnected.then((s) => {
         session.chan = s;
         s.setEncoding('utf8');
@@ -631,14 +764,14 @@ export class GuestSession {
     this.chan.write(`${line}\n`);
   }
 
-  /** Runs a QMP command on this guest's QEMU (connects on first use). */
+  /** Runs a QMP command on this guest's QEMU (connects on first use; after a migration: the destination). */
   async qmp<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
     return (await this.qmpConnection()).execute<T>(command, args);
   }
 
   /** The QMP connection (events: `(await g.qmpConnection()).waitEvent('DEVICE_DELETED')`). */
   qmpConnection(): Promise<QmpClient> {
-    this.qmpClient ??= QmpClient.connect(path.join(this.dir, 'qmp.sock'));
+    this.qmpClient ??= QmpClient.connect(this.qmpPath);
     return this.qmpClient;
   }
 
@@ -661,6 +794,7 @@ export class GuestSession {
 
   /** Kills QEMU (SIGTERM, SIGKILL after 2 s) and waits until it is gone and cleaned up. */
   async kill(): Promise<void> {
+    for (const r of this.retired) r.child.kill('SIGKILL');
     if (!this.exited) {
       this.killReason ??= 'killed';
       this.child.kill('SIGTERM');
@@ -684,6 +818,9 @@ export class GuestSession {
       await fsp.writeFile(`${base}.console.log`, this.consoleText);
       await fsp.writeFile(`${base}.stderr.log`, this.stderrText);
       await fsp.copyFile(path.join(this.dir, 'cmdline'), `${base}.cmdline`).catch(() => {});
+      for (const [i, r] of this.retired.entries()) {
+        await fsp.copyFile(path.join(r.dir, 'cmdline'), `${base}.cmdline.before-migration-${i}`).catch(() => {});
+      }
     } catch {
       // logs are best effort
     }

@@ -30,6 +30,12 @@ export interface QsdDiskOptions {
   iothread?: boolean;
   /** where to listen (default: <qsd dir>/vhost.<index>) */
   socketPath?: string;
+  /**
+   * Export the block node of disk `sameNodeAs` (an earlier index) a second time instead of
+   * opening `backing` again: two vhost-user-blk sockets onto one image, e.g. a migration's source
+   * and destination. `backing` is then ignored.
+   */
+  sameNodeAs?: number;
 }
 
 export interface QsdDisk {
@@ -84,13 +90,18 @@ export class Qsd {
     const disks: QsdDisk[] = [];
     try {
       for (const [i, d] of opts.disks.entries()) {
-        const nodeName = `disk${i}`;
+        const shared = d.sameNodeAs === undefined ? undefined : disks[d.sameNodeAs];
+        if (d.sameNodeAs !== undefined && !shared) throw new Error(`disk ${i}: sameNodeAs ${d.sameNodeAs} is not an earlier disk`);
+        const nodeName = shared ? shared.nodeName : `disk${i}`;
         const id = `export${i}`;
         const socketPath = d.socketPath ?? path.join(dir, `vhost.${i}`);
         const b = d.backing;
         let imagePath: string | undefined;
         let sizeBytes: number;
-        if (b.kind === 'null') {
+        if (shared) {
+          imagePath = shared.imagePath;
+          sizeBytes = shared.sizeBytes;
+        } else if (b.kind === 'null') {
           sizeBytes = b.sizeBytes;
           args.push('--blockdev', `driver=null-co,node-name=${nodeName},size=${sizeBytes},read-zeroes=on`);
         } else {

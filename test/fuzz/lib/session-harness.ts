@@ -1,5 +1,5 @@
 // In-process harness for fuzzing VhostUserSession: a recording connection, a fake data plane that
-// enforces DevicePlane's contract (and which fds a running queue uses), a ledger of the file
+// enforces the DataPlane contract (and which fds a running queue uses), a ledger of the file
 // descriptors handed to the session, and fast-check arbitraries for vhost-user message sequences.
 import fc from 'fast-check';
 import pino from 'pino';
@@ -7,7 +7,8 @@ import { MallocBdev } from '../../../src/bdev/modules/malloc/malloc.js';
 import { BlkModel } from '../../../src/devices/blk/blk-model.js';
 import type { RegionShare } from '../../../src/memory/region.js';
 import { native } from '../../../src/native/index.js';
-import type { DevicePlane } from '../../../src/reactor/device-plane.js';
+import type { DirtyLogShare } from '../../../src/memory/dirty-log.js';
+import type { DataPlane } from '../../../src/vhost-user/data-plane.js';
 import type { Message, VhostUserConnection } from '../../../src/vhost-user/connection.js';
 import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, ProtocolFeature, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../../src/vhost-user/protocol.js';
 import { VhostUserSession } from '../../../src/vhost-user/session.js';
@@ -82,8 +83,8 @@ export class FdLedger {
   }
 }
 
-/** DevicePlane's contract, with injected reactor failures. */
-export class FakePlane {
+/** The DataPlane contract, with injected reactor failures. */
+export class FakePlane implements DataPlane {
   readonly running = new Map<number, { lastAvail: number; kickFd: number; callFd: number }>();
   regions: RegionShare[] = [];
   private step = 0;
@@ -137,6 +138,15 @@ export class FakePlane {
     if (this.running.size === 0) this.errors.push('fail() without a running queue');
   }
 
+  /** The dirty log as last set (undefined: not logging); its buffer must stay readable while set. */
+  dirtyLog: DirtyLogShare | undefined;
+
+  async setDirtyLog(log: DirtyLogShare | undefined): Promise<void> {
+    this.maybeFail('dirtyLog');
+    if (log !== undefined && log.base + log.size > log.buffer.byteLength) this.errors.push(`dirty log ${log.base}+${log.size} beyond its ${log.buffer.byteLength}-byte mapping`);
+    this.dirtyLog = log;
+  }
+
   async setCallFd(qid: number, fd: number): Promise<void> {
     const q = this.running.get(qid);
     if (!q) return;
@@ -164,7 +174,7 @@ export function makeSession(plane: FakePlane, opts: { readonly?: boolean; packed
     },
   } as unknown as VhostUserConnection;
   const model = new BlkModel('fuzz', new MallocBdev('fuzz', 512, 1 << 20), { readonly: opts.readonly ?? false, packedRing: opts.packedRing ?? false });
-  const session = new VhostUserSession(conn, model, plane as unknown as DevicePlane, pino({ level: 'silent' }));
+  const session = new VhostUserSession(conn, model, plane, pino({ level: 'silent' }));
   return { session, sent, model };
 }
 

@@ -53,13 +53,14 @@ export class FakeVhostService implements VhostControllerService {
       iops_threshold: 60000,
       socket: join(this.socketDir, ctrlr),
       sessions: [],
+      dirty_logging: false,
       backend_specific: backend,
     });
   }
 
   async createBlkController(p: BlkControllerParams): Promise<void> {
     this.record('createBlkController', p);
-    this.bdevs.claim(p.devName, p.ctrlr);
+    this.bdevs.open(p.devName, p.ctrlr);
     this.add(p.ctrlr, p.cpumask, { block: { readonly: p.readonly ?? false, bdev: p.devName, transport: 'vhost_user_blk' } });
   }
 
@@ -75,7 +76,7 @@ export class FakeVhostService implements VhostControllerService {
     if (num < 0) for (num = 0; targets.some((t) => t.scsi_dev_num === num); num++);
     if (num >= 8) throw VhostdError.errno('EINVAL', 'target number out of range');
     if (targets.some((t) => t.scsi_dev_num === num)) throw VhostdError.errno('EEXIST', `target ${num} exists`);
-    this.bdevs.claim(bdevName, ctrlr);
+    this.bdevs.open(bdevName, ctrlr);
     targets.push({ scsi_dev_num: num, id: num, target_name: `Target ${num}`, luns: [{ id: 0, bdev_name: bdevName }] });
     return num;
   }
