@@ -6,7 +6,7 @@ import { GuestMemory } from '../memory/guest-memory.js';
 import type { RegionShare } from '../memory/region.js';
 import { type FdWatchHandle, native } from '../native/index.js';
 import { DirtyLog, type DirtyLogShare } from '../memory/dirty-log.js';
-import { type Coalescing, type DirtyLogHolder, type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
+import { type Coalescing, type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
 import type { DeviceSpec, QueueStats } from './messages.js';
 
 interface QueueSlot {
@@ -39,7 +39,7 @@ export class DeviceInstance {
   readonly memory = new GuestMemory();
   private readonly device: Device;
   /** The dirty log all of this device's queues mark while migration logs. */
-  private readonly dirtyLog: DirtyLogHolder = { current: undefined };
+  private dirtyLog: DirtyLog | undefined;
   private readonly queues = new Map<number, QueueSlot>();
   broken = false;
   private readonly runnerHost: RunnerHost;
@@ -73,7 +73,8 @@ export class DeviceInstance {
 
   startQueue(cfg: QueueConfig, kickFd: number): QueueRunner {
     if (this.queues.has(cfg.qid)) throw new Error(`queue ${cfg.qid} is already running`);
-    const runner = new QueueRunner(this.memory, cfg, cfg.addrs, this.runnerHost, this.dirtyLog);
+    const runner = new QueueRunner(this.memory, cfg, cfg.addrs, this.runnerHost);
+    if (this.dirtyLog) runner.setDirtyLog(this.dirtyLog);
     runner.handler = this.device.handlerFor(runner);
     const watch = new native.FdWatch(kickFd, () => {
       native.eventfdRead(kickFd);
@@ -116,7 +117,7 @@ export class DeviceInstance {
     ]);
     clearTimeout(timer);
     if (!drained) {
-      runner.abandoned = true;
+      runner.abandon();
       this.warn(`queue ${qid}: ${runner.inFlight} requests still in flight after ${STOP_DRAIN_MS} ms; stopped without them`);
     } else if (inFlight > 0) {
       this.info(`queue ${qid}: drained ${inFlight} in-flight requests in ${(performance.now() - t0).toFixed(1)} ms before stopping`);
@@ -130,7 +131,8 @@ export class DeviceInstance {
       this.warn('dirty logging is disabled by VHOSTD_TEST_NO_DIRTY_LOG (tests only): a migration will copy stale pages');
       return;
     }
-    this.dirtyLog.current = share === undefined ? undefined : new DirtyLog(share);
+    this.dirtyLog = share === undefined ? undefined : new DirtyLog(share);
+    for (const slot of this.queues.values()) slot.runner.setDirtyLog(this.dirtyLog);
   }
 
   setCoalescing(c: Coalescing): void {

@@ -60,11 +60,6 @@ export interface RequestHandler {
   stop?(): void;
 }
 
-/** The dirty log a device's queues mark while migration logs; shared by the device's runners. */
-export interface DirtyLogHolder {
-  current: DirtyLog | undefined;
-}
-
 export interface RunnerHost {
   /** The guest did something that requires stopping the device. */
   fail(runner: QueueRunner, reason: string): void;
@@ -99,19 +94,16 @@ export class QueueRunner {
   private readonly lastSignalAt = new Float64Array(1);
   private signalDeferred = false;
   private deferTimer = false;
-  /** The log this queue marks (dirtyLog.current as last seen), and its bookkeeping. */
+  /** The dirty log this queue marks while migration logs (setDirtyLog), and its bookkeeping. */
   private activeLog: DirtyLog | undefined = undefined;
   private tracker: QueueDirtyTracker | undefined;
   private readonly cfg: QueueConfig;
-  /** Set when stop() gave up waiting: late completions must not touch a ring the front-end took back. */
-  abandoned = false;
 
   constructor(
     readonly mem: GuestMemory,
     cfg: QueueConfig,
     readonly addrs: RingAddresses,
     private readonly host: RunnerHost,
-    private readonly dirtyLog: DirtyLogHolder = { current: undefined },
   ) {
     this.cfg = cfg;
     this.qid = cfg.qid;
@@ -157,18 +149,11 @@ export class QueueRunner {
     if (this.stopped) return 0;
     const q = this.queue;
     let started = 0;
-    const log = this.dirtyLog.current;
-    if (log !== this.activeLog) this.switchLog(log);
+    const log = this.activeLog;
     this.polling = true;
     try {
       while (!this.stopped && started < BATCH) {
-        let head: number;
-        try {
-          head = q.pop(this.walker, this.chain);
-        } catch (e) {
-          this.tracker?.abandonTake();
-          throw e;
-        }
+        const head = q.pop(this.walker, this.chain);
         if (head < 0) break;
         if (log !== undefined) this.tracker!.taken(head);
         if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
@@ -189,6 +174,7 @@ export class QueueRunner {
       }
     } catch (e) {
       this.polling = false;
+      this.tracker?.abandonTake();
       this.host.fail(this, e instanceof Error ? e.message : String(e));
       return started;
     }
@@ -220,8 +206,11 @@ export class QueueRunner {
     if (this.activeLog !== undefined) this.logRing();
   }
 
-  /** Logging started, stopped, or moved to a new log (the front-end's memory grew). */
-  private switchLog(log: DirtyLog | undefined): void {
+  /**
+   * Logging starts, stops (undefined), or moves to a new log (the front-end's memory grew). Called
+   * on the reactor between passes, so no completion can slip between the switch and the queue.
+   */
+  setDirtyLog(log: DirtyLog | undefined): void {
     if (log !== undefined && this.tracker === undefined) {
       const c = this.cfg;
       this.tracker = new QueueDirtyTracker(this.mem, this.queue, this.addrs, c.packed, c.indirect, c.chainCapacity);
@@ -237,11 +226,9 @@ export class QueueRunner {
 
   /** Records a finished request; `len` is the number of bytes written into guest buffers. */
   complete(head: number, len: number): void {
-    if (this.heads[head] === 0 || this.abandoned) return;
-    const log = this.dirtyLog.current;
-    if (log !== this.activeLog) this.switchLog(log);
+    if (this.heads[head] === 0) return;
     // The request's buffers are marked after the device wrote them, before the driver can see it used.
-    if (log !== undefined && !this.tracker!.completed(head)) this.host.fail(this, this.tracker!.failure!);
+    if (this.activeLog !== undefined && !this.tracker!.completed(head)) this.host.fail(this, this.tracker!.failure!);
     this.heads[head] = 0;
     this.inFlight--;
     this.completed++;
@@ -285,6 +272,14 @@ export class QueueRunner {
   deferredFlush(): void {
     this.deferTimer = false;
     this.flush();
+  }
+
+  /**
+   * stop() gave up waiting: the requests still out are forgotten, so their late completions do not
+   * touch a ring the front-end took back.
+   */
+  abandon(): void {
+    this.heads.fill(0);
   }
 
   /** Stops taking new requests and resolves once every in-flight request completed. */

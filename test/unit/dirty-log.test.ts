@@ -7,7 +7,7 @@ import { DriverMemory } from '../../src/initiator/driver-memory.js';
 import { type LoadRing, PACKED_INITIAL_BASE, type RingKind, createLoadRing } from '../../src/initiator/load-ring.js';
 import { DirtyLog, LOG_PAGE_SIZE } from '../../src/memory/dirty-log.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
-import { type DirtyLogHolder, QueueRunner } from '../../src/virtio/queue-runner.js';
+import { QueueRunner } from '../../src/virtio/queue-runner.js';
 import type { Chain } from '../../src/virtio/desc-chain.js';
 
 const MEM_BYTES = 1 << 20;
@@ -29,7 +29,6 @@ function marked(log: DirtyLog): number[] {
 interface Rig {
   ring: LoadRing;
   runner: QueueRunner;
-  holder: DirtyLogHolder;
   failures: string[];
   /** Heads taken and not completed yet (when the handler holds requests). */
   held: number[];
@@ -41,7 +40,6 @@ function rig(kind: RingKind, opts: { indirect?: boolean } = {}): Rig {
   const mem = new DriverMemory(MEM_BYTES);
   const ring = createLoadRing(kind, mem, { size: 16, slots: 4, ioBytes: IO_BYTES, eventIdx: false, indirect: opts.indirect ?? false });
   const guest = new GuestMemory([{ gpa: 0, size: MEM_BYTES, uva: mem.uvaBase, base: 0, buffer: mem.u8.buffer as SharedArrayBuffer }]);
-  const holder: DirtyLogHolder = { current: undefined };
   const failures: string[] = [];
   const addrs = { descGpa: ring.descGpa, availGpa: ring.availGpa, usedGpa: ring.usedGpa };
   const runner = new QueueRunner(
@@ -53,9 +51,8 @@ function rig(kind: RingKind, opts: { indirect?: boolean } = {}): Rig {
       deferSignal: () => undefined,
       scheduleFlush: (r) => r.flush(),
     },
-    holder,
   );
-  const r: Rig = { ring, runner, holder, failures, held: [], hold: false, mem };
+  const r: Rig = { ring, runner, failures, held: [], hold: false, mem };
   runner.handler = {
     handle(head: number, chain: Chain) {
       if (r.hold) r.held.push(head);
@@ -98,7 +95,7 @@ for (const kind of ['split', 'packed'] as const) {
       it('a read marks its data pages (across the page boundary), its status byte and the ring; a write leaves its data pages alone', () => {
         const r = rig(kind, { indirect });
         const log = newLog(MEM_BYTES / LOG_PAGE_SIZE);
-        r.holder.current = log;
+        r.runner.setDirtyLog(log);
         submit(r, [0], true);
         submit(r, [1], false);
         const got = new Set(marked(log));
@@ -116,11 +113,11 @@ for (const kind of ['split', 'packed'] as const) {
         submit(r, [0, 1, 2], true);
         assert.deepEqual(marked(log), []);
         // Logging on, then off again: later requests mark nothing.
-        r.holder.current = log;
+        r.runner.setDirtyLog(log);
         submit(r, [3], true);
         const before = marked(log);
         assert.ok(before.length > 0);
-        r.holder.current = undefined;
+        r.runner.setDirtyLog(undefined);
         submit(r, [0], true);
         assert.deepEqual(marked(log), before);
       });
@@ -129,10 +126,10 @@ for (const kind of ['split', 'packed'] as const) {
         const r = rig(kind, { indirect });
         const a = newLog(MEM_BYTES / LOG_PAGE_SIZE);
         const b = newLog(MEM_BYTES / LOG_PAGE_SIZE);
-        r.holder.current = a;
+        r.runner.setDirtyLog(a);
         submit(r, [0], true);
         const inA = marked(a);
-        r.holder.current = b;
+        r.runner.setDirtyLog(b);
         submit(r, [1], true);
         assert.deepEqual(marked(a), inA, 'the old log was written after the switch');
         const inB = new Set(marked(b));
@@ -146,8 +143,7 @@ for (const kind of ['split', 'packed'] as const) {
         submit(r, [2], true);
         assert.equal(r.held.length, 1);
         const log = newLog(MEM_BYTES / LOG_PAGE_SIZE);
-        r.holder.current = log;
-        r.runner.poll(); // the queue sees the log
+        r.runner.setDirtyLog(log);
         const head = r.held.pop()!;
         r.runner.complete(head, IO_BYTES + 1);
         r.runner.flush();
@@ -167,7 +163,7 @@ for (const kind of ['split', 'packed'] as const) {
         // Covers the rings and the status bytes, not slot 3's data buffer.
         const log = newLog(Math.floor(needed / 8) * 8);
         assert.ok(log.pages <= needed);
-        r.holder.current = log;
+        r.runner.setDirtyLog(log);
         submit(r, [slot], true);
         assert.ok(r.failures.length >= 1);
         assert.match(r.failures[0], /the dirty log \(\d+ pages\) does not cover gpa 0x[0-9a-f]+/);

@@ -25,10 +25,11 @@
 #     was re-sent after the device wrote gen N: same data. Without, the destination holds the
 #     first pass's copy, an older generation: buffer_intact=0, FAIL.
 # While it waits for `freeze`, the guest also rewrites DIRTY_MB of its own memory in a loop, so the
-# migration cannot converge (QEMU completes as soon as what is left to send, after a bitmap sync,
-# is below bandwidth x downtime-limit; the host holds downtime-limit at 1 ms until `freeze`).
+# migration cannot converge meanwhile (QEMU completes as soon as what is left to send after a
+# dirty-bitmap sync is below bandwidth x downtime-limit; the host holds the migration at 1 ms and
+# 1 MiB/s until the guest is frozen: lib/migration.ts, `hold`).
 #
-# Env: DISK (vda) OFFSET (bytes, default 1048576) MAX_S (180) DIRTY_MB (8)
+# Env: DISK (vda) OFFSET (bytes, default 1048576) MAX_S (180) DIRTY_MB (16)
 # Host protocol: MARK reading (fio's buffer holds a generation) -> host sends `freeze` ->
 #   RESULT pre_gen pre_sha reads, MARK frozen -> host migrates, sends `check` -> RESULT post_gen,
 #   buffer_intact (computed with shell builtins first: a destination that missed device writes
@@ -38,7 +39,7 @@
 DISK=${DISK:-vda}
 OFFSET=${OFFSET:-1048576}
 MAX_S=${MAX_S:-180}
-DIRTY_MB=${DIRTY_MB:-8}
+DIRTY_MB=${DIRTY_MB:-16}
 wait_dev "/dev/$DISK" || finish
 
 buf=/dev/shm/dirty-read.buf

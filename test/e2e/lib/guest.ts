@@ -349,6 +349,8 @@ export class GuestSession {
   /** Lines from the new QEMU's channel held back until the old one's last bytes are read. */
   private chanHold: string[] | undefined;
   private qmpPath: string;
+  /** the temp dir of the QEMU running the guest now (`dir` is the first one's) */
+  private currentDir: string;
   /** How this session's QEMU was started, for a migration destination (lib/migration.ts). */
   private launchSpec: QemuLaunchSpec | undefined;
 
@@ -363,6 +365,7 @@ export class GuestSession {
   ) {
     this.name = name;
     this.qmpPath = path.join(dir, 'qmp.sock');
+    this.currentDir = dir;
     this.watchOutput(child);
     this.hardTimer = setTimeout(() => {
       this.killReason = 'timeout';
@@ -390,7 +393,7 @@ export class GuestSession {
           }
           await this.saveLogs();
           if (!keepTemp()) {
-            for (const d of [this.dir, ...this.retired.map((r) => r.dir)]) await fsp.rm(d, { recursive: true, force: true }).catch(() => {});
+            for (const d of [this.currentDir, ...this.retired.map((r) => r.dir)]) await fsp.rm(d, { recursive: true, force: true }).catch(() => {});
           }
           const durationMs = Date.now() - this.startedAt;
           const exitLine = [...this.lines].reverse().find((l) => l.startsWith('VHOSTD-GUEST-EXIT '));
@@ -485,11 +488,12 @@ export class GuestSession {
     stderrSoFar?: string;
   }): void {
     if (this.exited) throw new Error(`guest ${this.name} has already ended`);
-    const old = { child: this.child, dir: this.dir, server: this.server };
+    const old = { child: this.child, dir: this.currentDir, server: this.server };
     const oldChan = this.chan;
     this.retired.push(old);
     this.child = next.child;
     this.server = next.server;
+    this.currentDir = next.dir;
     this.consoleText += `\n--- migrated: console of the destination QEMU (pid ${next.child.pid}) ---\n${(next.consoleSoFar ?? '').replaceAll('\r', '')}`;
     this.stderrText += `\n--- migrated: stderr of the destination QEMU (pid ${next.child.pid}) ---\n${next.stderrSoFar ?? ''}`;
     this.watchOutput(next.child);
@@ -497,10 +501,15 @@ export class GuestSession {
     if (this.qmpClient) void this.qmpClient.then((q) => q.close(), () => {});
     this.qmpClient = undefined;
     this.qmpPath = next.qmpSocket;
-    // the old channel's remaining bytes first, then the new channel's
-    if (oldChan && !oldChan.destroyed && oldChan.readable) {
+    // the old channel's remaining bytes first, then the new channel's (the source is paused for
+    // good: whatever it still sends was written before the switch; its channel closes when it
+    // exits, and at the latest 1 s after that, or 10 s from now, the held lines are let through)
+    if (oldChan && !oldChan.destroyed) {
       this.chanHold = [];
-      oldChan.once('close', () => this.releaseChanHold());
+      const release = () => this.releaseChanHold();
+      oldChan.once('close', release);
+      old.child.once('close', () => setTimeout(release, 1000).unref());
+      setTimeout(release, 10_000).unref();
     }
     let closedResolve!: () => void;
     this.chanClosed = new Promise<void>((r) => {
@@ -818,8 +827,11 @@ export class GuestSession {
       await fsp.writeFile(`${base}.console.log`, this.consoleText);
       await fsp.writeFile(`${base}.stderr.log`, this.stderrText);
       await fsp.copyFile(path.join(this.dir, 'cmdline'), `${base}.cmdline`).catch(() => {});
-      for (const [i, r] of this.retired.entries()) {
-        await fsp.copyFile(path.join(r.dir, 'cmdline'), `${base}.cmdline.before-migration-${i}`).catch(() => {});
+      for (const [i, r] of this.retired.slice(1).entries()) {
+        await fsp.copyFile(path.join(r.dir, 'cmdline'), `${base}.cmdline.migration-${i + 1}`).catch(() => {});
+      }
+      if (this.retired.length) {
+        await fsp.copyFile(path.join(this.currentDir, 'cmdline'), `${base}.cmdline.migration-${this.retired.length}`).catch(() => {});
       }
     } catch {
       // logs are best effort

@@ -68,6 +68,13 @@ export interface MigrationOptions {
    * the migration left `active` while this ran.
    */
   hold?: (source: QmpClient) => Promise<void>;
+  /**
+   * max-bandwidth of the first RAM pass of a held migration (default 128 MiB/s, ~2 s for this
+   * guest). Unthrottled, the rounds right after that pass take ~15 ms and the migration can
+   * converge before we see the pass end and throttle it; at 128 MiB/s the first round after it
+   * resends the guest's dirtied working set (16 MiB in migrate-dirty-read.sh) for ~100 ms.
+   */
+  holdFirstPassBandwidth?: number;
   /** max-bandwidth while held (default 1 MiB/s). */
   holdBandwidth?: number;
   /** QEMU trace patterns for the destination (e.g. ['vhost_user_*']); lines land in its stderr. */
@@ -226,7 +233,7 @@ export class IncomingQemu {
 }
 
 /** Polls query-migrate until `dirty-sync-count` reaches `n` (n = 2: the first full pass over RAM is done). */
-export async function waitForRamPasses(qmp: QmpClient, n: number, timeoutMs = 60_000): Promise<MigrationInfo> {
+export async function waitForRamPasses(qmp: QmpClient, n: number, timeoutMs = 60_000, pollMs = 10): Promise<MigrationInfo> {
   const deadline = Date.now() + timeoutMs * TIMEOUT_SCALE;
   for (;;) {
     const info = await qmp.execute<MigrationInfo>('query-migrate');
@@ -235,7 +242,26 @@ export async function waitForRamPasses(qmp: QmpClient, n: number, timeoutMs = 60
       throw new Error(`migration ${info.status} before RAM pass ${n}: ${info['error-desc'] ?? ''}`);
     }
     if (Date.now() > deadline) throw new Error(`migration did not reach RAM pass ${n}: ${JSON.stringify(info)}`);
-    await sleep(10);
+    await sleep(pollMs);
+  }
+}
+
+/**
+ * Resolves with `work` while the migration stays `active` (for a `hold` callback: e.g. a guest
+ * acknowledgement that can only arrive from the source); rejects as soon as it is not.
+ */
+export async function whileMigrating<T>(qmp: QmpClient, work: Promise<T>, pollMs = 100): Promise<T> {
+  let done: { value: T } | undefined;
+  const watched = work.then((value) => {
+    done = { value };
+    return done;
+  });
+  for (;;) {
+    const r = await Promise.race([watched, sleep(pollMs).then(() => undefined)]);
+    if (r) return r.value;
+    if (done) return done.value;
+    const info = await qmp.execute<MigrationInfo>('query-migrate');
+    if (info.status !== 'active') throw new Error(`the migration went ${info.status} while it was meant to be held`);
   }
 }
 
@@ -252,12 +278,12 @@ export async function migrateGuest(g: GuestSession, opts: MigrationOptions): Pro
   const src = await QmpClient.connect(g.qmpSocket);
   try {
     await src.execute('migrate-set-parameters', {
-      'max-bandwidth': opts.maxBandwidth ?? 8 * 1024 ** 3,
+      'max-bandwidth': opts.hold ? (opts.holdFirstPassBandwidth ?? 128 * 1024 * 1024) : (opts.maxBandwidth ?? 8 * 1024 ** 3),
       'downtime-limit': opts.hold ? 1 : (opts.downtimeLimitMs ?? 500),
     });
     await src.execute('migrate', { uri: `unix:${dst.migSocket}` });
     if (opts.hold) {
-      await waitForRamPasses(src, 2, limit);
+      await waitForRamPasses(src, 2, limit, 1);
       await src.execute('migrate-set-parameters', { 'max-bandwidth': opts.holdBandwidth ?? 1024 * 1024 });
       const held = await src.execute<MigrationInfo>('query-migrate');
       if (held.status !== 'active') throw new Error(`migration hold: the migration went ${held.status} right after its first RAM pass`);
