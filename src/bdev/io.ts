@@ -16,7 +16,11 @@ export type IoType = (typeof IoType)[keyof typeof IoType];
 export const IoStatus = {
   SUCCESS: 0,
   FAILED: 1,
-  /** The bdev cannot take more right now; the device retries later. */
+  /**
+   * The bdev cannot take more right now (its queue is full). Not a completion the guest sees: the
+   * device parks the request in its channel's NomemQueue (nomem-queue.ts) and submits it again
+   * once the channel has room.
+   */
   NOMEM: 2,
 } as const;
 export type IoStatus = (typeof IoStatus)[keyof typeof IoStatus];

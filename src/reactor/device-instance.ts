@@ -21,8 +21,8 @@ interface QueueSlot {
  */
 export const STOP_DRAIN_MS = 3000;
 
-/** Tests only: offer migration but never mark the dirty log (proves the migration tests catch it). */
-const DIRTY_LOG_DISABLED = process.env.VHOSTD_TEST_NO_DIRTY_LOG === '1';
+/** Tests only: request buffers are not marked in the dirty log (see virtio/dirty-tracker.ts). */
+const DIRTY_LOG_BUFFERS_SKIPPED = process.env.VHOSTD_TEST_NO_DIRTY_LOG === '1';
 
 /** What a device needs from its reactor. */
 export interface DeviceHost {
@@ -127,9 +127,8 @@ export class DeviceInstance {
 
   /** Starts (a log), switches (a new log) or stops (undefined) dirty logging on every queue. */
   setDirtyLog(share: DirtyLogShare | undefined): void {
-    if (share !== undefined && DIRTY_LOG_DISABLED) {
-      this.warn('dirty logging is disabled by VHOSTD_TEST_NO_DIRTY_LOG (tests only): a migration will copy stale pages');
-      return;
+    if (share !== undefined && DIRTY_LOG_BUFFERS_SKIPPED) {
+      this.warn('VHOSTD_TEST_NO_DIRTY_LOG (tests only): request buffers are not marked in the dirty log; a migration will copy stale pages');
     }
     this.dirtyLog = share === undefined ? undefined : new DirtyLog(share);
     for (const slot of this.queues.values()) slot.runner.setDirtyLog(this.dirtyLog);

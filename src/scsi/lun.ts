@@ -6,8 +6,13 @@
 // only records the status; the submitting loop (pump) carries on, so multi-step commands (UNMAP
 // descriptors, WRITE SAME chunks) never recurse, and a task's onComplete never runs inside
 // channel.submit(). Once onComplete has been called the LUN does not touch the task again.
+//
+// NOMEM: a task whose I/O the bdev refused waits in the LUN's NomemQueue (src/bdev/nomem-queue.ts,
+// shared with virtio-blk) and is pumped again once the channel has room; tasks started meanwhile
+// queue behind it.
 import type { BdevChannel } from '../bdev/bdev.js';
 import { IoStatus, IoType, IoVecs } from '../bdev/io.js';
+import { NomemQueue } from '../bdev/nomem-queue.js';
 import { be16, be24, be32, be64, cdbLengthForOpcode, controlByteHasNaca } from './cdb.js';
 import { Asc, MAX_TRANSFER_BYTES, Opcode, SenseKey, ServiceActionIn16 } from './constants.js';
 import { buildStandardInquiry } from './inquiry.js';
@@ -41,7 +46,10 @@ export interface ScsiLunOptions {
    * 'medium-error' reports MEDIUM ERROR / UNRECOVERED READ ERROR (reads) or WRITE ERROR (writes).
    */
   ioErrorSense?: 'aborted-command' | 'medium-error';
-  /** How to defer the resubmission of an I/O the bdev refused with NOMEM (default setImmediate). */
+  /**
+   * How to defer the resubmission of an I/O the bdev refused with NOMEM while no other I/O of the
+   * LUN was at the bdev (default setImmediate); otherwise the next completion resubmits it.
+   */
   scheduleRetry?: (fn: () => void) => void;
 }
 
@@ -76,7 +84,6 @@ export class ScsiLun implements TaskExecutor {
   private identity: VpdIdentity | null = null;
   private readonly maxXferBlocks: number;
   private readonly mediumErrors: boolean;
-  private readonly scheduleRetry: (fn: () => void) => void;
 
   private removed = false;
   private closed = false;
@@ -85,11 +92,9 @@ export class ScsiLun implements TaskExecutor {
   private count = 0;
   private seqCounter = 0;
   private waiters: Waiter[] = [];
-  private retryHead: ScsiTask | null = null;
-  private retryTail: ScsiTask | null = null;
-  private retryScheduled = false;
+  /** Tasks whose I/O the bdev refused with NOMEM, and tasks queued behind them. */
+  private readonly nomem: NomemQueue<ScsiTask>;
   private zeroIov: IoVecs | null = null;
-  private readonly flushRetries = (): void => this.runRetries();
 
   constructor(
     readonly info: ScsiLunInfo,
@@ -107,7 +112,7 @@ export class ScsiLun implements TaskExecutor {
     };
     this.maxXferBlocks = Math.max(1, Math.floor(MAX_TRANSFER_BYTES / info.blockSize));
     this.mediumErrors = opts.ioErrorSense === 'medium-error';
-    this.scheduleRetry = opts.scheduleRetry ?? ((fn) => setImmediate(fn));
+    this.nomem = new NomemQueue<ScsiTask>((task) => this.pump(task), opts.scheduleRetry ?? ((fn) => setImmediate(fn)));
   }
 
   /** Set once remove() was called: new tasks get LOGICAL UNIT NOT SUPPORTED. */
@@ -482,7 +487,10 @@ export class ScsiLun implements TaskExecutor {
     }
   }
 
-  /** Submits steps until one completes asynchronously, the bdev says NOMEM, or the task is done. */
+  /**
+   * Submits steps until one completes asynchronously, the bdev says NOMEM, or the task is done
+   * (or until it has to wait behind tasks refused with NOMEM).
+   */
   private pump(task: ScsiTask): void {
     for (;;) {
       if (task.opFailed) return this.finishIoError(task);
@@ -492,6 +500,7 @@ export class ScsiLun implements TaskExecutor {
         task.opStep++;
         continue;
       }
+      if (!this.nomem.admit(task)) return; // queued behind tasks the bdev refused
       task.inSubmit = true;
       task.syncDone = false;
       task.ioOutstanding = true;
@@ -502,6 +511,7 @@ export class ScsiLun implements TaskExecutor {
           task.ioOutstanding = false;
           task.lastIoStatus = IoStatus.FAILED;
           task.syncDone = true;
+          this.nomem.finished(task, IoStatus.FAILED);
         }
       }
       task.inSubmit = false;
@@ -513,63 +523,24 @@ export class ScsiLun implements TaskExecutor {
   /** @internal BdevIo completion (through the task's io.complete). */
   ioDone(task: ScsiTask, status: IoStatus): void {
     task.lastIoStatus = status;
+    // NOMEM: the task now waits in the NOMEM queue (afterIo then stops its pump).
+    const waits = this.nomem.finished(task, status);
     if (task.inSubmit) {
       task.syncDone = true; // pump continues after submit() returns
       return;
     }
+    if (waits) return;
     if (this.afterIo(task)) this.pump(task);
+    this.nomem.kick();
   }
 
-  /** Accounts for a finished I/O; false when it is queued for resubmission. */
+  /** Accounts for a finished I/O; false when it waits in the NOMEM queue for resubmission. */
   private afterIo(task: ScsiTask): boolean {
     const s = task.lastIoStatus;
-    if (s === IoStatus.NOMEM) {
-      this.queueRetry(task);
-      return false;
-    }
+    if (s === IoStatus.NOMEM) return false;
     if (s === IoStatus.SUCCESS) task.opStep++;
     else task.opFailed = true;
     return true;
-  }
-
-  private queueRetry(task: ScsiTask): void {
-    task.retryQueued = true;
-    task.nextRetry = null;
-    if (this.retryTail) this.retryTail.nextRetry = task;
-    else this.retryHead = task;
-    this.retryTail = task;
-    if (!this.retryScheduled) {
-      this.retryScheduled = true;
-      this.scheduleRetry(this.flushRetries);
-    }
-  }
-
-  private removeFromRetry(task: ScsiTask): void {
-    let prev: ScsiTask | null = null;
-    for (let t = this.retryHead; t; prev = t, t = t.nextRetry) {
-      if (t !== task) continue;
-      if (prev) prev.nextRetry = t.nextRetry;
-      else this.retryHead = t.nextRetry;
-      if (this.retryTail === t) this.retryTail = prev;
-      break;
-    }
-    task.nextRetry = null;
-    task.retryQueued = false;
-  }
-
-  private runRetries(): void {
-    this.retryScheduled = false;
-    let t = this.retryHead;
-    this.retryHead = this.retryTail = null;
-    while (t) {
-      const next = t.nextRetry;
-      t.nextRetry = null;
-      if (t.retryQueued) {
-        t.retryQueued = false;
-        this.pump(t);
-      }
-      t = next;
-    }
   }
 
   private finishOk(task: ScsiTask): void {
@@ -656,10 +627,7 @@ export class ScsiLun implements TaskExecutor {
   /** Stops a task as early as possible: at once if it waits for a NOMEM retry, else at its next step. */
   private requestAbort(task: ScsiTask): void {
     task.abortRequested = true;
-    if (task.retryQueued) {
-      this.removeFromRetry(task);
-      this.finishAborted(task);
-    }
+    if (this.nomem.remove(task)) this.finishAborted(task);
   }
 
   /** Requests an abort of every task executing now (not of tasks started meanwhile). */

@@ -23,15 +23,22 @@ import { fuzzParams } from './lib/fuzz.js';
 const MEM = 128 * 1024;
 const QUEUE_SIZE = 64;
 
-/** Completes I/O as a script says: inline, on a later tick, failed, or NOMEM. */
+/**
+ * Completes I/O as a script says: inline, on a later tick, failed, or NOMEM. NOMEM is never
+ * answered twice in a row: the handler resubmits a refused request until the bdev takes it, so a
+ * bdev that refuses forever never completes anything.
+ */
 class ScriptedChannel implements BdevChannel {
   private n = 0;
+  private refused = false;
   constructor(
     private readonly inner: BdevChannel,
     private readonly script: number[],
   ) {}
   submit(io: BdevIo): void {
-    const action = this.script.length ? this.script[this.n++ % this.script.length] : 0;
+    let action = this.script.length ? this.script[this.n++ % this.script.length] : 0;
+    if (action === 3 && this.refused) action = 0;
+    this.refused = action === 3;
     if (action === 1) setImmediate(() => this.inner.submit(io));
     else if (action === 2) io.complete(IoStatus.FAILED);
     else if (action === 3) queueMicrotask(() => io.complete(IoStatus.NOMEM));

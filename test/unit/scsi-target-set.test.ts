@@ -253,16 +253,20 @@ describe('task management', () => {
     const s = submit(set, addr(1), WRITE1(3), { out: new Uint8Array(BS).fill(1), tag: 77 });
     assert.equal(s.calls(), 0);
     assert.equal(retries.length, 1);
+    // A task started meanwhile queues behind the waiting one (SPDK's bdev layer keeps the order).
     const other = submit(set, addr(1), READ1(0), { inLen: BS, tag: 78 });
-    assert.equal(other.calls(), 1);
+    assert.equal(other.calls(), 0);
+    assert.equal(ch.submitted, 1);
     const resp = await set.taskManagement(TmfFunction.ABORT_TASK, addr(1), 0, 77, 0);
     assert.equal(resp, TmfResponse.FUNCTION_COMPLETE);
     assert.equal(s.calls(), 1);
     assert.equal(s.task.response, TaskResponse.ABORTED);
     assert.deepEqual(sense(s.task), [SenseKey.ABORTED_COMMAND, 0, 0]);
-    retries.shift()?.(); // the stale retry must not resubmit it
+    retries.shift()?.(); // the retry must not resubmit the aborted task, only the one behind it
     assert.equal(ch.submitted, 2);
     assert.equal(s.calls(), 1);
+    assert.equal(other.calls(), 1);
+    assert.equal(other.task.status, ScsiStatus.GOOD);
     assert.equal(lun.inFlight, 0);
   });
 
@@ -418,10 +422,11 @@ describe('hot-detach', () => {
     const { lun, ch } = makeLun({ retries });
     const set = new ScsiTargetSet();
     set.attach(0, lun);
-    ch.nomem = 1;
-    const queued = submit(set, addr(0), READ1(0), { inLen: BS });
     ch.hold = true;
     const held = submit(set, addr(0), READ1(1), { inLen: BS });
+    ch.nomem = 1;
+    const queued = submit(set, addr(0), READ1(0), { inLen: BS });
+    assert.equal(queued.calls(), 0);
     lun.remove();
     assert.equal(queued.calls(), 1);
     assert.equal(queued.task.response, TaskResponse.ABORTED);

@@ -211,3 +211,23 @@ describe('vhostctl params', () => {
     }
   });
 });
+
+describe('vhostctl tables', () => {
+  it('vhost_get_controllers --table shows the sessions and which controller logs dirty pages for a migration', async () => {
+    const { controllerTable } = await import('../../src/cli/vhostctl/tables.js');
+    const row = (ctrlr: string, logging: boolean) => ({
+      ctrlr,
+      cpumask: '0x1',
+      delay_base_us: 0,
+      iops_threshold: 60000,
+      socket: `/var/tmp/${ctrlr}`,
+      sessions: [{ id: 1, dirty_logging: logging }],
+      dirty_logging: logging,
+      backend_specific: { block: { readonly: false, bdev: 'M0', transport: 'vhost_user_blk' } },
+    });
+    const lines = controllerTable([row('src', true), row('dst', false)]).split('\n');
+    assert.ok(lines.some((l) => /Migration/.test(l)));
+    assert.ok(lines.some((l) => /src.*│ 1 .*logging dirty pages/.test(l)));
+    assert.ok(lines.some((l) => /dst/.test(l) && !/logging/.test(l)));
+  });
+});
