@@ -1,12 +1,15 @@
 // npm run bench: vhostd against qemu-storage-daemon (QSD) on the same machine, same run, same
 // initiator (src/initiator/load.ts). Each target is pinned to one core (default 0), the
 // initiator to another (default 1). Rows: bdev (null, malloc, shm file, disk file) x rw
-// (4 KiB randread, randwrite) x queue depth (1, 32, 128) x queues (1, 2).
+// (4 KiB randread, randwrite) x queue depth (1, 32, 128) x queues (1, 2). Then the allocation
+// check, the wake-up latency and the migration row (bench/lib/migration.ts: a TCG guest whose
+// disk each target serves, live-migrated idle and busy; QEMU's total time and downtime).
 //
 //   npm run bench                       full matrix, 3 s per row
 //   npm run bench -- --quick            QD 1 and 32, one queue, 1 s per row
 //   npm run bench -- --bdev null --qd 32 --duration 2
 //   npm run bench -- --rows 'null/randread/*' --profile
+//   npm run bench -- --only migration   the migration row alone (--no-migration: without it)
 //   npm run bench -- --help
 //
 // Output: a table on stdout, bench/results/<timestamp>.json and .svg (IOPS vs queue depth).
@@ -20,10 +23,12 @@ import { LoadGenerator, type LoadResult, RW_MODES, type RwMode } from '../src/in
 import { pinProcess } from '../src/initiator/pin.js';
 import { type AllocReport, formatAlloc, measureAllocation } from './lib/alloc.js';
 import { type WakeupResult, formatWakeup, measureWakeup } from './lib/wakeup.js';
+import { MIGRATION_CASES, type MigrationCase, type MigrationReport, defaultMigrationParams, formatMigration, runMigrations } from './lib/migration.js';
 import { CoreLink } from './lib/core-link.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { ForeignLoad } from './lib/noise.js';
 import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
+import type { GuestSession } from '../test/e2e/lib/guest.js';
 import { FAR_LINK_NS, type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
 import { renderChart } from './lib/svg.js';
 import { BDEV_KINDS, type BdevKind, type BenchFiles, QsdTarget, ROOT, TARGET_KINDS, type Target, type TargetKind, VhostdTarget } from './lib/targets.js';
@@ -89,7 +94,17 @@ interface BenchOptions {
   dist?: boolean;
   histogram?: boolean;
   quietWait: number;
+  only: Section[];
+  migration: boolean;
+  migrationCases: MigrationCase[];
+  migrationRepeat?: number;
+  migrationBandwidth: number;
+  migrationDowntimeLimit: number;
 }
+
+/** Parts of a bench run `--only` picks from. */
+export const SECTIONS = ['io', 'alloc', 'wakeup', 'migration'] as const;
+export type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): BenchOptions {
   const program = new Command()
@@ -116,9 +131,17 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--profile', "run vhostd under node --cpu-prof and summarize where the reactor's time goes")
     .option('--dist', 'run vhostd from dist/ (npm run build) instead of the sources through tsx')
     .option('--histogram', 'keep latency histogram buckets in the JSON')
-    .option('--quiet-wait <s>', 'before each run, wait up to this long for other processes to leave the cores (0: do not wait) [VHOSTD_BENCH_QUIET_WAIT]', seconds, Number(env.VHOSTD_BENCH_QUIET_WAIT ?? 10));
+    .option('--quiet-wait <s>', 'before each run, wait up to this long for other processes to leave the cores (0: do not wait) [VHOSTD_BENCH_QUIET_WAIT]', seconds, Number(env.VHOSTD_BENCH_QUIET_WAIT ?? 10))
+    .option('--only <sections>', `run only these sections (${SECTIONS.join(',')}) [VHOSTD_BENCH_ONLY]`, list(SECTIONS, 'section'), list(SECTIONS, 'section')(env.VHOSTD_BENCH_ONLY ?? SECTIONS.join(',')))
+    .option('--no-migration', 'skip the migration row (it boots TCG guests: about 30 s per repeat) [VHOSTD_BENCH_MIGRATION=0]')
+    .option('--migration-cases <list>', `migrations per guest (${MIGRATION_CASES.join(',')}) [VHOSTD_BENCH_MIGRATION_CASES]`, list(MIGRATION_CASES, 'migration case'), list(MIGRATION_CASES, 'migration case')(env.VHOSTD_BENCH_MIGRATION_CASES ?? MIGRATION_CASES.join(',')))
+    .option('--migration-repeat <n>', 'guests per target for the migration row (default: --repeat; 1 with --quick) [VHOSTD_BENCH_MIGRATION_REPEAT]', (v) => intList(v)[0], env.VHOSTD_BENCH_MIGRATION_REPEAT ? intList(env.VHOSTD_BENCH_MIGRATION_REPEAT)[0] : undefined)
+    .option('--migration-bandwidth <bytes>', 'migrate-set-parameters max-bandwidth, bytes/s (e.g. 1g)', size, size(env.VHOSTD_BENCH_MIGRATION_BANDWIDTH ?? '8g'))
+    .option('--migration-downtime-limit <ms>', 'migrate-set-parameters downtime-limit, ms (at 500 the guest is paused right after the first RAM pass and the downtime is mostly RAM copy)', (v) => intList(v)[0], Number(env.VHOSTD_BENCH_MIGRATION_DOWNTIME_LIMIT ?? 50));
   program.parse(argv);
   const o = program.opts<BenchOptions>();
+  if (env.VHOSTD_BENCH_MIGRATION === '0' && program.getOptionValueSource('migration') === 'default') o.migration = false;
+  o.migrationRepeat ??= o.quick ? 1 : o.repeat;
   if (o.quick) {
     if (program.getOptionValueSource('duration') === 'default' && env.VHOSTD_BENCH_DURATION === undefined) o.duration = 1;
     if (program.getOptionValueSource('warmup') === 'default' && env.VHOSTD_BENCH_WARMUP === undefined) o.warmup = 0.25;
@@ -174,15 +197,18 @@ export async function main(argv: string[]): Promise<number> {
   const pin = pinProcess(o.initiatorCore);
   if (!pin.thread) log(`WARNING: could not pin the initiator to core ${o.initiatorCore}: ${pin.error}`);
 
+  const sections = new Set<Section>(o.only);
+  if (!o.migration) sections.delete('migration');
   const specs: RowSpec[] = [];
-  for (const bdev of o.bdev)
-    for (const rw of o.rw)
-      for (const queues of o.queues)
-        for (const qd of o.qd) {
-          const id = `${bdev}/${rw}/qd${qd}/q${queues}`;
-          if (rowMatches(id, o.rows)) specs.push({ id, bdev, rw, qd, queues });
-        }
-  if (specs.length === 0) {
+  if (sections.has('io'))
+    for (const bdev of o.bdev)
+      for (const rw of o.rw)
+        for (const queues of o.queues)
+          for (const qd of o.qd) {
+            const id = `${bdev}/${rw}/qd${qd}/q${queues}`;
+            if (rowMatches(id, o.rows)) specs.push({ id, bdev, rw, qd, queues });
+          }
+  if (sections.has('io') && specs.length === 0) {
     log('no row matches the filters');
     return 2;
   }
@@ -198,13 +224,21 @@ export async function main(argv: string[]): Promise<number> {
   const profiles: Array<{ title: string; summary: ReturnType<typeof summarizeProfile> }> = [];
   const profDir = o.profile ? resolve(o.outDir, `${stamp}-cpuprof`) : undefined;
   let vhostdRequests = 0;
-  // Ctrl-C / SIGTERM: stop the targets and remove the RAM image instead of leaving them behind.
+  let migration: MigrationReport | undefined;
+  // The migration section's own targets and image while it runs.
+  const migrationLive = { targets: new Set<Target>(), guests: new Set<GuestSession>(), files: new Set<string>(), stopping: false };
+  // Ctrl-C / SIGTERM: stop the guests and targets and remove the RAM images and temp directories
+  // instead of leaving them behind.
   const onSignal = (sig: NodeJS.Signals) => {
     log(`${sig}: stopping the targets`);
-    Promise.allSettled([...targets.values()].map((t) => t.stop())).finally(() => {
-      removeImage(files.shm);
-      process.exit(130);
-    });
+    migrationLive.stopping = true;
+    Promise.allSettled([...migrationLive.guests].map((g) => g.kill()))
+      .then(() => Promise.allSettled([...targets.values(), ...migrationLive.targets].map((t) => t.stop())))
+      .finally(() => {
+        removeImage(files.shm);
+        for (const f of migrationLive.files) removeImage(f);
+        process.exit(130);
+      });
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -213,11 +247,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (bdevs.includes('shm') || (bdevs.includes('malloc') && o.targets.includes('qsd'))) files.shm = createShmImage(o.size);
     if (bdevs.includes('disk')) files.disk = ensureDiskImage(o.diskDir, o.size, log);
-    const wantAlloc = o.allocRequests > 0 && o.targets.includes('vhostd');
-    const wantWakeup = o.wakeupTries > 0;
+    const wantAlloc = sections.has('alloc') && o.allocRequests > 0 && o.targets.includes('vhostd');
+    const wantWakeup = sections.has('wakeup') && o.wakeupTries > 0;
     // The allocation check and the wake-up measurement use each target's 1-queue null export.
     const withNull = (wantAlloc || wantWakeup) && !bdevs.includes('null') ? [...bdevs, 'null' as const] : bdevs;
-    for (const kind of o.targets) {
+    for (const kind of specs.length > 0 || wantAlloc || wantWakeup ? o.targets : []) {
       try {
         if (kind === 'qsd') {
           if (!QsdTarget.available()) throw new Error('qemu-storage-daemon is not installed');
@@ -331,6 +365,31 @@ export async function main(argv: string[]): Promise<number> {
     coreLink.close();
     for (const t of targets.values()) await t.stop().catch(() => undefined);
     removeImage(files.shm);
+  }
+
+  // The migration row: its own targets (started after the others stopped), guests, QEMUs.
+  try {
+    if (sections.has('migration')) {
+      const params = defaultMigrationParams({
+        targetCore: o.targetCore,
+        repeat: o.migrationRepeat ?? 1,
+        cases: o.migrationCases,
+        maxBandwidth: o.migrationBandwidth,
+        downtimeLimitMs: o.migrationDowntimeLimit,
+        quietWaitS: o.quietWait,
+        dist: o.dist,
+      });
+      log(
+        `migration: ${params.repeat} guest(s) per target, ${params.cases.join(' + ')}; max-bandwidth ${(params.maxBandwidth / 1048576).toFixed(0)} MiB/s, downtime-limit ${params.downtimeLimitMs} ms`,
+      );
+      try {
+        migration = await runMigrations({ targets: o.targets, params, log, live: migrationLive });
+      } catch (e) {
+        log(`migration failed: ${e instanceof Error ? e.stack : String(e)}`);
+        migration = { params, skipped: `failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, targets: {}, samples: [], summary: [], pairs: [] };
+      }
+    }
+  } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
@@ -344,21 +403,24 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const pairList = pairs(rows);
-  const table = renderTable(rows, pairList);
-  process.stdout.write(`\n${table}\n`);
-  process.stdout.write(
-    `IOPS and latency: medians over ${o.repeat} run(s) of ${o.duration} s (after ${o.warmup} s warm-up), 4 KiB requests, random offsets over ${o.size >> 20} MiB.\n` +
-      `Target CPU%: utime+stime of the whole target process over wall time (100 = one core). Initiator: same for this process; busy% = share of wall time spent\n` +
-      `in polling passes that found work ("!" and INITIATOR-BOUND when >= ${SATURATED_BUSY_PCT}%: the row then measures the initiator). Ratios are vhostd/QSD: IOPS per target\n` +
-      `CPU-second (median of the ratios of runs taken side by side; higher is better for vhostd) and p99 (lower is better). QSD has no RAM disk: its malloc row is its /dev/shm file export.\n` +
-      `Notes: "stalls N": times the target completed nothing for 2 ms with requests in flight (the initiator kicks again); "ini off-CPU": time the\n` +
-      `initiator thread visibly did not run; "other load": cores used by processes other than the bench and its targets during the row (max over\n` +
-      `runs); "= row": the same export measured for that row; "line": a cache line's round trip between the target's and the initiator's core, probed\n` +
-      `before and after each run (on a VM it moves with the host's placement of the vCPUs, and QD 32 rows move with it). "same phase (pairs)": the\n` +
-      `median ratio over the repeats whose four probes (both runs, before and after) were all near or all far (>= ${FAR_LINK_NS} ns), and how many qualified.\n`,
-  );
+  if (rows.length > 0) {
+    const table = renderTable(rows, pairList);
+    process.stdout.write(`\n${table}\n`);
+    process.stdout.write(
+      `IOPS and latency: medians over ${o.repeat} run(s) of ${o.duration} s (after ${o.warmup} s warm-up), 4 KiB requests, random offsets over ${o.size >> 20} MiB.\n` +
+        `Target CPU%: utime+stime of the whole target process over wall time (100 = one core). Initiator: same for this process; busy% = share of wall time spent\n` +
+        `in polling passes that found work ("!" and INITIATOR-BOUND when >= ${SATURATED_BUSY_PCT}%: the row then measures the initiator). Ratios are vhostd/QSD: IOPS per target\n` +
+        `CPU-second (median of the ratios of runs taken side by side; higher is better for vhostd) and p99 (lower is better). QSD has no RAM disk: its malloc row is its /dev/shm file export.\n` +
+        `Notes: "stalls N": times the target completed nothing for 2 ms with requests in flight (the initiator kicks again); "ini off-CPU": time the\n` +
+        `initiator thread visibly did not run; "other load": cores used by processes other than the bench and its targets during the row (max over\n` +
+        `runs); "= row": the same export measured for that row; "line": a cache line's round trip between the target's and the initiator's core, probed\n` +
+        `before and after each run (on a VM it moves with the host's placement of the vCPUs, and QD 32 rows move with it). "same phase (pairs)": the\n` +
+        `median ratio over the repeats whose four probes (both runs, before and after) were all near or all far (>= ${FAR_LINK_NS} ns), and how many qualified.\n`,
+    );
+  }
   if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);
+  if (migration) process.stdout.write(`\n${formatMigration(migration)}\n`);
   for (const p of profiles) {
     // The reactor is the data path; the control thread only matters when it is busy; the module
     // loader threads tsx adds are start-up noise.
@@ -394,6 +456,7 @@ export async function main(argv: string[]): Promise<number> {
     pairs: pairList,
     alloc,
     wakeups,
+    migration,
     profiles: profiles.map((p) => p.summary),
   };
   for (const [k, t] of targets) {
@@ -406,8 +469,9 @@ export async function main(argv: string[]): Promise<number> {
     };
   }
   writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
+  const okRows = rows.filter((r) => r.status === 'ok');
   const chart = renderChart(
-    rows.filter((r) => r.status === 'ok').map((r) => ({ target: r.target, bdev: r.bdev, rw: r.rw, qd: r.qd, queues: r.queues, iops: r.iops })),
+    okRows.map((r) => ({ target: r.target, bdev: r.bdev, rw: r.rw, qd: r.qd, queues: r.queues, iops: r.iops })),
     {
       title: 'vhostd vs qemu-storage-daemon: IOPS vs queue depth (4 KiB)',
       subtitle: `${stamp}, ${cpus()[0]?.model ?? ''} x${cpus().length}, target on core ${o.targetCore}, initiator on core ${o.initiatorCore}, ${o.duration} s per point, vhostd ${gitDescribe()}`,
@@ -416,10 +480,11 @@ export async function main(argv: string[]): Promise<number> {
       qds: o.qd,
     },
   );
-  writeFileSync(svgPath, chart);
-  process.stdout.write(`\nresults: ${jsonPath}\nchart:   ${svgPath}\n`);
+  if (okRows.length > 0) writeFileSync(svgPath, chart);
+  process.stdout.write(`\nresults: ${jsonPath}\n${okRows.length > 0 ? `chart:   ${svgPath}\n` : ''}`);
   if (profDir) process.stdout.write(`profiles: ${profDir}\n`);
-  return rows.some((r) => r.status === 'error') ? 1 : 0;
+  const migrationFailed = migration?.summary.some((s) => s.status === 'error') ?? false;
+  return rows.some((r) => r.status === 'error') || migrationFailed ? 1 : 0;
 }
 
 main(process.argv).then(

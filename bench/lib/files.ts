@@ -16,8 +16,9 @@ function fill(path: string, sizeBytes: number): void {
   }
 }
 
-export function createShmImage(sizeBytes: number): string {
-  const path = `/dev/shm/vhostd-bench-${process.pid}.img`;
+/** `tag` names a second image of the same run (e.g. the migration section's disk). */
+export function createShmImage(sizeBytes: number, tag = ''): string {
+  const path = `/dev/shm/vhostd-bench-${process.pid}${tag ? `-${tag}` : ''}.img`;
   fill(path, sizeBytes);
   return path;
 }

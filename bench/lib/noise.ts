@@ -1,7 +1,7 @@
 // Other processes on the machine (test suites, VMs) steal the cores the bench pins itself and
 // the targets to. This measures CPU used by anything but the bench and its targets, so rows can
 // wait for a quiet machine and flag what was measured under foreign load.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { clockTicksPerSecond, sampleProc } from '../../src/initiator/procstat.js';
 
@@ -19,20 +19,51 @@ function machineBusySec(): number {
   return busy / clockTicksPerSecond();
 }
 
-function ownSec(pids: number[]): number {
+function ownSec(pids: number[], withChildren: boolean): number {
   const self = process.cpuUsage();
   let s = (self.user + self.system) / 1e6;
-  for (const pid of pids) s += sampleProc(pid)?.cpuSec ?? 0;
+  const all = new Set(pids);
+  if (withChildren) {
+    // Children that ended and were reaped (their time moved into our cutime/cstime), and the live
+    // ones (a zombie still shows its times): a process that exits between two snapshots moves
+    // from one term to the other instead of vanishing.
+    const f = readFileSync('/proc/self/stat', 'utf8');
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    s += (Number(fields[13]) + Number(fields[14])) / clockTicksPerSecond();
+    for (const pid of liveChildren()) all.add(pid);
+  }
+  for (const pid of all) s += sampleProc(pid)?.cpuSec ?? 0;
   return s;
+}
+
+/** This process's children (every thread's /proc/self/task/<tid>/children). */
+function liveChildren(): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync('/proc/self/task')) {
+      try {
+        for (const p of readFileSync(`/proc/self/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (p) out.push(Number(p));
+      } catch {
+        // thread gone
+      }
+    }
+  } catch {
+    // no /proc
+  }
+  return out;
 }
 
 export class ForeignLoad {
   private start: Snapshot | undefined;
 
-  constructor(private readonly pids: () => number[]) {}
+  /** `withChildren`: every child process of the bench (e.g. QEMU guests) is its own, not foreign. */
+  constructor(
+    private readonly pids: () => number[],
+    private readonly opts: { withChildren?: boolean } = {},
+  ) {}
 
   private snap(): Snapshot {
-    return { busySec: machineBusySec(), ownSec: ownSec(this.pids()), at: performance.now() };
+    return { busySec: machineBusySec(), ownSec: ownSec(this.pids(), this.opts.withChildren ?? false), at: performance.now() };
   }
 
   begin(): void {

@@ -24,7 +24,11 @@ export interface BenchFiles {
   sizeBytes: number;
 }
 
-/** Where a row connects, or why it cannot run. */
+/**
+ * Where a row connects, or why it cannot run. `copy` (default 0) picks another controller / export
+ * of the same bdev / node when the target was started with `copies` > 1: a migration's source
+ * and destination onto one device.
+ */
 export type Endpoint = { socket: string; label: string } | { unavailable: string };
 
 export interface Target {
@@ -32,7 +36,7 @@ export interface Target {
   readonly pid: number;
   /** One-line description for the report. */
   readonly description: string;
-  endpoint(bdev: BdevKind, queues: number): Endpoint;
+  endpoint(bdev: BdevKind, queues: number, copy?: number): Endpoint;
   /** Extra facts for the JSON report (versions, bdev details). */
   info(): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
@@ -96,6 +100,8 @@ export interface VhostdOptions {
   /** Count GCs per isolate from --trace-gc output. */
   traceGc?: boolean;
   extraArgs?: string[];
+  /** blk controllers per bdev (default 1): bench.<kind>, then bench.<kind>.1, ... on the same bdev. */
+  copies?: number;
 }
 
 /** GC lines of one isolate ("[pid:0xisolate] ... Scavenge ..."), counted from --trace-gc. */
@@ -122,7 +128,7 @@ export class VhostdTarget implements Target {
   readonly output: string[] = [];
   readonly gc = new GcCounter();
   private exited = false;
-  private readonly endpoints = new Map<BdevKind, Endpoint>();
+  private readonly endpoints = new Map<string, Endpoint>();
   methods = new Set<string>();
   private cpumask = '0x1';
 
@@ -167,7 +173,24 @@ export class VhostdTarget implements Target {
     }
     t.methods = new Set(await t.rpc<string[]>('rpc_get_methods'));
     t.cpumask = `0x${(1 << o.core).toString(16)}`;
-    for (const b of o.bdevs) t.endpoints.set(b, await t.createBdev(b, o.files));
+    for (const b of o.bdevs) {
+      const ep = await t.createBdev(b, o.files);
+      t.endpoints.set(b, ep);
+      // More controllers on the same bdev (vhostd opens bdevs without claiming them, as SPDK).
+      for (let copy = 1; copy < (o.copies ?? 1); copy++) {
+        const ctrlr = `bench.${b}.${copy}`;
+        if ('unavailable' in ep) {
+          t.endpoints.set(`${b}#${copy}`, ep);
+          continue;
+        }
+        try {
+          await t.rpc('vhost_create_blk_controller', { ctrlr, dev_name: ep.bdevName, cpumask: t.cpumask });
+          t.endpoints.set(`${b}#${copy}`, { socket: join(dir, ctrlr), label: `${ep.label}, controller ${ctrlr}` });
+        } catch (e) {
+          t.endpoints.set(`${b}#${copy}`, { unavailable: `not available: ${e instanceof Error ? e.message : String(e)}` });
+        }
+      }
+    }
     return t;
   }
 
@@ -180,7 +203,7 @@ export class VhostdTarget implements Target {
     }
   }
 
-  private async createBdev(kind: BdevKind, files: BenchFiles): Promise<Endpoint> {
+  private async createBdev(kind: BdevKind, files: BenchFiles): Promise<Endpoint & { bdevName?: string }> {
     const numBlocks = Math.floor(files.sizeBytes / 512);
     let name: string;
     let label: string;
@@ -222,11 +245,11 @@ export class VhostdTarget implements Target {
     } catch (e) {
       return { unavailable: `not available: ${e instanceof Error ? e.message : String(e)}` };
     }
-    return { socket: join(this.dir, `bench.${kind}`), label };
+    return { socket: join(this.dir, `bench.${kind}`), label, bdevName: name };
   }
 
-  endpoint(bdev: BdevKind, _queues: number): Endpoint {
-    return this.endpoints.get(bdev) ?? { unavailable: 'not created' };
+  endpoint(bdev: BdevKind, _queues: number, copy = 0): Endpoint {
+    return this.endpoints.get(copy === 0 ? bdev : `${bdev}#${copy}`) ?? { unavailable: 'not created' };
   }
 
   async info(): Promise<Record<string, unknown>> {
@@ -254,6 +277,8 @@ export interface QsdOptions {
   /** cache.direct for the /dev/shm image (default on, like vhostd's file bdev when the fs allows). */
   shmDirect?: boolean;
   aio?: 'io_uring' | 'native' | 'threads';
+  /** vhost-user-blk exports per node and queue count (default 1): <kind>-q<N>.sock, then <kind>-q<N>-1.sock, ... */
+  copies?: number;
 }
 
 export class QsdTarget implements Target {
@@ -303,12 +328,15 @@ export class QsdTarget implements Target {
     }
     for (const [kind, n] of nodes) {
       for (const q of o.queues) {
-        const sock = join(dir, `${kind}-q${q}.sock`);
-        args.push(
-          '--export',
-          `type=vhost-user-blk,id=e-${kind}-q${q},node-name=${n.node},addr.type=unix,addr.path=${sock},writable=on,num-queues=${q},iothread=iot0`,
-        );
-        endpoints.set(`${kind}/${q}`, { socket: sock, label: n.label });
+        for (let copy = 0; copy < (o.copies ?? 1); copy++) {
+          const suffix = copy === 0 ? '' : `-${copy}`;
+          const sock = join(dir, `${kind}-q${q}${suffix}.sock`);
+          args.push(
+            '--export',
+            `type=vhost-user-blk,id=e-${kind}-q${q}${suffix},node-name=${n.node},addr.type=unix,addr.path=${sock},writable=on,num-queues=${q},iothread=iot0`,
+          );
+          endpoints.set(`${kind}/${q}${copy === 0 ? '' : `#${copy}`}`, { socket: sock, label: copy === 0 ? n.label : `${n.label}, export ${copy}` });
+        }
       }
     }
     if (o.bdevs.includes('malloc')) {
@@ -335,8 +363,8 @@ export class QsdTarget implements Target {
     return t;
   }
 
-  endpoint(bdev: BdevKind, queues: number): Endpoint {
-    return this.endpoints.get(`${bdev}/${queues}`) ?? { unavailable: 'not exported' };
+  endpoint(bdev: BdevKind, queues: number, copy = 0): Endpoint {
+    return this.endpoints.get(`${bdev}/${queues}${copy === 0 ? '' : `#${copy}`}`) ?? { unavailable: 'not exported' };
   }
 
   async info(): Promise<Record<string, unknown>> {

@@ -1,7 +1,7 @@
 // Smoke test of `npm run bench`: the null-bdev rows only, about a second of measurement, against
 // both targets (vhostd and qemu-storage-daemon). Checks the table has an IOPS > 0 row per target,
 // the allocation check and the wake-up lines are printed, and the JSON results and the SVG chart
-// were written.
+// were written. No migration row (it boots guests: test/e2e/bench-migration.test.ts).
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -46,7 +46,7 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
   const out = mkdtempSync(join(tmpdir(), 'vhostd-bench-smoke-'));
   try {
     const r = await run(
-      ['--bdev', 'null', '--rw', 'randread', '--qd', '16', '--queues', '1', '--duration', '0.4', '--warmup', '0.1', '--alloc-requests', '20000', '--wakeup-tries', '3', '--quiet-wait', '0', '--out-dir', out],
+      ['--bdev', 'null', '--rw', 'randread', '--qd', '16', '--queues', '1', '--duration', '0.4', '--warmup', '0.1', '--alloc-requests', '20000', '--wakeup-tries', '3', '--quiet-wait', '0', '--no-migration', '--out-dir', out],
       90_000,
     );
     assert.equal(r.code, 0, `bench failed:\n${r.stderr}\n${r.stdout}`);

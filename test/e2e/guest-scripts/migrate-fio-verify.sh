@@ -35,10 +35,20 @@ result pre_sha "$pre"
 # the host's `stop`, read without blocking between rounds (the tty keeps what arrives meanwhile)
 exec 3<"$VHOSTD_CHAN"
 stopped=0
+# The port is raw: a read that times out mid-line leaves the bytes that arrived in `line`; they
+# start the next line, so they are kept (stop_part) instead of dropped.
+stop_part=
 host_said_stop() {
   local line
-  while read -r -t 0.05 line <&3; do
-    [ "$line" = stop ] && stopped=1
+  while :; do
+    line=
+    if read -r -t 0.05 line <&3; then
+      line=$stop_part$line stop_part=
+      [ "$line" = stop ] && stopped=1
+    else
+      stop_part=$stop_part$line
+      break
+    fi
   done
   [ "$stopped" -eq 1 ]
 }

@@ -296,8 +296,19 @@ export async function migrateGuest(g: GuestSession, opts: MigrationOptions): Pro
       });
     }
     let info: MigrationInfo;
+    let completedAt: number | undefined;
     for (;;) {
       info = await src.execute<MigrationInfo>('query-migrate');
+      // QEMU 7.2 sets `completed` before it computes total-time and downtime
+      // (migration_completion, then migration_iteration_finish): a query in between reads 0 for
+      // both. Ask again until they are there (a few ms; at most 2 s).
+      if (info.status === 'completed' && !((info['total-time'] ?? 0) > 0)) {
+        completedAt ??= Date.now();
+        if (Date.now() - completedAt < 2000) {
+          await sleep(5);
+          continue;
+        }
+      }
       if (['completed', 'failed', 'cancelled'].includes(info.status)) break;
       if (Date.now() > deadline) {
         await src.execute('migrate_cancel').catch(() => {});

@@ -51,13 +51,21 @@ wait_dev() {
 }
 
 # wait_host NAME [TIMEOUT_S]: tell the host we wait (WAIT NAME), block until it sends the line NAME
+# The port is raw: a `read -t` that times out mid-line leaves the bytes that arrived in the
+# variable; they are the start of the next line, so they are kept, not dropped.
 wait_host() {
-  local name=$1 t=${2:-120} line end
+  local name=$1 t=${2:-120} line part= end
   echo "WAIT $name"
   end=$(($(date +%s) + t))
   exec 3<"$VHOSTD_CHAN"
   while [ "$(date +%s)" -lt "$end" ]; do
-    if read -r -t 1 line <&3 && [ "$line" = "$name" ]; then exec 3<&-; return 0; fi
+    line=
+    if read -r -t 1 line <&3; then
+      line=$part$line part=
+      if [ "$line" = "$name" ]; then exec 3<&-; return 0; fi
+    else
+      part=$part$line
+    fi
   done
   exec 3<&-
   fail "wait_host $name: the host did not answer within ${t}s"
