@@ -18,7 +18,7 @@ import { type MigrationResult, migrateGuest } from '../../test/e2e/lib/migration
 import { createShmImage, removeImage } from './files.js';
 import { ForeignLoad } from './noise.js';
 import { median } from './report.js';
-import { QsdTarget, type Target, type TargetKind, VhostdTarget } from './targets.js';
+import { QsdTarget, type Target, type TargetKind, VhostdTarget, hasCommand } from './targets.js';
 
 export type MigrationCase = 'idle' | 'busy';
 export const MIGRATION_CASES: readonly MigrationCase[] = ['idle', 'busy'];
@@ -144,15 +144,6 @@ export interface MigrationReport {
   samples: MigrationSample[];
   summary: MigrationSummary[];
   pairs: MigrationPair[];
-}
-
-function hasCommand(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const errText = (e: unknown) => (e instanceof Error ? e.message : String(e)).split('\n')[0] ?? '';

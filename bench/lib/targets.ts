@@ -68,7 +68,8 @@ async function stopProcess(proc: ChildProcess, exited: () => boolean): Promise<v
   clearTimeout(timer);
 }
 
-function hasCommand(cmd: string): boolean {
+/** Whether `cmd` is on the PATH. */
+export function hasCommand(cmd: string): boolean {
   try {
     execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
     return true;

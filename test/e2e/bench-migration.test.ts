@@ -4,54 +4,21 @@
 // ratios, and the samples in the JSON.
 // Run: node --import tsx --test test/e2e/bench-migration.test.ts
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { TIMEOUT_SCALE } from './lib/guest.js';
-
-const root = new URL('../../', import.meta.url).pathname;
-
-function has(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    p.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => {
-      p.kill('SIGINT');
-      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { hasCommand, runBench } from '../lib/bench.js';
 
 test('npm run bench -- --only migration: one idle migration per target', { timeout: 200_000 * TIMEOUT_SCALE }, async (t) => {
-  if (!has('qemu-system-x86_64')) return t.skip('no qemu-system-x86_64');
+  if (!hasCommand('qemu-system-x86_64')) return t.skip('no qemu-system-x86_64');
   const out = mkdtempSync(join(tmpdir(), 'vhostd-bench-mig-'));
   try {
-    const r = await run(['--only', 'migration', '--migration-cases', 'idle', '--migration-repeat', '1', '--quiet-wait', '0', '--out-dir', out], 180_000 * TIMEOUT_SCALE);
+    const r = await runBench(['--only', 'migration', '--migration-cases', 'idle', '--migration-repeat', '1', '--quiet-wait', '0', '--out-dir', out], 180_000 * TIMEOUT_SCALE);
     assert.equal(r.code, 0, `bench failed:\n${r.stderr}\n${r.stdout}`);
     if (/\n {2}skipped: /.test(r.stdout)) return t.skip(r.stdout.split('\n').find((l) => l.includes('skipped:')) ?? 'skipped');
-    const qsd = has('qemu-storage-daemon');
+    const qsd = hasCommand('qemu-storage-daemon');
     const cells = (line: string) => line.split('│').map((c) => c.trim());
     const rows = r.stdout.split('\n').filter((l) => /^│ idle\s+│ (qsd|vhostd)\s+│/.test(l)).map(cells);
     for (const target of ['vhostd', ...(qsd ? ['qsd'] : [])]) {

@@ -3,49 +3,16 @@
 // the allocation check and the wake-up lines are printed, and the JSON results and the SVG chart
 // were written. No migration row (it boots guests: test/e2e/bench-migration.test.ts).
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-
-const root = new URL('../../', import.meta.url).pathname;
-
-function hasQsd(): boolean {
-  try {
-    execFileSync('sh', ['-c', 'command -v qemu-storage-daemon'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function run(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    p.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`bench did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { hasCommand, runBench } from '../lib/bench.js';
 
 test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeout: 120_000 }, async () => {
   const out = mkdtempSync(join(tmpdir(), 'vhostd-bench-smoke-'));
   try {
-    const r = await run(
+    const r = await runBench(
       ['--bdev', 'null', '--rw', 'randread', '--qd', '16', '--queues', '1', '--duration', '0.4', '--warmup', '0.1', '--alloc-requests', '20000', '--wakeup-tries', '3', '--quiet-wait', '0', '--no-migration', '--out-dir', out],
       90_000,
     );
@@ -54,7 +21,7 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     // The table: one row per target, IOPS (6th column) > 0.
     const cells = (line: string) => line.split('│').map((c) => c.trim());
     const rows = r.stdout.split('\n').filter((l) => /^│ (qsd|vhostd)\s+│ null\s+│/.test(l)).map(cells);
-    const qsd = hasQsd();
+    const qsd = hasCommand('qemu-storage-daemon');
     for (const target of ['vhostd', ...(qsd ? ['qsd'] : [])]) {
       const row = rows.find((c) => c[1] === target);
       assert.ok(row, `no table row for ${target}:\n${r.stdout}`);
