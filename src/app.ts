@@ -9,6 +9,7 @@ import { buildMethodTable, registerMethods } from './rpc/methods/index.js';
 import { markDuplicateKeys } from './rpc/duplicate-keys.js';
 import { ConfigError, loadJsonConfig } from './rpc/json-config.js';
 import { RpcServer } from './rpc/server.js';
+import { type ListenAddress, MetricsServer, VhostdMetrics, formatListenAddress } from './services/metrics/index.js';
 import type { RpcContext } from './services/types.js';
 import { VhostService } from './services/vhost-service.js';
 import { checkSocketDir } from './util/socket-perms.js';
@@ -27,10 +28,15 @@ export interface AppOptions {
   socketMode?: number;
   /** Group (gid) of controller and RPC sockets; unchanged when absent. */
   socketGid?: number;
+  /** --metrics-listen: serve Prometheus metrics at http://ADDR:PORT/metrics (off when absent). */
+  metricsListen?: ListenAddress;
   logger?: Logger;
 }
 
 export class VhostdApp {
+  /** The Prometheus endpoint, when --metrics-listen asked for one. */
+  private metrics: MetricsServer | undefined;
+
   private constructor(
     readonly log: Logger,
     readonly pool: ReactorPool,
@@ -56,13 +62,18 @@ export class VhostdApp {
     registerMethods(rpc, ctx);
     const app = new VhostdApp(log, pool, bdevs, vhost, rpc, ctx);
     try {
+      // First, so that a port in use or not permitted stops vhostd before any config is loaded.
+      if (opts.metricsListen) app.metrics = await MetricsServer.start(opts.metricsListen, new VhostdMetrics({ bdevs, reactors: pool, version: VERSION }), log);
       if (opts.jsonConfig) await app.loadConfig(readConfigFile(opts.jsonConfig), opts.jsonConfig);
       await rpc.start();
     } catch (e) {
       await app.stop();
       throw e;
     }
-    log.info({ cpumask: pool.cpumask, reactors: cores.length, rpc: opts.rpcSocket, socketDir: opts.socketDir }, 'vhostd started');
+    log.info(
+      { cpumask: pool.cpumask, reactors: cores.length, rpc: opts.rpcSocket, socketDir: opts.socketDir, ...(app.metrics ? { metrics: formatListenAddress(app.metrics.address) } : {}) },
+      'vhostd started',
+    );
     return app;
   }
 
@@ -82,6 +93,8 @@ export class VhostdApp {
   }
 
   async stop(): Promise<void> {
+    await this.metrics?.close().catch(() => undefined);
+    this.metrics = undefined;
     await this.rpc.close().catch(() => undefined);
     await this.vhost.close();
     await this.pool.close();

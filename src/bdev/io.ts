@@ -17,9 +17,9 @@ export const IoStatus = {
   SUCCESS: 0,
   FAILED: 1,
   /**
-   * The bdev cannot take more right now (its queue is full). Not a completion the guest sees: the
-   * device parks the request in its channel's NomemQueue (nomem-queue.ts) and submits it again
-   * once the channel has room.
+   * The backend cannot take more right now (its queue is full). Not a completion anyone above the
+   * bdev layer sees: the layer channel parks the I/O in its NomemQueue (nomem-queue.ts) and
+   * submits it again once the backend has room.
    */
   NOMEM: 2,
 } as const;
@@ -67,38 +67,39 @@ export interface BdevIo {
   complete(status: IoStatus): void;
 }
 
-/** Where a CountedIo reports its completion: the iostat layer of the channel it was submitted to. */
-export interface IoCounter {
-  /** `io` completed with `status`; it was submitted at `io.submittedAt[0]` (ms). */
-  counted(io: CountedIo, status: IoStatus): void;
+/** Where a LayerIo reports its completion: the bdev layer channel it was submitted to. */
+export interface IoLayer {
+  /** `io` completed at the backend with `status`. */
+  ioDone(io: LayerIo, status: IoStatus): void;
 }
 
 /**
- * A BdevIo the iostat layer counts in place, without wrapping it in a child I/O: devices'
- * preallocated requests extend it (one object submitted again and again), as SPDK's bdev layer
- * keeps its statistics fields in the spdk_bdev_io itself. Other BdevIos are counted through a child.
+ * A BdevIo the bdev layer (layer-channel.ts) handles in place, as SPDK's bdev layer keeps its
+ * fields in the spdk_bdev_io itself: devices' preallocated requests extend it (one object
+ * submitted again and again), so timing, QoS holds and NOMEM retries allocate nothing. Other
+ * BdevIos go through the layer as a pooled child LayerIo.
  */
-export abstract class CountedIo implements BdevIo {
+export abstract class LayerIo implements BdevIo {
   type: IoType = 0;
   offset = 0;
   length = 0;
   abstract readonly iov: IoVecs;
-  /** The counter to tell on completion; set at submit, cleared when told (once per submission). */
-  counter: IoCounter | undefined = undefined;
+  /** The layer channel that owns the I/O from submit until it hands the completion back. */
+  layer: IoLayer | undefined = undefined;
   /** Submission time (ms), in a typed array: a double stored in a field is a new heap number. */
   readonly submittedAt = new Float64Array(1);
+  /** Links of the layer's waiting lists (QoS hold, NOMEM retry); an I/O waits in one at most. */
+  nextRetry: LayerIo | null = null;
+  retryQueued = false;
 
   complete(status: IoStatus): void {
-    const c = this.counter;
-    if (c !== undefined) {
-      this.counter = undefined;
-      c.counted(this, status);
-    }
-    this.completed(status);
+    const layer = this.layer;
+    if (layer !== undefined) layer.ioDone(this, status);
+    else this.completed(status);
   }
 
-  /** The device's completion of the request. */
-  protected abstract completed(status: IoStatus): void;
+  /** The owner's completion of the I/O, called by the layer (never with NOMEM: the layer retries). */
+  abstract completed(status: IoStatus): void;
 }
 
 /**

@@ -1,8 +1,8 @@
 // Per-bdev I/O statistics (SPDK's bdev_get_iostat), counted on the reactors without messages.
 //
 // Every registered bdev gets one SharedArrayBuffer (BdevIostat, control thread) that travels in
-// its channel spec as `iostat`; openChannel() wraps the bdev's channel in an IostatChannel that
-// counts each completed I/O into it. The buffer holds IOSTAT_SLOTS slots of Float64 counters:
+// its layer share (layer-share.ts); each layer channel counts its completed I/O into it through an
+// IostatCounter. The buffer holds IOSTAT_SLOTS slots of Float64 counters:
 // each channel claims one slot (Atomics.compareExchange on the slot's owner word) and is its only
 // writer, so updates are plain stores with no contention and no lost updates; the control thread
 // sums the slots when asked. A closed channel's slot keeps its counts (marked
@@ -19,11 +19,9 @@
 // failures count in io_error.failed. SPDK does not count FLUSH or WRITE_ZEROES; vhostd adds them
 // as extra keys after SPDK's (num_flush_ops, flush_latency_ticks, bytes_zeroed,
 // num_write_zeroes_ops, write_zeroes_latency_ticks).
-import { isMainThread, workerData } from 'node:worker_threads';
-import type { Bdev, BdevChannel, ChannelSpec } from './bdev.js';
-import { type ChildIo, ChildIoPool, type ChildIoOwner } from './vbdev.js';
-import { type BdevIo, CountedIo, type IoCounter, IoStatus, IoType } from './io.js';
-import { clock, refreshClock } from '../native/clock.js';
+import { IoStatus, IoType } from './io.js';
+import { Ctl } from './layer-share.js';
+import { threadSlot } from './thread-slot.js';
 
 /** Slots per bdev; the last one is shared by channels that found none free (racy but rare). */
 export const IOSTAT_SLOTS = 64;
@@ -53,6 +51,13 @@ const UNMAP_AT = 10;
 const FLUSH_AT = 15;
 const ZEROES_AT = 20;
 const FAILED_AT = 25;
+/** I/O held by QoS at least once (vhostd's qos_held_ops). */
+const HELD_AT = 26;
+/** Submission time (ms) of the oldest I/O the slot's channel holds for QoS; 0 when none. */
+const WAITING_SINCE = 27;
+/** The reset generations (Ctl.RESET_ALL_GEN, RESET_MAXMIN_GEN) the slot's counts belong to. */
+const SEEN_ALL = 29;
+const SEEN_MM = 30;
 /** IoType → offset of its class in a slot. */
 const CLASS_AT = new Int8Array(8).fill(-1);
 CLASS_AT[IoType.READ] = READ_AT;
@@ -61,16 +66,27 @@ CLASS_AT[IoType.UNMAP] = UNMAP_AT;
 CLASS_AT[IoType.FLUSH] = FLUSH_AT;
 CLASS_AT[IoType.WRITE_ZEROES] = ZEROES_AT;
 
-function addInto(dst: Float64Array, dOff: number, src: Float64Array, sOff: number): void {
+/** Adds the counters of src's slot at sOff into dst at dOff; max/min too unless `sumsOnly`. */
+function addInto(dst: Float64Array, dOff: number, src: Float64Array, sOff: number, sumsOnly = false): void {
   for (let c = 0; c <= ZEROES_AT; c += 5) {
     dst[dOff + c + BYTES] += src[sOff + c + BYTES];
     dst[dOff + c + OPS] += src[sOff + c + OPS];
     dst[dOff + c + LAT] += src[sOff + c + LAT];
+    if (sumsOnly) continue;
     dst[dOff + c + MAX] = Math.max(dst[dOff + c + MAX], src[sOff + c + MAX]);
     const m = src[sOff + c + MIN];
     if (m > 0 && (dst[dOff + c + MIN] === 0 || m < dst[dOff + c + MIN])) dst[dOff + c + MIN] = m;
   }
   dst[dOff + FAILED_AT] += src[sOff + FAILED_AT];
+  dst[dOff + HELD_AT] += src[sOff + HELD_AT];
+}
+
+/** Zeroes the max and min of every class of the slot at `at`. */
+function clearMaxMin(s: Float64Array, at: number): void {
+  for (let c = 0; c <= ZEROES_AT; c += 5) {
+    s[at + c + MAX] = 0;
+    s[at + c + MIN] = 0;
+  }
 }
 
 /** The statistics object of one bdev (or one channel), in SPDK's key order plus vhostd's. */
@@ -101,6 +117,7 @@ export interface IoStatJson {
   bytes_zeroed: number;
   num_write_zeroes_ops: number;
   write_zeroes_latency_ticks: number;
+  qos_held_ops: number;
 }
 
 function toJson(s: Float64Array, o: number, withErrors: boolean): IoStatJson {
@@ -138,8 +155,12 @@ function toJson(s: Float64Array, o: number, withErrors: boolean): IoStatJson {
   out.bytes_zeroed = s[o + ZEROES_AT + BYTES];
   out.num_write_zeroes_ops = s[o + ZEROES_AT + OPS];
   out.write_zeroes_latency_ticks = r(s[o + ZEROES_AT + LAT]);
+  out.qos_held_ops = s[o + HELD_AT];
   return out as unknown as IoStatJson;
 }
+
+/** bdev_reset_iostat's modes (SPDK's spdk_bdev_reset_stat_mode). */
+export type IostatResetMode = 'all' | 'maxmin';
 
 /** Control-thread side: owns the buffer and the totals of channels that have gone. */
 export class BdevIostat {
@@ -147,23 +168,37 @@ export class BdevIostat {
   private readonly owners = new Int32Array(this.buffer, 0, IOSTAT_SLOTS);
   private readonly counters = new Float64Array(this.buffer, OWNERS_BYTES);
   private readonly retired = new Float64Array(SLOT_WORDS);
+  private readonly ctl: Int32Array;
+
+  /** `control`: the layer's control words (reset generations). */
+  constructor(control: SharedArrayBuffer = new SharedArrayBuffer(Ctl.WORDS * 4)) {
+    this.ctl = new Int32Array(control);
+  }
+
+  /** Adds slot i's counts that belong to the current generations into dst. */
+  private addSlot(dst: Float64Array, dOff: number, i: number): void {
+    const at = i * SLOT_WORDS;
+    const c = this.counters;
+    if (c[at + SEEN_ALL] !== this.ctl[Ctl.RESET_ALL_GEN]) return; // reset since; the channel clears it
+    addInto(dst, dOff, c, at, c[at + SEEN_MM] !== this.ctl[Ctl.RESET_MAXMIN_GEN]);
+  }
 
   /** Folds the slots of closed channels into `retired` and frees them. */
   private foldClosed(): void {
     for (let i = 0; i < OVERFLOW_SLOT; i++) {
       if (Atomics.load(this.owners, i) !== DIRTY) continue;
       if (Atomics.compareExchange(this.owners, i, DIRTY, MERGING) !== DIRTY) continue; // a channel took it over
-      addInto(this.retired, 0, this.counters, i * SLOT_WORDS);
+      this.addSlot(this.retired, 0, i);
       this.counters.fill(0, i * SLOT_WORDS, (i + 1) * SLOT_WORDS);
       Atomics.store(this.owners, i, FREE);
     }
   }
 
-  /** The device statistics: everything counted since the bdev was registered. */
+  /** The device statistics: everything counted since the bdev was registered (or last reset). */
   device(): IoStatJson {
     this.foldClosed();
     const total = Float64Array.from(this.retired);
-    for (let i = 0; i < IOSTAT_SLOTS; i++) addInto(total, 0, this.counters, i * SLOT_WORDS);
+    for (let i = 0; i < IOSTAT_SLOTS; i++) this.addSlot(total, 0, i);
     return toJson(total, 0, true);
   }
 
@@ -173,66 +208,52 @@ export class BdevIostat {
     const out: Array<{ thread_id: number } & IoStatJson> = [];
     for (let i = 0; i < IOSTAT_SLOTS; i++) {
       const owner = Atomics.load(this.owners, i);
-      if (owner > 0) out.push({ thread_id: owner - 1, ...toJson(this.counters, i * SLOT_WORDS, false) });
+      if (owner <= 0) continue;
+      const one = new Float64Array(SLOT_WORDS);
+      this.addSlot(one, 0, i);
+      out.push({ thread_id: owner - 1, ...toJson(one, 0, false) });
     }
     return out;
   }
-}
 
-const stats = new WeakMap<Bdev, BdevIostat>();
-
-/**
- * Gives `bdev` its statistics buffer and makes every channel spec it hands out carry it, so the
- * channels opened from those specs count into it. Called once when the bdev is registered.
- */
-export function attachIostat(bdev: Bdev): BdevIostat {
-  let s = stats.get(bdev);
-  if (s) return s;
-  const iostat = new BdevIostat();
-  s = iostat;
-  stats.set(bdev, iostat);
-  const plainSpec = bdev.channelSpec.bind(bdev);
-  bdev.channelSpec = (): ChannelSpec => ({ ...plainSpec(), iostat: iostat.buffer });
-  return iostat;
-}
-
-/** The statistics of a registered bdev (undefined for one that never went through the registry). */
-export function iostatOf(bdev: Bdev): BdevIostat | undefined {
-  return stats.get(bdev);
+  /**
+   * bdev_reset_iostat: `all` zeroes every counter, `maxmin` only the max and min latencies. Slots
+   * of open channels are cleared by their channel before its next count (see the file comment).
+   */
+  reset(mode: IostatResetMode): void {
+    this.foldClosed();
+    if (mode === 'all') {
+      this.retired.fill(0);
+      Atomics.add(this.ctl, Ctl.RESET_ALL_GEN, 1);
+    } else {
+      clearMaxMin(this.retired, 0);
+    }
+    Atomics.add(this.ctl, Ctl.RESET_MAXMIN_GEN, 1);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reactor side.
 
-/** Owner word of this thread: reactor index + 2 (the thread_get_stats id + 1); 1 elsewhere. */
-function threadOwnerTag(): number {
-  if (isMainThread) return 1;
-  const index = (workerData as { index?: unknown } | null)?.index;
-  return typeof index === 'number' && Number.isInteger(index) && index >= 0 ? index + 2 : 1;
-}
-
-/** Counts every I/O completed by `inner` into the slot it claimed in the bdev's buffer. */
-export class IostatChannel implements BdevChannel, ChildIoOwner, IoCounter {
-  poll?: () => number;
+/**
+ * Counts the I/O of one layer channel into the slot it claimed in the bdev's buffer. The caller
+ * (the layer channel) times the I/O; nothing here allocates.
+ */
+export class IostatCounter {
   private readonly owners: Int32Array;
   private readonly s: Float64Array;
+  private readonly ctl: Int32Array;
   private readonly slot: number;
   private readonly at: number;
-  private readonly pool = new ChildIoPool(this);
   private closed = false;
 
-  constructor(
-    private readonly inner: BdevChannel,
-    buffer: SharedArrayBuffer,
-  ) {
+  constructor(buffer: SharedArrayBuffer, control: SharedArrayBuffer) {
     this.owners = new Int32Array(buffer, 0, IOSTAT_SLOTS);
     this.s = new Float64Array(buffer, OWNERS_BYTES);
-    this.slot = IostatChannel.claim(this.owners, threadOwnerTag());
+    this.ctl = new Int32Array(control);
+    // Owner word: the thread_get_stats id + 1 (0 is FREE).
+    this.slot = IostatCounter.claim(this.owners, threadSlot() + 1);
     this.at = this.slot * SLOT_WORDS;
-    if (inner.poll) {
-      const p = inner.poll.bind(inner);
-      this.poll = p;
-    }
   }
 
   /** A clean slot, else a closed channel's one (its counts stay), else the shared last slot. */
@@ -245,39 +266,28 @@ export class IostatChannel implements BdevChannel, ChildIoOwner, IoCounter {
     return OVERFLOW_SLOT;
   }
 
-  submit(io: BdevIo): void {
-    refreshClock();
-    if (io instanceof CountedIo && io.counter === undefined) {
-      io.counter = this;
-      io.submittedAt[0] = clock[0];
-      this.inner.submit(io);
-      return;
-    }
-    const c = this.pool.take(io);
-    this.pool.times[c.timeAt] = clock[0];
-    this.inner.submit(c);
-  }
-
-  counted(io: CountedIo, status: IoStatus): void {
-    this.count(io.type, io.length, io.submittedAt, 0, status);
-  }
-
-  childDone(c: ChildIo, status: IoStatus): void {
-    this.count(c.type, c.length, this.pool.times, c.timeAt, status);
-    // NOMEM is not a completion: the device submits the I/O again.
-    this.pool.release(c).complete(status);
-  }
-
-  /** Counts one I/O submitted at times[timeAt] (ms). */
-  private count(type: IoType, length: number, times: Float64Array, timeAt: number, status: IoStatus): void {
+  /** Clears what bdev_reset_iostat reset since this slot last counted. */
+  private resync(): void {
     const s = this.s;
     const at = this.at;
+    const all = this.ctl[Ctl.RESET_ALL_GEN];
+    if (s[at + SEEN_ALL] !== all) s.fill(0, at, at + SEEN_ALL);
+    else clearMaxMin(s, at);
+    s[at + SEEN_ALL] = all;
+    s[at + SEEN_MM] = this.ctl[Ctl.RESET_MAXMIN_GEN];
+  }
+
+  /** Counts one finished I/O of `length` bytes that took `ns` nanoseconds. */
+  count(type: IoType, length: number, ns: number, status: IoStatus): void {
+    const s = this.s;
+    const at = this.at;
+    if (s[at + SEEN_ALL] !== this.ctl[Ctl.RESET_ALL_GEN] || s[at + SEEN_MM] !== this.ctl[Ctl.RESET_MAXMIN_GEN]) this.resync();
     if (status === IoStatus.SUCCESS) {
       const k = CLASS_AT[type];
       if (k >= 0) {
         const o = at + k;
-        refreshClock();
-        const dt = (clock[0] - times[timeAt]) * 1e6 || Number.MIN_VALUE;
+        // 0 ns (completed in the pass that submitted it) still marks the class as seen.
+        const dt = ns || Number.MIN_VALUE;
         s[o + BYTES] += k === FLUSH_AT ? 0 : length;
         s[o + OPS] += 1;
         s[o + LAT] += dt;
@@ -290,10 +300,30 @@ export class IostatChannel implements BdevChannel, ChildIoOwner, IoCounter {
     }
   }
 
+  /** Counts an I/O QoS held for a later time slice. */
+  held(): void {
+    this.s[this.at + HELD_AT] += 1;
+  }
+
+  /** Publishes when this channel's oldest held I/O was submitted (0: it holds none). */
+  waitingSince(ms: number): void {
+    this.s[this.at + WAITING_SINCE] = ms;
+  }
+
+  /** Whether another channel of the bdev holds an I/O submitted before `ms` (it goes first). */
+  olderWaiter(ms: number): boolean {
+    const s = this.s;
+    for (let i = 0; i < IOSTAT_SLOTS; i++) {
+      const t = s[i * SLOT_WORDS + WAITING_SINCE];
+      if (t > 0 && t < ms && i !== this.slot) return true;
+    }
+    return false;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.inner.close();
+    this.s[this.at + WAITING_SINCE] = 0;
     if (this.slot !== OVERFLOW_SLOT) Atomics.store(this.owners, this.slot, DIRTY);
   }
 }

@@ -1,15 +1,15 @@
-// The I/O a bdev refused with NOMEM, waiting to be submitted again (SPDK's bdev layer: the
-// shared resource's nomem_io list). One queue per device channel. A NOMEM completion is not a
-// completion: the device parks the request here instead of answering the guest, and the queue
-// hands it back, oldest first, once the channel has room again:
+// The I/O a backend refused with NOMEM, waiting to be submitted again (SPDK's bdev layer: the
+// shared resource's nomem_io list). One queue per layer channel (layer-channel.ts). A NOMEM
+// completion is not a completion: the layer parks the I/O here instead of completing it, and the
+// queue hands it back, oldest first, once the backend has room again:
 // * when another I/O of the channel completes and the number still at the bdev has dropped to the
 //   threshold set at the last NOMEM (half of what was outstanding then, or 8 fewer, whichever is
 //   more: SPDK's nomem_threshold), so each retry meets a bdev that has made room;
 // * on the next turn of the event loop (the `schedule` callback, setImmediate) when nothing was
 //   outstanding at the NOMEM, since then no completion will come (SPDK's nomem poller);
-// * when the device's poll() calls kick() (virtio-blk does: the reactor polls it every pass
-//   while busy), under the same threshold.
-// While I/O waits, the device's new I/O queues behind it (admit), so the bdev sees requests in
+// * when the channel's poll() calls kick() (the reactor polls it every pass while busy), under
+//   the same threshold.
+// While I/O waits, new I/O queues behind it (admit), so the bdev sees requests in
 // the order they came as far as the refusals allow; a retried I/O refused again goes back to the
 // head and the retry pass stops there.
 //
@@ -153,6 +153,12 @@ export class NomemQueue<T extends NomemWaiter<T>> {
     w.nextRetry = null;
     w.retryQueued = false;
     return true;
+  }
+
+  /** The first waiting I/O `pred` accepts (an abort looking for its I/O), or null. */
+  find(pred: (w: T) => boolean): T | null {
+    for (let t = this.head; t !== null; t = t.nextRetry) if (pred(t)) return t;
+    return null;
   }
 
   /** Forgets every waiting I/O (the device is closing); returns them in order, for the caller to finish. */

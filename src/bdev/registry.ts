@@ -4,10 +4,13 @@
 // removed first (hot-detach), as SPDK does.
 import { VhostdError, invalidParams } from '../util/errors.js';
 import type { Bdev } from './bdev.js';
-import { attachIostat } from './iostat.js';
+import { BdevLayer } from './bdev-layer.js';
+import type { OpenSpec } from './bdev.js';
 
 export class BdevRegistry {
   private readonly bdevs = new Map<string, Bdev>();
+  /** Each bdev's layer state (stats, QoS, histogram), by bdev. */
+  private readonly layers = new WeakMap<Bdev, BdevLayer>();
   private readonly claims = new Map<string, string>();
   /** Per bdev, the owners that opened it (controllers) and how each lets go on delete. */
   private readonly openers = new Map<string, Map<string, (() => Promise<void>) | undefined>>();
@@ -26,10 +29,21 @@ export class BdevRegistry {
   add(bdev: Bdev): Bdev {
     BdevRegistry.checkName(bdev.name);
     if (this.bdevs.has(bdev.name)) throw VhostdError.errno('EEXIST', `bdev ${bdev.name} already exists`);
-    // bdev_get_iostat counters: every channel spec of a registered bdev carries them.
-    attachIostat(bdev);
+    this.layers.set(bdev, new BdevLayer());
     this.bdevs.set(bdev.name, bdev);
     return bdev;
+  }
+
+  /** The bdev layer state (statistics, QoS, histogram) of a registered bdev. */
+  layerOf(bdev: Bdev): BdevLayer {
+    const layer = this.layers.get(bdev);
+    if (layer === undefined) throw VhostdError.errno('ENODEV', `bdev ${bdev.name} is not registered`);
+    return layer;
+  }
+
+  /** What a reactor opens the bdev from (channels.ts openBdev): backend spec plus layer share. */
+  openSpec(bdev: Bdev): OpenSpec {
+    return { backend: bdev.channelSpec((base) => this.openSpec(base)), layer: this.layerOf(bdev).share };
   }
 
   has(name: string): boolean {

@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { RpcClient, RpcError } from '../rpc/client.js';
 import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
-import { type CliArgs, type OutputStyle, type RpcCommandSpec, parseFloatArg, parseIntArg, rpcCommands } from './vhostctl/commands.js';
+import { type CliArgs, type OutputStyle, type RpcCommandSpec, type TableQuery, parseFloatArg, parseIntArg, rpcCommands } from './vhostctl/commands.js';
 import { ConfigCommandError, type ConfigRpc, loadConfig, loadSubsystemConfig, saveConfig, saveSubsystemConfig } from './vhostctl/config.js';
 import { formatConnectError, formatDict, formatJson, formatRpcError, pythonJsonDumps } from './vhostctl/output.js';
 
@@ -36,6 +36,8 @@ interface Invocation {
   table?: (result: unknown, previous?: unknown) => string;
   /** With a table: the first sample, this many ms before the one shown (rates over the interval). */
   sampleMs?: number;
+  /** With a table: makes its own calls and renders (instead of one call of `method`). */
+  tableQuery?: TableQuery;
   /** Name typed by the user, when it is a deprecated alias of `canonical`. */
   deprecated?: { alias: string; canonical: string };
 }
@@ -90,6 +92,11 @@ async function invoke(inv: Invocation, opts: GlobalOptions, useTable: boolean, i
   try {
     await connect(client, opts, io);
     let previous: unknown;
+    if (useTable && inv.tableQuery) {
+      io.out(`${await inv.tableQuery((method, params) => client.call(method, params))}\n`);
+      if (inv.deprecated) io.err(`${inv.deprecated.alias} is deprecated, use ${inv.deprecated.canonical} instead.\n`);
+      return;
+    }
     if (useTable && inv.table && inv.sampleMs) {
       previous = await client.call(inv.method, inv.params);
       await sleep(inv.sampleMs);
@@ -101,7 +108,8 @@ async function invoke(inv: Invocation, opts: GlobalOptions, useTable: boolean, i
   } catch (err) {
     if (err instanceof ExitError) throw err;
     if (err instanceof RpcError) {
-      io.err(`${formatRpcError(inv.method, err.params, err.requestId ?? 0, err)}\n`);
+      // A table may call other methods too: report the one that failed.
+      io.err(`${formatRpcError(err.method ?? inv.method, err.params, err.requestId ?? 0, err)}\n`);
     } else if ((err as NodeJS.ErrnoException).code === 'ETIMEDOUT') {
       io.err('Timeout while waiting for response:\n\n\n');
     } else {
@@ -130,15 +138,18 @@ function addRpcCommand(program: Command, spec: RpcCommandSpec, io: CliIo, alias?
   cmd.action(async (...actionArgs: unknown[]) => {
     const self = actionArgs[actionArgs.length - 1] as Command;
     const args = collectArgs(self);
+    const useTable = Boolean(args.table);
+    spec.validate?.(args);
     const inv: Invocation = {
       method: spec.method ?? spec.name,
       params: spec.params(args),
       output: spec.output,
       table: spec.table,
       sampleMs: spec.sampleMs?.(args),
+      tableQuery: useTable ? spec.tableQuery?.(args) : undefined,
       deprecated: alias ? { alias, canonical: spec.name } : undefined,
     };
-    await invoke(inv, program.opts<GlobalOptions>(), Boolean(args.table), io);
+    await invoke(inv, program.opts<GlobalOptions>(), useTable, io);
   });
 }
 

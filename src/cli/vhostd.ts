@@ -3,6 +3,7 @@ import { IGNORED_SIGNALS, onIgnoredSignal } from './signals.js'; // first: its l
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { VERSION, VhostdApp } from '../app.js';
 import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
+import { type ListenAddress, parseListenAddress } from '../services/metrics/index.js';
 import { resolveGroup } from '../util/socket-perms.js';
 
 function parseMode(v: string): number {
@@ -28,10 +29,17 @@ export async function main(argv: string[]): Promise<void> {
     }, 1000)
     .addOption(new Option('--socket-mode <mode>', 'permissions of the RPC and controller sockets (octal)').argParser(parseMode).default(0o600, '0600'))
     .option('--socket-group <group>', 'group (name or gid) of the RPC and controller sockets; with --socket-mode 0660 it may connect')
+    .option('--metrics-listen <[addr:]port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default); a bare port listens on 127.0.0.1, IPv6 as [::1]:9100', (v) => {
+      try {
+        return parseListenAddress(v);
+      } catch (e) {
+        throw new InvalidArgumentError((e as Error).message);
+      }
+    })
     .addHelpText('after', `\nSignals: SIGINT and SIGTERM stop vhostd cleanly (sockets removed, exit 0); ${IGNORED_SIGNALS.join(' and ')} are logged and ignored (the debugger is never opened).`)
     .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
   program.parse(argv);
-  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number }>();
+  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number; metricsListen?: ListenAddress }>();
   // Signals are handled from the start: one that arrives while vhostd is still starting (a long
   // --json config) stops it as soon as it is up, so its sockets are removed all the same.
   let app: VhostdApp | undefined;
@@ -66,6 +74,7 @@ export async function main(argv: string[]): Promise<void> {
       socketMode: o.socketMode,
       socketGid,
       pollIdleUs: o.pollIdleUs,
+      metricsListen: o.metricsListen,
     });
   } catch (e) {
     process.stderr.write(`vhostd: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -3,6 +3,7 @@
 // of them steals time on the target's core.
 import { execFileSync } from 'node:child_process';
 import { native } from '../native/index.js';
+import { errnoName } from '../util/errno.js';
 
 export interface PinResult {
   thread: boolean;
@@ -13,7 +14,7 @@ export interface PinResult {
 export function pinProcess(cpu: number): PinResult {
   const rc = native.setAffinity([cpu]);
   const out: PinResult = { thread: rc === 0, allThreads: false };
-  if (rc < 0) out.error = `sched_setaffinity: errno ${-rc}`;
+  if (rc < 0) out.error = `sched_setaffinity: ${errnoName(rc)}`;
   try {
     execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(process.pid)], { stdio: 'ignore' });
     out.allThreads = true;

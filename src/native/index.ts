@@ -1,7 +1,7 @@
 // Typed facade over the native addon: the only module that loads it. Every call returns a
 // non-negative result or -errno; `check` turns the latter into a SyscallError.
 import { createRequire } from 'node:module';
-import { constants } from 'node:os';
+import { Errno, errnoName } from '../util/errno.js';
 
 export interface FdWatchHandle {
   start(): void;
@@ -69,9 +69,7 @@ export const native: NativeAddon = loaded.addon;
 /** Where the addon was loaded from (for worker threads that load it themselves). */
 export const nativePath: string = loaded.path;
 
-const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
-
-export const EAGAIN = constants.errno.EAGAIN;
+export const EAGAIN = Errno.EAGAIN;
 
 export class SyscallError extends Error {
   readonly code: string;
@@ -79,7 +77,7 @@ export class SyscallError extends Error {
     readonly syscall: string,
     readonly errno: number,
   ) {
-    const name = errnoNames.get(errno) ?? `errno ${errno}`;
+    const name = errnoName(errno);
     super(`${syscall} failed: ${name}`);
     this.code = name;
   }

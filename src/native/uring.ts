@@ -1,5 +1,6 @@
 // Typed facade over the addon's io_uring and file-syscall functions (native/uring.cc). Like the
 // rest of the addon every call returns a non-negative result or -errno; no policy lives here.
+import { errnoName } from '../util/errno.js';
 import { native } from './index.js';
 
 /** A read or write of bytes [skip, skip+len) of a scatter list at file `offset`; align > 0 checks O_DIRECT alignment. */
@@ -99,6 +100,6 @@ export function fileStat(fd: number): FileStat | number {
 /** Aligned, zero-filled memory for O_DIRECT bounce and zero buffers; throws on failure. */
 export function allocAligned(size: number, align: number): Uint8Array {
   const r = uringNative.allocAligned(size, align);
-  if (typeof r === 'number') throw new Error(`posix_memalign(${size}, ${align}) failed: errno ${-r}`);
+  if (typeof r === 'number') throw new Error(`posix_memalign(${size}, ${align}) failed: ${errnoName(r)}`);
   return new Uint8Array(r);
 }

@@ -3,6 +3,7 @@
 import type { DeviceSpec } from '../devices/device.js';
 import type { DirtyLogShare } from '../memory/dirty-log.js';
 import type { RegionShare } from '../memory/region.js';
+import type { WireError } from '../util/errors.js';
 import type { Coalescing, QueueConfig } from '../virtio/queue-runner.js';
 
 export type { DeviceSpec };
@@ -47,7 +48,11 @@ export interface ReactorStats {
   queues: QueueStats[];
 }
 
-export type ReactorReply = { id: number; ok: true; result?: unknown } | { id: number; ok: false; error: string };
+/**
+ * A failed request replies `{code, message}` (toWireError): the code is the stable one the RPC
+ * answers with (-errno or a JSON-RPC code), and the control thread rethrows it as a VhostdError.
+ */
+export type ReactorReply = { id: number; ok: true; result?: unknown } | { id: number; ok: false; error: WireError };
 
 export type ReactorEvent = { event: 'deviceError'; devId: number; reason: string };
 

@@ -2,6 +2,7 @@
 // messaging, and placement of devices on the least-loaded core of their own cpumask.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import { VhostdError } from '../util/errors.js';
 import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
 
 /**
@@ -35,7 +36,7 @@ export class ReactorHandle {
       if (!p) return;
       this.pending.delete(m.id);
       if (m.ok) p.resolve(m.result);
-      else p.reject(new Error(m.error));
+      else p.reject(VhostdError.fromWire(m.error));
     });
     worker.on('error', (e) => log.fatal({ reactor: index, err: e }, 'reactor crashed'));
     worker.on('exit', (code) => {

@@ -8,6 +8,7 @@ import { type MessagePort, parentPort } from 'node:worker_threads';
 import pino from 'pino';
 import { mappingFaults, native } from '../native/index.js';
 import { beginPass, clock, clockMs, endPass, tick } from '../native/clock.js';
+import { toWireError } from '../util/errors.js';
 import { PUBLISH_CHUNK, type QueueRunner } from '../virtio/queue-runner.js';
 import { type DeviceHost, DeviceInstance } from './device-instance.js';
 import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
@@ -70,7 +71,7 @@ export class Reactor implements DeviceHost {
       const result = await this.handle(msg);
       this.reply({ id: msg.id, ok: true, result });
     } catch (e) {
-      this.reply({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) });
+      this.reply({ id: msg.id, ok: false, error: toWireError(e) });
     }
   }
 

@@ -7,12 +7,11 @@
 // descriptors, WRITE SAME chunks) never recurse, and a task's onComplete never runs inside
 // channel.submit(). Once onComplete has been called the LUN does not touch the task again.
 //
-// NOMEM: a task whose I/O the bdev refused waits in the LUN's NomemQueue (src/bdev/nomem-queue.ts,
-// shared with virtio-blk) and is pumped again once the channel has room; tasks started meanwhile
-// queue behind it.
+// The channel is a bdev layer channel (src/bdev/layer-channel.ts): I/O that QoS holds or that a
+// full backend queue refused waits there and completes later; the LUN only ever sees success or
+// failure. An abort takes a task's I/O back from the layer if it has not reached the backend.
 import type { BdevChannel } from '../bdev/bdev.js';
 import { IoStatus, IoType, IoVecs } from '../bdev/io.js';
-import { NomemQueue } from '../bdev/nomem-queue.js';
 import { be16, be24, be32, be64, cdbLengthForOpcode, controlByteHasNaca } from './cdb.js';
 import { Asc, MAX_TRANSFER_BYTES, Opcode, SenseKey, ServiceActionIn16 } from './constants.js';
 import { buildStandardInquiry } from './inquiry.js';
@@ -46,11 +45,6 @@ export interface ScsiLunOptions {
    * 'medium-error' reports MEDIUM ERROR / UNRECOVERED READ ERROR (reads) or WRITE ERROR (writes).
    */
   ioErrorSense?: 'aborted-command' | 'medium-error';
-  /**
-   * How to defer the resubmission of an I/O the bdev refused with NOMEM while no other I/O of the
-   * LUN was at the bdev (default setImmediate); otherwise the next completion resubmits it.
-   */
-  scheduleRetry?: (fn: () => void) => void;
 }
 
 /** Multi-step operation kinds (task.opKind). */
@@ -92,8 +86,6 @@ export class ScsiLun implements TaskExecutor {
   private count = 0;
   private seqCounter = 0;
   private waiters: Waiter[] = [];
-  /** Tasks whose I/O the bdev refused with NOMEM, and tasks queued behind them. */
-  private readonly nomem: NomemQueue<ScsiTask>;
   private zeroIov: IoVecs | null = null;
 
   constructor(
@@ -112,7 +104,6 @@ export class ScsiLun implements TaskExecutor {
     };
     this.maxXferBlocks = Math.max(1, Math.floor(MAX_TRANSFER_BYTES / info.blockSize));
     this.mediumErrors = opts.ioErrorSense === 'medium-error';
-    this.nomem = new NomemQueue<ScsiTask>((task) => this.pump(task), opts.scheduleRetry ?? ((fn) => setImmediate(fn)));
   }
 
   /** Set once remove() was called: new tasks get LOGICAL UNIT NOT SUPPORTED. */
@@ -488,8 +479,7 @@ export class ScsiLun implements TaskExecutor {
   }
 
   /**
-   * Submits steps until one completes asynchronously, the bdev says NOMEM, or the task is done
-   * (or until it has to wait behind tasks refused with NOMEM).
+   * Submits steps until one completes asynchronously or the task is done.
    */
   private pump(task: ScsiTask): void {
     for (;;) {
@@ -500,7 +490,6 @@ export class ScsiLun implements TaskExecutor {
         task.opStep++;
         continue;
       }
-      if (!this.nomem.admit(task)) return; // queued behind tasks the bdev refused
       task.inSubmit = true;
       task.syncDone = false;
       task.ioOutstanding = true;
@@ -511,7 +500,6 @@ export class ScsiLun implements TaskExecutor {
           task.ioOutstanding = false;
           task.lastIoStatus = IoStatus.FAILED;
           task.syncDone = true;
-          this.nomem.finished(task, IoStatus.FAILED);
         }
       }
       task.inSubmit = false;
@@ -523,21 +511,16 @@ export class ScsiLun implements TaskExecutor {
   /** @internal BdevIo completion (through the task's io.complete). */
   ioDone(task: ScsiTask, status: IoStatus): void {
     task.lastIoStatus = status;
-    // NOMEM: the task now waits in the NOMEM queue (afterIo then stops its pump).
-    const waits = this.nomem.finished(task, status);
     if (task.inSubmit) {
       task.syncDone = true; // pump continues after submit() returns
       return;
     }
-    if (waits) return;
     if (this.afterIo(task)) this.pump(task);
-    this.nomem.kick();
   }
 
-  /** Accounts for a finished I/O; false when it waits in the NOMEM queue for resubmission. */
+  /** Accounts for a finished I/O; true: the task goes on to its next step. */
   private afterIo(task: ScsiTask): boolean {
     const s = task.lastIoStatus;
-    if (s === IoStatus.NOMEM) return false;
     if (s === IoStatus.SUCCESS) task.opStep++;
     else task.opFailed = true;
     return true;
@@ -624,10 +607,16 @@ export class ScsiLun implements TaskExecutor {
     return null;
   }
 
-  /** Stops a task as early as possible: at once if it waits for a NOMEM retry, else at its next step. */
+  /**
+   * Stops a task as early as possible: at once if its I/O waits in the bdev layer (QoS, NOMEM)
+   * and the layer gives it back, else at its next step.
+   */
   private requestAbort(task: ScsiTask): void {
     task.abortRequested = true;
-    if (this.nomem.remove(task)) this.finishAborted(task);
+    if (task.ioOutstanding && this.channel.abort?.(task.io) === true) {
+      task.ioOutstanding = false;
+      this.finishAborted(task);
+    }
   }
 
   /** Requests an abort of every task executing now (not of tasks started meanwhile). */
@@ -643,8 +632,8 @@ export class ScsiLun implements TaskExecutor {
   // ---------------------------------------------------------------- task management
 
   /**
-   * ABORT TASK: the task with this tag stops before its next bdev request (at once when it waits
-   * for a NOMEM retry; a request already at the bdev cannot be recalled, so it may still complete
+   * ABORT TASK: the task with this tag stops before its next bdev request (at once when its I/O
+   * waits in the bdev layer; a request already at the bdev cannot be recalled, so it may still complete
    * normally). Resolves FUNCTION COMPLETE once the task has completed (or when no task has the tag).
    */
   abortTask(tagLo: number, tagHi = 0): Promise<TmfResponse> {
@@ -683,8 +672,8 @@ export class ScsiLun implements TaskExecutor {
 
   /**
    * Starts hot removal: new tasks get CHECK CONDITION ILLEGAL REQUEST / LOGICAL UNIT NOT
-   * SUPPORTED (SPDK's lookup of a removing LUN yields none), tasks waiting for a NOMEM retry are
-   * aborted, multi-step commands stop at their next step. Await drain() before close().
+   * SUPPORTED (SPDK's lookup of a removing LUN yields none), tasks whose I/O waits in the bdev
+   * layer are aborted, multi-step commands stop at their next step. Await drain() before close().
    */
   remove(): void {
     if (this.removed) return;

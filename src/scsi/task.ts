@@ -2,7 +2,7 @@
 // (status, sense, bytes transferred). A transport preallocates one task per request slot and reuses
 // it; executing a READ or WRITE allocates nothing (the BdevIo and the helper scatter list the
 // target needs are part of the task).
-import { type BdevIo, IoStatus, IoType, IoVecs, scatterPrefix } from '../bdev/io.js';
+import { IoStatus, IoType, IoVecs, LayerIo, scatterPrefix } from '../bdev/io.js';
 import { ScsiStatus } from './constants.js';
 import { writeFixedSense, FIXED_SENSE_LENGTH } from './sense.js';
 
@@ -51,6 +51,21 @@ export interface ScsiTaskOptions {
   onComplete?: (task: ScsiTask) => void;
 }
 
+/** A task's bdev I/O: a LayerIo, so the bdev layer times, holds and retries it in place. */
+class TaskIo extends LayerIo {
+  iov: IoVecs;
+
+  constructor(private readonly task: ScsiTask) {
+    super();
+    this.type = IoType.READ;
+    this.iov = task.dataIn;
+  }
+
+  completed(status: IoStatus): void {
+    this.task.ioCompleted(status);
+  }
+}
+
 export class ScsiTask {
   /** CDB bytes; only the first cdbLength are meaningful. */
   readonly cdb: Uint8Array;
@@ -83,10 +98,8 @@ export class ScsiTask {
   /** @internal */ seq = 0;
   /** @internal */ prevInFlight: ScsiTask | null = null;
   /** @internal */ nextInFlight: ScsiTask | null = null;
-  /** @internal */ nextRetry: ScsiTask | null = null;
-  /** @internal */ retryQueued = false;
   /** @internal */ abortRequested = false;
-  /** @internal */ readonly io: BdevIo;
+  /** @internal The task's bdev I/O, reused for each step. */ readonly io: TaskIo;
   /** @internal Helper scatter list: prefix views of dataIn/dataOut, WRITE SAME repeats. */
   readonly aux: IoVecs;
   /** @internal */ ioOutstanding = false;
@@ -117,18 +130,14 @@ export class ScsiTask {
     this.dataIn = new IoVecs(segs);
     this.aux = new IoVecs(Math.max(segs, 256));
     this.onComplete = opts.onComplete ?? (() => {});
-    const io: BdevIo = {
-      type: IoType.READ,
-      offset: 0,
-      length: 0,
-      iov: this.dataIn,
-      complete: (status: IoStatus) => {
-        if (!this.ioOutstanding) return; // a channel completing twice is ignored
-        this.ioOutstanding = false;
-        this.executor?.ioDone(this, status);
-      },
-    };
-    this.io = io;
+    this.io = new TaskIo(this);
+  }
+
+  /** @internal The bdev completed the task's I/O. */
+  ioCompleted(status: IoStatus): void {
+    if (!this.ioOutstanding) return; // a channel completing twice is ignored
+    this.ioOutstanding = false;
+    this.executor?.ioDone(this, status);
   }
 
   /** Bytes of the command's data buffer that were not transferred (virtio-scsi `resid`). */

@@ -1,7 +1,6 @@
 // A vhost-user controller: a listening socket named after the controller, and one session per
 // connected front-end (QEMU reconnects after restarts and guest reboots).
 import { lstatSync, unlinkSync } from 'node:fs';
-import { constants } from 'node:os';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { EAGAIN, type FdWatchHandle, check, native } from '../native/index.js';
@@ -14,6 +13,7 @@ import type { DeviceModel } from '../vhost-user/device-model.js';
 import { Req } from '../vhost-user/protocol.js';
 import { VhostUserSession } from '../vhost-user/session.js';
 import { applySocketPerms, checkSocketDir, withPrivateUmask } from '../util/socket-perms.js';
+import { Errno } from '../util/errno.js';
 import { VhostdError } from '../util/errors.js';
 
 /**
@@ -80,7 +80,7 @@ export class Controller {
     try {
       checkSocketDir(dirname(path));
     } catch (e) {
-      throw new VhostdError(-constants.errno.EPERM, (e as Error).message);
+      throw new VhostdError(-Errno.EPERM, (e as Error).message);
     }
     try {
       if (lstatSync(path).isSocket()) unlinkSync(path);

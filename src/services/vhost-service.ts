@@ -91,7 +91,7 @@ export class VhostService implements VhostControllerService {
     const cores = this.cores(p.cpumask);
     const bdev = this.bdevs.open(p.devName, p.ctrlr);
     try {
-      const model = new BlkModel(p.ctrlr, bdev, { readonly: p.readonly ?? false, packedRing: p.packedRing ?? false });
+      const model = new BlkModel(p.ctrlr, bdev, this.bdevs.openSpec(bdev), { readonly: p.readonly ?? false, packedRing: p.packedRing ?? false });
       const controller = new Controller({ name: p.ctrlr, socketPath, cores, model, socketMode: this.opts.socketMode, socketGid: this.opts.socketGid }, this.pool, this.log);
       controller.listen();
       this.controllers.set(p.ctrlr, {
@@ -149,7 +149,7 @@ export class VhostService implements VhostControllerService {
     const owner = `${ctrlr}/target${t}`;
     // Deleting the bdev hot-detaches the target, as SPDK does.
     const bdev = this.bdevs.open(bdevName, owner, () => this.scsiRemoveTarget(ctrlr, t));
-    const spec = { target: t, lun: scsiLunInfoFromBdev(bdev), bdev: bdev.channelSpec() };
+    const spec = { target: t, lun: scsiLunInfoFromBdev(bdev), bdev: this.bdevs.openSpec(bdev) };
     e.targets.set(t, bdev.name);
     e.scsi.targets.set(t, spec);
     try {

@@ -7,6 +7,7 @@
 // place of the fresh socket. Directories writable by others without the sticky bit are refused
 // outright, since anybody who can write there can swap our socket for one of their own.
 import { chmodSync, chownSync, closeSync, constants, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
+import { strerror } from './errno.js';
 
 export interface SocketPerms {
   /** File mode (default 0600: the daemon's user only). */
@@ -74,7 +75,7 @@ export function checkSocketDir(dir: string, what = 'socket directory'): void {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new Error(`${what} ${dir} does not exist: create it (mode 0700 or 0755) or pick another`);
-    throw new Error(`${what} ${dir}: ${code ?? String(e)}`);
+    throw new Error(`${what} ${dir}: ${code ? `${strerror(code)} (${code})` : String(e)}`);
   }
   if (!st.isDirectory()) throw new Error(`${what} ${dir} is not a directory`);
   const uid = process.geteuid?.() ?? 0;

@@ -2,6 +2,7 @@
 // and hands them one at a time to an async handler (the next waits until the previous is done).
 import type { Logger } from 'pino';
 import { EAGAIN, type FdWatchHandle, native } from '../native/index.js';
+import { errnoName } from '../util/errno.js';
 import { FLAG_VERSION, FLAG_VERSION_MASK, HEADER_SIZE, MAX_FDS_PER_MESSAGE, MAX_PAYLOAD, encodeHeader, reqName } from './protocol.js';
 
 export interface Message {
@@ -38,7 +39,7 @@ export class VhostUserConnection {
       if (this.closed) return;
       const n = native.recvMsg(this.fd, this.readBuf, this.fdsOut);
       if (n === -EAGAIN) break;
-      if (n < 0) return this.close(`recvmsg failed (errno ${-n})`);
+      if (n < 0) return this.close(`recvmsg failed (${errnoName(n)})`);
       const nfds = this.fdsOut[0];
       const kept = Math.min(nfds, this.fdsOut.length - 1);
       const chunkFds: number[] = [];

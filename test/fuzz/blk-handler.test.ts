@@ -11,6 +11,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import fc from 'fast-check';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
 import { type BdevIo, IoStatus } from '../../src/bdev/io.js';
+import { LayerChannel } from '../../src/bdev/layer-channel.js';
 import { MallocBdev, MallocChannel } from '../../src/bdev/modules/malloc/malloc.js';
 import { NullBdev, NullChannel } from '../../src/bdev/modules/null/null.js';
 import { BlkHandler } from '../../src/devices/blk/blk-handler.js';
@@ -19,14 +20,15 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import type { QueueRunner } from '../../src/virtio/queue-runner.js';
 import { Chain, ChainError, ChainWalker } from '../../src/virtio/desc-chain.js';
 import { fuzzParams } from './lib/fuzz.js';
+import { layerOf, openSpecOf } from '../unit/helpers/open-spec.js';
 
 const MEM = 128 * 1024;
 const QUEUE_SIZE = 64;
 
 /**
  * Completes I/O as a script says: inline, on a later tick, failed, or NOMEM. NOMEM is never
- * answered twice in a row: the handler resubmits a refused request until the bdev takes it, so a
- * bdev that refuses forever never completes anything.
+ * answered twice in a row: the bdev layer above resubmits a refused request until the bdev takes
+ * it, so a bdev that refuses forever never completes anything.
  */
 class ScriptedChannel implements BdevChannel {
   private n = 0;
@@ -145,7 +147,7 @@ async function runCase(c: Case): Promise<void> {
   const spec: BlkDeviceSpec = {
     kind: 'blk',
     name: 'fuzz',
-    bdev: bdev.channelSpec(),
+    bdev: openSpecOf(bdev),
     readonly: c.readonly,
     blockSize: c.blockSize,
     capacityBytes: capacity,
@@ -158,7 +160,9 @@ async function runCase(c: Case): Promise<void> {
   };
   const completions: Array<[number, number]> = [];
   const runner = { queue: { size: QUEUE_SIZE }, complete: (head: number, len: number) => completions.push([head, len]) } as unknown as QueueRunner;
-  const handler = new BlkHandler(runner, new ScriptedChannel(inner, c.script), spec, () => {});
+  // As a device runs it: through the bdev layer, which retries what the scripted bdev refuses with NOMEM.
+  const channel = new LayerChannel(new ScriptedChannel(inner, c.script), layerOf(bdev).share);
+  const handler = new BlkHandler(runner, channel, spec, () => {});
   const before = u8.slice();
   const bdevBefore = bdevBytes?.slice();
 

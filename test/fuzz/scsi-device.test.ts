@@ -19,6 +19,7 @@ import { Opcode, scsiLunInfoFromBdev } from '../../src/scsi/index.js';
 import type { QueueRunner } from '../../src/virtio/queue-runner.js';
 import { Chain, ChainError, ChainWalker } from '../../src/virtio/desc-chain.js';
 import { fuzzParams } from './lib/fuzz.js';
+import { openSpecOf } from '../unit/helpers/open-spec.js';
 
 const MEM = 128 * 1024;
 const QUEUE_SIZE = 64;
@@ -103,7 +104,7 @@ async function runCase(c: Case): Promise<void> {
   if (new ChainWalker(mem, true).walk(new Uint32Array(table.buffer), 0, QUEUE_SIZE, 0, chain) !== ChainError.OK) return;
 
   const bdev = c.backend === 'malloc' ? new MallocBdev('L0', c.blockSize, 64 * 4096) : new NullBdev('L0', c.blockSize, (64 * 4096) / c.blockSize);
-  const device = new ScsiDevice({ kind: 'scsi', name: 'fuzz', segMax: 126, hotplug: true, targets: [{ target: 0, lun: scsiLunInfoFromBdev(bdev), bdev: bdev.channelSpec() }] }, () => {});
+  const device = new ScsiDevice({ kind: 'scsi', name: 'fuzz', segMax: 126, hotplug: true, targets: [{ target: 0, lun: scsiLunInfoFromBdev(bdev), bdev: openSpecOf(bdev) }] }, () => {});
   const completions: Array<[number, number]> = [];
   const runner = { qid: c.queue, queue: { size: QUEUE_SIZE }, complete: (head: number, len: number) => completions.push([head, len]) } as unknown as QueueRunner;
   const handler = device.handlerFor(runner);

@@ -4,11 +4,12 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it, mock } from 'node:test';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
-import { openChannel } from '../../src/bdev/channels.js';
+import { openBackendChannel } from '../../src/bdev/channels.js';
 import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
 import { DelayBdev, DelayChannel, DelayType } from '../../src/bdev/modules/delay/delay.js';
 import { MallocBdev } from '../../src/bdev/modules/malloc/malloc.js';
 import { RpcClient, RpcError } from '../../src/rpc/client.js';
+import { openSpecOf } from './helpers/open-spec.js';
 import { type TestServer, startTestServer } from './helpers/rpc-fixture.js';
 
 interface Done {
@@ -41,7 +42,7 @@ describe('delay channel', () => {
   it('completes reads and writes after their latency, other I/O at once, data intact', async () => {
     const base = new MallocBdev('M', 512, 1 << 20);
     const d = delayOver(base, { avgRead: 30_000, avgWrite: 15_000 });
-    const ch = openChannel(d.channelSpec());
+    const ch = openBackendChannel(d.channelSpec(openSpecOf));
     assert.ok(ch instanceof DelayChannel);
     const data = Uint8Array.from({ length: 4096 }, (_, i) => i & 0xff);
     const w = await submit(ch, IoType.WRITE, 8192, 4096, data);
@@ -63,7 +64,7 @@ describe('delay channel', () => {
   it('uses the p99 latency for 1 in 100 I/Os, drawn at submission (Math.random, like rand_r % 100)', async () => {
     const base = new MallocBdev('M', 512, 1 << 20);
     const d = delayOver(base, { avgRead: 0, p99Read: 40_000 });
-    const ch = openChannel(d.channelSpec());
+    const ch = openBackendChannel(d.channelSpec(openSpecOf));
     const random = mock.method(Math, 'random', () => 0.001); // floor(0.1) === 0: p99
     try {
       const slow = await submit(ch, IoType.READ, 0, 512);
@@ -80,7 +81,7 @@ describe('delay channel', () => {
   it('takes latency changes made on the control side from the next completion on', async () => {
     const base = new MallocBdev('M', 512, 1 << 20);
     const d = delayOver(base, { avgRead: 0, p99Read: 0 });
-    const ch = openChannel(d.channelSpec());
+    const ch = openBackendChannel(d.channelSpec(openSpecOf));
     assert.ok((await submit(ch, IoType.READ, 0, 512)).ms < 30);
     d.setLatency(DelayType.AVG_READ, 25_000);
     d.setLatency(DelayType.P99_READ, 25_000);
@@ -93,7 +94,7 @@ describe('delay channel', () => {
   it('keeps FIFO order within a class; poll() completes what is due; close() completes what is held', async () => {
     const base = new MallocBdev('M', 512, 1 << 20);
     const d = delayOver(base, { avgWrite: 20_000 });
-    const ch = openChannel(d.channelSpec()) as DelayChannel;
+    const ch = openBackendChannel(d.channelSpec(openSpecOf)) as DelayChannel;
     const order: number[] = [];
     // All in the avg class: the p99 class is a FIFO of its own (SPDK's four lists).
     const random = mock.method(Math, 'random', () => 0.5);

@@ -5,11 +5,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import type { BdevChannel, ChannelSpec } from '../../src/bdev/bdev.js';
-import { openChannel, registerChannelFactory } from '../../src/bdev/channels.js';
+import { BdevLayer } from '../../src/bdev/bdev-layer.js';
+import { openBackendChannel, openBdev, registerChannelFactory } from '../../src/bdev/channels.js';
 import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
 import { ErrorBdev, ErrorChannel, ErrorType, type InjectOptions } from '../../src/bdev/modules/error/error.js';
 import { MallocBdev } from '../../src/bdev/modules/malloc/malloc.js';
 import { RpcClient, RpcError } from '../../src/rpc/client.js';
+import { layerOf, openSpecOf } from './helpers/open-spec.js';
 import { type TestServer, startTestServer } from './helpers/rpc-fixture.js';
 
 /** Submits one I/O; resolves with its status. */
@@ -28,7 +30,7 @@ const inject = (b: ErrorBdev, o: Partial<InjectOptions> & Pick<InjectOptions, 'i
 function setup(): { base: MallocBdev; ee: ErrorBdev; ch: ErrorChannel } {
   const base = new MallocBdev('M', 512, 1 << 20);
   const ee = new ErrorBdev(base, undefined, () => undefined);
-  const ch = openChannel(ee.channelSpec());
+  const ch = openBackendChannel(ee.channelSpec(openSpecOf));
   assert.ok(ch instanceof ErrorChannel);
   return { base, ee, ch };
 }
@@ -59,6 +61,22 @@ describe('error channel', () => {
     inject(ee, { ioType: IoType.WRITE, errorType: ErrorType.NOMEM, num: 1 });
     assert.equal(await submit(ch, IoType.WRITE, 0, new Uint8Array(512)), IoStatus.NOMEM);
     assert.equal(await submit(ch, IoType.WRITE, 0, new Uint8Array(512)), IoStatus.SUCCESS);
+    ch.close();
+  });
+
+  it('nomem through the bdev layer (as a device opens the bdev): retried there, never seen above it', async () => {
+    const base = new MallocBdev('M', 512, 1 << 20);
+    const ee = new ErrorBdev(base, undefined, () => undefined);
+    const ch = openBdev(openSpecOf(ee));
+    inject(ee, { ioType: IoType.WRITE, errorType: ErrorType.NOMEM, num: 2 });
+    const data = new Uint8Array(512).fill(0x42);
+    assert.equal(await submit(ch, IoType.WRITE, 1024, data), IoStatus.SUCCESS);
+    assert.equal(ee.injection.state(IoType.WRITE).num, 0, 'both injections were used: refused twice, then taken');
+    assert.deepEqual(new Uint8Array(base.buffer, 1024, 512), data);
+    assert.equal(ch.waiting, 0);
+    const s = layerOf(ee).iostat.device();
+    assert.deepEqual([s.num_write_ops, s.bytes_written, s.io_error], [1, 512, {}], 'counted once, NOMEM not at all');
+    assert.equal(layerOf(base).iostat.device().num_write_ops, 1, "the base's own layer counted the write that reached it");
     ch.close();
   });
 
@@ -104,9 +122,10 @@ describe('error channel', () => {
     // A base that completes only when told to.
     const waiting: BdevIo[] = [];
     registerChannelFactory('test-hold', () => ({ submit: (io) => void waiting.push(io), close: () => undefined }));
-    const spec = { module: 'error', blockSize: 512, numBlocks: 2048, base: { module: 'test-hold', blockSize: 512, numBlocks: 2048 } } as ChannelSpec;
+    const base = { backend: { module: 'test-hold', blockSize: 512, numBlocks: 2048 }, layer: new BdevLayer().share };
+    const spec = { module: 'error', blockSize: 512, numBlocks: 2048, base } as ChannelSpec;
     const ee = new ErrorBdev(new MallocBdev('Q', 512, 1 << 20), undefined, () => undefined);
-    const ch = openChannel({ ...spec, inject: ee.injection.buffer });
+    const ch = openBackendChannel({ ...spec, inject: ee.injection.buffer });
     inject(ee, { ioType: IoType.READ, errorType: ErrorType.FAILURE, num: 1, queueDepth: 2 });
     const a = submit(ch, IoType.READ, 0, new Uint8Array(512));
     const b = submit(ch, IoType.READ, 0, new Uint8Array(512));
@@ -120,7 +139,7 @@ describe('error channel', () => {
   it('exactly `num` failures in total when channels on two threads race for them', async () => {
     const base = new MallocBdev('M', 512, 1 << 20);
     const ee = new ErrorBdev(base, undefined, () => undefined);
-    const spec = ee.channelSpec();
+    const spec = ee.channelSpec(openSpecOf);
     const N = 100_000;
     const NUM = 50_000;
     // The worker opens its own channel from the same (structured-cloned) spec, as a reactor does.
@@ -130,9 +149,9 @@ describe('error channel', () => {
     const code = `
       import { register } from ${JSON.stringify(tsx)}; register();
       const { parentPort, workerData } = await import('node:worker_threads');
-      const { openChannel } = await import(${JSON.stringify(channels)});
+      const { openBackendChannel } = await import(${JSON.stringify(channels)});
       const { IoVecs, IoStatus, IoType } = await import(${JSON.stringify(io)});
-      const ch = openChannel(workerData.spec);
+      const ch = openBackendChannel(workerData.spec);
       const iov = new IoVecs(1); iov.push(new Uint8Array(512), 0, 512);
       let failed = 0;
       const req = { type: IoType.READ, offset: 0, length: 512, iov, complete: (s) => { if (s === IoStatus.FAILED) failed++; } };
@@ -149,7 +168,7 @@ describe('error channel', () => {
         worker.once('error', reject);
       });
       assert.equal(await next(), 'ready');
-      const ch = openChannel(spec);
+      const ch = openBackendChannel(spec);
       inject(ee, { ioType: IoType.READ, errorType: ErrorType.FAILURE, num: NUM });
       const done = next();
       worker.postMessage('go');

@@ -1,12 +1,16 @@
 // bdev_get_iostat: the shared per-channel-slot counters (every I/O type, latencies, failures,
-// channels that come and go), the RPC's SPDK reply shape and errors, and the vhostctl
-// subcommands of the new methods (rpc.py arguments → params, --table).
+// channels that come and go) counted by the bdev layer channel (IostatCounter in LayerChannel),
+// the RPC's SPDK reply shape and errors, and the vhostctl subcommands of the new methods
+// (rpc.py arguments → params, --table).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
-import { openChannel } from '../../src/bdev/channels.js';
-import { type BdevIo, CountedIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
-import { BdevIostat, IOSTAT_SLOTS, IostatChannel, iostatOf } from '../../src/bdev/iostat.js';
+import { BdevLayer } from '../../src/bdev/bdev-layer.js';
+import { openBdev } from '../../src/bdev/channels.js';
+import { type BdevIo, IoStatus, IoType, IoVecs, LayerIo } from '../../src/bdev/io.js';
+import { BdevIostat, IOSTAT_SLOTS, IostatCounter } from '../../src/bdev/iostat.js';
+import { LayerChannel } from '../../src/bdev/layer-channel.js';
+import { Ctl } from '../../src/bdev/layer-share.js';
 import { MallocBdev } from '../../src/bdev/modules/malloc/malloc.js';
 import { BdevRegistry } from '../../src/bdev/registry.js';
 import { main } from '../../src/cli/vhostctl.js';
@@ -45,25 +49,47 @@ const SPDK_KEYS = [
   'max_copy_latency_ticks',
   'min_copy_latency_ticks',
 ];
-const VHOSTD_KEYS = ['num_flush_ops', 'flush_latency_ticks', 'bytes_zeroed', 'num_write_zeroes_ops', 'write_zeroes_latency_ticks'];
+const VHOSTD_KEYS = ['num_flush_ops', 'flush_latency_ticks', 'bytes_zeroed', 'num_write_zeroes_ops', 'write_zeroes_latency_ticks', 'qos_held_ops'];
+
+/**
+ * A backend channel that completes each I/O 5 ms later with the next status of `script`
+ * (SUCCESS once it is empty), and remembers every I/O it saw. `nomemInline`: NOMEM is answered
+ * inside submit (as a full io_uring ring is).
+ */
+class ScriptedChannel implements BdevChannel {
+  readonly seen: BdevIo[] = [];
+  readonly script: IoStatus[] = [];
+  nomemInline = false;
+
+  submit(io: BdevIo): void {
+    this.seen.push(io);
+    const status = this.script.shift() ?? IoStatus.SUCCESS;
+    if (status === IoStatus.NOMEM && this.nomemInline) io.complete(status);
+    else setTimeout(() => io.complete(status), 5);
+  }
+
+  close(): void {}
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 30));
 
 describe('iostat counters', () => {
-  it('registered bdevs hand out specs with counters; openChannel wraps their channels', async () => {
+  it('registered bdevs open through their layer channel, which counts into registry.layerOf(bdev).iostat', async () => {
     const reg = new BdevRegistry();
     const m = reg.add(new MallocBdev('M', 512, 1 << 20));
-    const spec = m.channelSpec();
-    assert.ok(spec.iostat instanceof SharedArrayBuffer);
-    const ch = openChannel(spec);
-    assert.ok(ch instanceof IostatChannel);
-    assert.equal(ch.poll, undefined, 'no poll() when the channel below has none');
+    const spec = reg.openSpec(m);
+    assert.equal(spec.layer, reg.layerOf(m).share);
+    assert.equal(spec.layer.iostat, reg.layerOf(m).iostat.buffer);
+    const ch = openBdev(spec);
+    assert.ok(ch instanceof LayerChannel);
+    assert.equal(ch.poll(), 0, 'poll() always exists; nothing to do with nothing waiting');
     assert.equal(await submit(ch, IoType.READ, 0, 4096), IoStatus.SUCCESS);
     assert.equal(await submit(ch, IoType.READ, 4096, 512), IoStatus.SUCCESS);
     assert.equal(await submit(ch, IoType.WRITE, 0, 8192), IoStatus.SUCCESS);
     assert.equal(await submit(ch, IoType.UNMAP, 0, 1024), IoStatus.SUCCESS);
     assert.equal(await submit(ch, IoType.FLUSH, 0, 0), IoStatus.SUCCESS);
     assert.equal(await submit(ch, IoType.WRITE_ZEROES, 0, 2048), IoStatus.SUCCESS);
-    const s = iostatOf(m)?.device();
-    assert.ok(s);
+    const s = reg.layerOf(m).iostat.device();
     assert.deepEqual(Object.keys(s), [...SPDK_KEYS, 'io_error', ...VHOSTD_KEYS]);
     assert.equal(s.num_read_ops, 2);
     assert.equal(s.bytes_read, 4608);
@@ -74,21 +100,21 @@ describe('iostat counters', () => {
     assert.equal(s.num_flush_ops, 1);
     assert.equal(s.num_write_zeroes_ops, 1);
     assert.equal(s.bytes_zeroed, 2048);
-    assert.deepEqual(s.io_error, {}, 'failures: see bdev_get_iostat below');
+    assert.equal(s.qos_held_ops, 0, 'no QoS limit: nothing held');
+    assert.deepEqual(s.io_error, {}, 'failures: see below and bdev_get_iostat');
     assert.ok(s.read_latency_ticks > 0);
     assert.ok(s.min_read_latency_ticks <= s.max_read_latency_ticks);
     assert.ok(s.max_read_latency_ticks <= s.read_latency_ticks);
     ch.close();
-    assert.equal(iostatOf(m)?.device().num_read_ops, 2, 'a closed channel keeps counting in the totals');
+    assert.equal(reg.layerOf(m).iostat.device().num_read_ops, 2, 'a closed channel keeps counting in the totals');
   });
 
   it('per channel while open; totals survive far more channel lifetimes than there are slots', async () => {
     const reg = new BdevRegistry();
     const m = reg.add(new MallocBdev('M', 512, 1 << 20));
-    const stats = iostatOf(m);
-    assert.ok(stats);
-    const a = openChannel(m.channelSpec());
-    const b = openChannel(m.channelSpec());
+    const stats = reg.layerOf(m).iostat;
+    const a = openBdev(reg.openSpec(m));
+    const b = openBdev(reg.openSpec(m));
     await submit(a, IoType.READ, 0, 512);
     await submit(b, IoType.WRITE, 0, 512);
     await submit(b, IoType.WRITE, 0, 512);
@@ -107,13 +133,13 @@ describe('iostat counters', () => {
     assert.equal(stats.channels().length, 0);
     // Many more opens than slots, some while the control thread never looks, some while it does.
     for (let i = 0; i < IOSTAT_SLOTS * 3; i++) {
-      const ch = openChannel(m.channelSpec());
+      const ch = openBdev(reg.openSpec(m));
       await submit(ch, IoType.READ, 0, 512);
       ch.close();
       if (i % 50 === 0) stats.device();
     }
     // 2x the slots open at once: the extra ones share the overflow slot.
-    const many = Array.from({ length: IOSTAT_SLOTS * 2 }, () => openChannel(m.channelSpec()));
+    const many = Array.from({ length: IOSTAT_SLOTS * 2 }, () => openBdev(reg.openSpec(m)));
     for (const ch of many) await submit(ch, IoType.READ, 0, 512);
     for (const ch of many) ch.close();
     const s = stats.device();
@@ -121,49 +147,111 @@ describe('iostat counters', () => {
     assert.equal(s.num_write_ops, 2);
   });
 
-  it('a CountedIo (a device request) is counted in place: once per submission, with its latency, NOMEM not at all', async () => {
-    class Req extends CountedIo {
+  it('IostatCounter counts successes by class, failures in io_error, NOMEM not at all; close() keeps the counts', () => {
+    const control = new SharedArrayBuffer(Ctl.WORDS * 4);
+    const stats = new BdevIostat(control);
+    const counter = new IostatCounter(stats.buffer, control);
+    counter.count(IoType.READ, 4096, 2000, IoStatus.SUCCESS);
+    counter.count(IoType.READ, 512, 1000, IoStatus.SUCCESS);
+    counter.count(IoType.READ, 512, 5000, IoStatus.NOMEM);
+    counter.count(IoType.WRITE, 512, 5000, IoStatus.FAILED);
+    counter.count(IoType.FLUSH, 0, 0, IoStatus.SUCCESS);
+    counter.held();
+    let s = stats.device();
+    assert.deepEqual(
+      [s.num_read_ops, s.bytes_read, s.read_latency_ticks, s.max_read_latency_ticks, s.min_read_latency_ticks],
+      [2, 4608, 3000, 2000, 1000],
+    );
+    assert.deepEqual([s.num_write_ops, s.io_error, s.num_flush_ops, s.qos_held_ops], [0, { failed: 1 }, 1, 1]);
+    assert.equal(stats.channels().length, 1);
+    counter.close();
+    assert.equal(stats.channels().length, 0);
+    s = stats.device();
+    assert.deepEqual([s.num_read_ops, s.io_error, s.qos_held_ops], [2, { failed: 1 }, 1]);
+  });
+
+  it('a LayerIo (a device request) is counted in place: once per submission, with its latency; NOMEM retried, not counted', async () => {
+    class Req extends LayerIo {
       readonly iov = new IoVecs(1);
       readonly statuses: IoStatus[] = [];
-      protected completed(status: IoStatus): void {
+      completed(status: IoStatus): void {
         this.statuses.push(status);
       }
     }
-    // A channel that completes later, with the status it is told, and remembers what it saw.
-    const seen: BdevIo[] = [];
-    let next: IoStatus = IoStatus.SUCCESS;
-    const inner: BdevChannel = {
-      submit: (io) => {
-        seen.push(io);
-        const status = next;
-        setTimeout(() => io.complete(status), 5);
-      },
-      close: () => {},
-    };
-    const stats = new BdevIostat();
-    const ch = new IostatChannel(inner, stats.buffer);
+    const inner = new ScriptedChannel();
+    const layer = new BdevLayer();
+    const ch = new LayerChannel(inner, layer.share);
     const req = new Req();
     req.type = IoType.READ;
     req.length = 4096;
-    const done = () => new Promise((r) => setTimeout(r, 20));
     ch.submit(req);
-    await done();
-    assert.equal(seen[0], req, 'submitted as is, not wrapped in a child');
+    await settle();
+    assert.equal(inner.seen[0], req, 'submitted as is, not wrapped in a child');
     assert.deepEqual(req.statuses, [IoStatus.SUCCESS]);
+    assert.equal(req.layer, undefined, 'the layer let go of it');
     // A second completion of the same submission (a bug below) reaches the device but is not counted.
     req.complete(IoStatus.SUCCESS);
-    next = IoStatus.NOMEM;
+    // Refused once: the layer retries it (on the next event-loop turn, nothing else being at the
+    // backend); the device sees only the final completion.
+    inner.script.push(IoStatus.NOMEM);
     ch.submit(req);
-    await done();
-    next = IoStatus.FAILED;
+    await settle();
+    assert.equal(inner.seen.length, 3, 'retried after the NOMEM');
+    assert.equal(inner.seen[2], req);
+    assert.equal(ch.waiting, 0);
+    inner.script.push(IoStatus.FAILED);
     ch.submit(req);
-    await done();
-    const s = stats.device();
-    assert.equal(s.num_read_ops, 1);
-    assert.equal(s.bytes_read, 4096);
-    assert.ok(s.read_latency_ticks >= 4e6, `latency ${s.read_latency_ticks} ns`);
+    await settle();
+    const s = layer.iostat.device();
+    assert.equal(s.num_read_ops, 2);
+    assert.equal(s.bytes_read, 8192);
+    assert.ok(s.min_read_latency_ticks >= 4e6, `latency ${s.min_read_latency_ticks} ns`);
+    assert.ok(s.max_read_latency_ticks >= 8e6, `the retried one is timed from its first submission: ${s.max_read_latency_ticks} ns`);
     assert.deepEqual(s.io_error, { failed: 1 });
-    assert.deepEqual(req.statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.NOMEM, IoStatus.FAILED]);
+    assert.deepEqual(req.statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.FAILED], 'never NOMEM');
+    ch.close();
+  });
+
+  it('a plain BdevIo goes through the layer as a pooled child: counted, NOMEM retried, abortable while it waits', async () => {
+    const inner = new ScriptedChannel();
+    const layer = new BdevLayer();
+    const ch = new LayerChannel(inner, layer.share);
+    const statuses: IoStatus[] = [];
+    const iov = new IoVecs(1);
+    iov.push(new Uint8Array(512), 0, 512);
+    const io: BdevIo = { type: IoType.WRITE, offset: 512, length: 512, iov, complete: (st) => void statuses.push(st) };
+    ch.submit(io);
+    await settle();
+    assert.deepEqual(statuses, [IoStatus.SUCCESS]);
+    const child = inner.seen[0];
+    assert.notEqual(child, io, 'wrapped in a child');
+    assert.ok(child instanceof LayerIo);
+    assert.deepEqual([child.type, child.offset, child.length, child.iov], [io.type, io.offset, io.length, io.iov]);
+    inner.script.push(IoStatus.NOMEM);
+    ch.submit(io);
+    await settle();
+    assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS], 'the NOMEM was retried, not handed up');
+    assert.equal(inner.seen.length, 3);
+    assert.ok(inner.seen.every((c) => c === child), 'the same child, from the pool, each time');
+    // Refused inside submit: it waits in the layer for the retry; abort() takes it back.
+    inner.nomemInline = true;
+    inner.script.push(IoStatus.NOMEM);
+    const before = inner.seen.length;
+    ch.submit(io);
+    assert.equal(ch.waiting, 1);
+    assert.equal(ch.abort(io), true);
+    assert.equal(ch.waiting, 0);
+    assert.equal(ch.abort(io), false, 'not waiting any more');
+    await settle();
+    assert.equal(inner.seen.length, before + 1, 'an aborted I/O is not retried');
+    assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS], 'nor completed');
+    // The aborted one's child went back to the pool.
+    ch.submit(io);
+    await settle();
+    assert.equal(inner.seen.at(-1), child);
+    assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.SUCCESS]);
+    const s = layer.iostat.device();
+    assert.deepEqual([s.num_write_ops, s.bytes_written, s.io_error], [3, 1536, {}], 'counted once per completed submission');
     ch.close();
   });
 });
@@ -195,7 +283,7 @@ describe('bdev_get_iostat', () => {
   });
 
   it('replies {tick_rate, ticks, bdevs: [...]} for all bdevs in creation order, or for one', async () => {
-    const ch = openChannel(t.bdevs.get('EE_M0').channelSpec());
+    const ch = openBdev(t.bdevs.openSpec(t.bdevs.get('EE_M0')));
     await c.call('bdev_error_inject_error', { name: 'EE_M0', io_type: 'write', error_type: 'failure' });
     assert.equal(await submit(ch, IoType.WRITE, 0, 4096), IoStatus.FAILED);
     assert.equal(await submit(ch, IoType.WRITE, 0, 4096), IoStatus.SUCCESS);
@@ -222,7 +310,7 @@ describe('bdev_get_iostat', () => {
   });
 
   it('per_channel: {tick_rate, ticks, name, channels}; errors as SPDK', async () => {
-    const ch = openChannel(t.bdevs.get('N0').channelSpec());
+    const ch = openBdev(t.bdevs.openSpec(t.bdevs.get('N0')));
     await submit(ch, IoType.READ, 0, 512);
     const r = await c.call<Record<string, any>>('bdev_get_iostat', { name: 'N0', per_channel: true });
     assert.deepEqual(Object.keys(r), ['tick_rate', 'ticks', 'name', 'channels']);

@@ -1,13 +1,15 @@
-// NomemQueue (src/bdev/nomem-queue.ts): the per-channel FIFO of I/O a bdev refused with NOMEM,
-// shared by virtio-blk and the SCSI LUN. Driven here by a model device over a scripted bdev:
-// order, the SPDK retry threshold, the event-loop fallback when nothing is outstanding,
-// admission behind waiting I/O, re-entrancy, removal; and, through the real BlkHandler, a
-// virtio-blk queue deeper than the bdev's that completes every request OK, in order.
+// NomemQueue (src/bdev/nomem-queue.ts): the per-channel FIFO of I/O a backend refused with NOMEM,
+// owned by the bdev layer channel (src/bdev/layer-channel.ts). Driven here by a model device over
+// a scripted bdev: order, the SPDK retry threshold, the event-loop fallback when nothing is
+// outstanding, admission behind waiting I/O, re-entrancy, removal; and, end to end through the
+// real BlkHandler over a LayerChannel, a virtio-blk queue deeper than the bdev's that completes
+// every request OK, in order (the device never sees NOMEM).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
 import { type BdevIo, IoStatus } from '../../src/bdev/io.js';
+import { LayerChannel } from '../../src/bdev/layer-channel.js';
 import { MallocBdev, MallocChannel } from '../../src/bdev/modules/malloc/malloc.js';
 import { NOMEM_THRESHOLD_COUNT, NomemQueue, type NomemWaiter } from '../../src/bdev/nomem-queue.js';
 import { BlkHandler } from '../../src/devices/blk/blk-handler.js';
@@ -15,6 +17,7 @@ import { type BlkDeviceSpec, BlkReqType, BlkStatus } from '../../src/devices/blk
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { Chain, ChainError, ChainWalker } from '../../src/virtio/desc-chain.js';
 import type { QueueRunner } from '../../src/virtio/queue-runner.js';
+import { layerOf, openSpecOf } from './helpers/open-spec.js';
 
 class Io implements NomemWaiter<Io> {
   nextRetry: Io | null = null;
@@ -270,7 +273,8 @@ describe('NomemQueue', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// virtio-blk: the real handler and requests over a bdev with a tiny queue.
+// virtio-blk: the real handler and requests over a bdev with a tiny queue, through the bdev layer
+// (the LayerChannel a BlkDevice opens) whose NomemQueue retries what the bdev refuses.
 
 const QUEUE_SIZE = 64;
 const REQUESTS = 32;
@@ -309,7 +313,7 @@ class TinyQueueChannel implements BdevChannel {
   close(): void {}
 }
 
-describe('NomemQueue in virtio-blk (BlkHandler)', () => {
+describe('NomemQueue in the bdev layer under virtio-blk (BlkHandler over a LayerChannel)', () => {
   it('a queue of 32 writes then 32 reads over a bdev of depth 2 completes all OK, in order, with the data', async () => {
     const buffer = new SharedArrayBuffer(MEM);
     const u8 = new Uint8Array(buffer);
@@ -320,7 +324,7 @@ describe('NomemQueue in virtio-blk (BlkHandler)', () => {
     const spec: BlkDeviceSpec = {
       kind: 'blk',
       name: 'nomem',
-      bdev: bdev.channelSpec(),
+      bdev: openSpecOf(bdev),
       readonly: false,
       blockSize: 512,
       capacityBytes: 256 * 1024,
@@ -333,7 +337,8 @@ describe('NomemQueue in virtio-blk (BlkHandler)', () => {
     };
     const completions: Array<[number, number]> = [];
     const runner = { queue: { size: QUEUE_SIZE }, complete: (head: number, len: number) => completions.push([head, len]) } as unknown as QueueRunner;
-    const handler = new BlkHandler(runner, channel, spec, () => {});
+    const layer = new LayerChannel(channel, layerOf(bdev).share);
+    const handler = new BlkHandler(runner, layer, spec, () => {});
     const walker = new ChainWalker(mem, false);
     const table = new Uint32Array(3 * REQUESTS * 4);
     const tview = new DataView(table.buffer);
@@ -374,7 +379,9 @@ describe('NomemQueue in virtio-blk (BlkHandler)', () => {
       for (let i = 0; i < REQUESTS; i++) handler.handle(i, chains[i]); // ring slot i, its chain at descriptor 3i
       for (let n = 0; n < 1000 && completions.length < REQUESTS; n++) await tick();
       assert.equal(completions.length, REQUESTS);
+      // A NOMEM reaching the request would complete it IOERR: every one is OK.
       for (let i = 0; i < REQUESTS; i++) assert.equal(u8[status(i)], BlkStatus.OK, `request ${i}: status`);
+      assert.equal(layer.waiting, 0, 'nothing left waiting in the layer');
     }
 
     await wave(BlkReqType.OUT, 1);
@@ -393,6 +400,16 @@ describe('NomemQueue in virtio-blk (BlkHandler)', () => {
     const expected = new Uint8Array(4096);
     await wave(BlkReqType.IN, 0);
     assert.ok(channel.nomems > firstNomems);
+    assert.deepEqual(
+      channel.order.slice(REQUESTS),
+      Array.from({ length: REQUESTS }, (_, i) => sectorOf(i) * 512),
+      'the reads too, in the order queued',
+    );
+    assert.deepEqual(
+      completions.map(([head]) => head),
+      Array.from({ length: REQUESTS }, (_, i) => i),
+      'and completed in that order',
+    );
     for (let i = 0; i < REQUESTS; i++) {
       for (let k = 0; k < 4096; k++) expected[k] = (i * 31 + k * 7 + 1) & 0xff;
       assert.ok(Buffer.from(u8.subarray(data(i), data(i) + 4096)).equals(Buffer.from(expected)), `read ${i}: data`);
@@ -401,5 +418,12 @@ describe('NomemQueue in virtio-blk (BlkHandler)', () => {
         [i, 4097],
       );
     }
+    // Each request counted once in the bdev's statistics; the refusals not at all.
+    const stats = layerOf(bdev).iostat.device();
+    assert.deepEqual(
+      [stats.num_write_ops, stats.bytes_written, stats.num_read_ops, stats.bytes_read, stats.io_error],
+      [REQUESTS, REQUESTS * 4096, REQUESTS, REQUESTS * 4096, {}],
+    );
+    layer.close();
   });
 });

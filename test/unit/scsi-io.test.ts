@@ -1,13 +1,16 @@
 // I/O commands of ScsiLun over a real malloc bdev (and the null bdev): READ/WRITE 6/10/12/16,
 // VERIFY, SYNCHRONIZE CACHE, UNMAP, WRITE SAME; data-length mismatches and residuals; read-only
-// LUNs; synchronous and asynchronous channels, NOMEM resubmission and bdev failures.
+// LUNs; synchronous and asynchronous channels, NOMEM resubmission (by the bdev layer channel
+// under the LUN) and bdev failures.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
 import { type BdevIo, IoStatus, IoType } from '../../src/bdev/io.js';
+import { LayerChannel } from '../../src/bdev/layer-channel.js';
 import { MallocBdev, MallocChannel } from '../../src/bdev/modules/malloc/malloc.js';
 import { NullBdev, NullChannel } from '../../src/bdev/modules/null/null.js';
 import { Asc, decodeFixedSense, ScsiLun, type ScsiLunOptions, scsiLunInfoFromBdev, ScsiStatus, ScsiTask, SenseKey, TaskResponse } from '../../src/scsi/index.js';
+import { layerOf } from './helpers/open-spec.js';
 
 const BS = 512;
 const BLOCKS = 256;
@@ -62,15 +65,25 @@ interface Setup {
   readonly?: boolean;
   nullBdev?: boolean;
   opts?: ScsiLunOptions;
+  /** Open the TestChannel under a bdev layer channel, as a ScsiDevice opens its LUNs' bdevs. */
+  layer?: boolean;
 }
 
 function setup(s: Setup = {}) {
   const bdev = s.nullBdev ? new NullBdev('Null0', BS, BLOCKS) : new MallocBdev('Malloc0', BS, BLOCKS * BS);
   const inner = bdev instanceof MallocBdev ? new MallocChannel(bdev.channelSpec()) : new NullChannel();
   const ch = new TestChannel(inner);
-  const lun = new ScsiLun(scsiLunInfoFromBdev(bdev, { readonly: s.readonly }), ch, s.opts);
+  const layer = s.layer ? new LayerChannel(ch, layerOf(bdev).share) : undefined;
+  const lun = new ScsiLun(scsiLunInfoFromBdev(bdev, { readonly: s.readonly }), layer ?? ch, s.opts);
+  // Every I/O status the LUN is handed (the task's I/O completion).
+  const statuses: IoStatus[] = [];
+  const ioDone = lun.ioDone.bind(lun);
+  lun.ioDone = (task, status) => {
+    statuses.push(status);
+    ioDone(task, status);
+  };
   const disk = bdev instanceof MallocBdev ? new Uint8Array(bdev.buffer) : new Uint8Array(0);
-  return { bdev, ch, lun, disk };
+  return { bdev, ch, layer, lun, disk, statuses };
 }
 
 interface Exec {
@@ -532,33 +545,64 @@ describe('channel completion modes', () => {
     assert.equal(lun.inFlight, 0);
   });
 
-  it('NOMEM: the request is resubmitted later and then succeeds', async () => {
-    const scheduled: Array<() => void> = [];
-    const { lun, ch, disk } = setup({ opts: { scheduleRetry: (fn) => scheduled.push(fn) } });
+  it('NOMEM: the bdev layer resubmits the request on a later event-loop turn; the LUN only sees success', async () => {
+    const { lun, ch, layer, disk, statuses, bdev } = setup({ layer: true });
+    assert.ok(layer);
+    const turn = () => new Promise<void>((r) => setImmediate(r));
     ch.script.set(0, 'nomem');
     ch.script.set(1, 'nomem');
     const data = pattern(BS, 8);
     const w = exec(lun, rw10(WRITE10, 9, 1), { outBufs: [data] });
     assert.equal(w.calls(), 0);
-    assert.equal(scheduled.length, 1);
-    scheduled.shift()?.();
+    assert.equal(layer.waiting, 1, 'refused: waits in the layer');
+    assert.equal(ch.ios.length, 1);
+    await turn();
     assert.equal(w.calls(), 0);
-    assert.equal(scheduled.length, 1);
-    scheduled.shift()?.();
+    assert.equal(ch.ios.length, 2, 'retried once, refused again');
+    assert.equal(layer.waiting, 1);
+    await turn();
     assert.equal(w.calls(), 1);
     expectGood(w.task);
     assert.deepEqual(disk.subarray(9 * BS, 10 * BS), data);
     assert.equal(ch.ios.length, 3);
+    assert.equal(layer.waiting, 0);
+    assert.deepEqual(statuses, [IoStatus.SUCCESS], 'the LUN never saw NOMEM');
+    assert.equal(layerOf(bdev).iostat.device().num_write_ops, 1);
+    assert.equal(lun.inFlight, 0);
   });
 
-  it('NOMEM with the default scheduler (setImmediate), asynchronous channel', async () => {
-    const { lun, ch } = setup();
+  it('NOMEM through the bdev layer (setImmediate retry), asynchronous channel', async () => {
+    const { lun, ch, statuses } = setup({ layer: true });
     ch.mode = 'async';
     ch.script.set(0, 'nomem');
     const r = exec(lun, rw10(READ10, 0, 1), { inBufs: [new Uint8Array(BS)] });
     await r.done;
     expectGood(r.task);
     assert.equal(ch.ios.length, 2);
+    assert.deepEqual(statuses, [IoStatus.SUCCESS]);
+  });
+
+  it('NOMEM: tasks started while one waits queue behind it in the layer and complete in order', async () => {
+    const { lun, ch, layer, disk, statuses } = setup({ layer: true });
+    assert.ok(layer);
+    ch.script.set(0, 'nomem');
+    const order: number[] = [];
+    const tasks = [0, 1, 2].map((i) => {
+      const e = exec(lun, rw10(WRITE10, 20 + i, 1), { outBufs: [pattern(BS, 20 + i)] });
+      void e.done.then(() => order.push(i));
+      return e;
+    });
+    assert.equal(ch.ios.length, 1, 'the later tasks did not overtake the refused one');
+    assert.equal(layer.waiting, 3);
+    await Promise.all(tasks.map((t) => t.done));
+    assert.deepEqual(order, [0, 1, 2]);
+    for (const t of tasks) expectGood(t.task);
+    assert.deepEqual(
+      ch.ios.map((io) => io.offset),
+      [20, 20, 21, 22].map((lba) => lba * BS),
+    );
+    for (let i = 0; i < 3; i++) assert.deepEqual(disk.subarray((20 + i) * BS, (21 + i) * BS), pattern(BS, 20 + i));
+    assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.SUCCESS]);
   });
 
   it('bdev failure: ABORTED COMMAND as SPDK reports it by default', () => {

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
 import { type BdevIo, IoStatus } from '../../src/bdev/io.js';
+import { LayerChannel } from '../../src/bdev/layer-channel.js';
 import { MallocBdev, MallocChannel } from '../../src/bdev/modules/malloc/malloc.js';
 import {
   Asc,
@@ -23,6 +24,7 @@ import {
   TmfResponse,
 } from '../../src/scsi/index.js';
 import type { VhostdError } from '../../src/util/errors.js';
+import { layerOf } from './helpers/open-spec.js';
 
 const BS = 512;
 
@@ -64,12 +66,20 @@ class HoldChannel implements BdevChannel {
   }
 }
 
-function makeLun(opts: { retries?: Array<() => void> } = {}) {
+/** `layer`: the LUN opens the HoldChannel through a bdev layer channel (as a ScsiDevice does), which retries NOMEM. */
+function makeLun(opts: { layer?: boolean } = {}) {
   const bdev = new MallocBdev('Malloc0', BS, 64 * BS);
   const ch = new HoldChannel(bdev);
-  const retries = opts.retries;
-  const lun = new ScsiLun(scsiLunInfoFromBdev(bdev), ch, retries ? { scheduleRetry: (fn) => retries.push(fn) } : {});
-  return { bdev, ch, lun };
+  const layer = opts.layer ? new LayerChannel(ch, layerOf(bdev).share) : undefined;
+  const lun = new ScsiLun(scsiLunInfoFromBdev(bdev), layer ?? ch);
+  // Every I/O status the LUN is handed.
+  const statuses: IoStatus[] = [];
+  const ioDone = lun.ioDone.bind(lun);
+  lun.ioDone = (task, status) => {
+    statuses.push(status);
+    ioDone(task, status);
+  };
+  return { bdev, ch, layer, lun, statuses };
 }
 
 const addr = (target: number, lun = 0, b0 = 1) => {
@@ -244,30 +254,36 @@ describe('task management', () => {
     assert.equal(a.task.status, ScsiStatus.GOOD, 'I/O already at the bdev completes normally');
   });
 
-  it('ABORT TASK of a task waiting for a NOMEM retry completes it as aborted at once', async () => {
-    const retries: Array<() => void> = [];
+  it('ABORT TASK of a task whose I/O waits in the bdev layer for a NOMEM retry completes it as aborted at once', async () => {
     const set = new ScsiTargetSet();
-    const { lun, ch } = makeLun({ retries });
+    const { lun, ch, layer, statuses, bdev } = makeLun({ layer: true });
+    assert.ok(layer);
     set.attach(1, lun);
     ch.nomem = 1;
     const s = submit(set, addr(1), WRITE1(3), { out: new Uint8Array(BS).fill(1), tag: 77 });
     assert.equal(s.calls(), 0);
-    assert.equal(retries.length, 1);
+    assert.equal(layer.waiting, 1, 'refused: its I/O waits in the layer');
     // A task started meanwhile queues behind the waiting one (SPDK's bdev layer keeps the order).
     const other = submit(set, addr(1), READ1(0), { inLen: BS, tag: 78 });
     assert.equal(other.calls(), 0);
     assert.equal(ch.submitted, 1);
+    assert.equal(layer.waiting, 2);
     const resp = await set.taskManagement(TmfFunction.ABORT_TASK, addr(1), 0, 77, 0);
     assert.equal(resp, TmfResponse.FUNCTION_COMPLETE);
     assert.equal(s.calls(), 1);
     assert.equal(s.task.response, TaskResponse.ABORTED);
     assert.deepEqual(sense(s.task), [SenseKey.ABORTED_COMMAND, 0, 0]);
-    retries.shift()?.(); // the retry must not resubmit the aborted task, only the one behind it
+    assert.equal(layer.waiting, 1, 'the layer gave the aborted I/O back');
+    await tick(); // the layer's retry must not resubmit the aborted task, only the one behind it
     assert.equal(ch.submitted, 2);
     assert.equal(s.calls(), 1);
     assert.equal(other.calls(), 1);
     assert.equal(other.task.status, ScsiStatus.GOOD);
     assert.equal(lun.inFlight, 0);
+    assert.equal(layer.waiting, 0);
+    assert.deepEqual(statuses, [IoStatus.SUCCESS], 'the LUN never saw NOMEM');
+    const disk = new Uint8Array(bdev.buffer);
+    assert.equal(disk[3 * BS], 0, 'the aborted write never reached the bdev');
   });
 
   it('ABORT TASK for an unknown tag completes at once; tags are 64-bit', async () => {
@@ -417,9 +433,9 @@ describe('hot-detach', () => {
     await assert.rejects(set.detach(5), (e: VhostdError) => e.code === -19);
   });
 
-  it('remove() aborts tasks waiting for a NOMEM retry; drain() resolves after the rest', async () => {
-    const retries: Array<() => void> = [];
-    const { lun, ch } = makeLun({ retries });
+  it('remove() aborts tasks whose I/O waits in the bdev layer for a NOMEM retry; drain() resolves after the rest', async () => {
+    const { lun, ch, layer, statuses } = makeLun({ layer: true });
+    assert.ok(layer);
     const set = new ScsiTargetSet();
     set.attach(0, lun);
     ch.hold = true;
@@ -427,9 +443,11 @@ describe('hot-detach', () => {
     ch.nomem = 1;
     const queued = submit(set, addr(0), READ1(0), { inLen: BS });
     assert.equal(queued.calls(), 0);
+    assert.equal(layer.waiting, 1);
     lun.remove();
     assert.equal(queued.calls(), 1);
     assert.equal(queued.task.response, TaskResponse.ABORTED);
+    assert.equal(layer.waiting, 0);
     let drained = false;
     const d = lun.drain().then(() => {
       drained = true;
@@ -441,6 +459,8 @@ describe('hot-detach', () => {
     assert.equal(held.calls(), 1);
     assert.equal(held.task.status, ScsiStatus.GOOD);
     assert.equal(lun.inFlight, 0);
+    assert.equal(ch.submitted, 2, 'the aborted I/O was not retried');
+    assert.deepEqual(statuses, [IoStatus.SUCCESS]);
   });
 
   it('ScsiTargetSet.drain waits for every target', async () => {

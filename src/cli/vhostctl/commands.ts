@@ -1,9 +1,12 @@
 // vhostctl subcommands: the same names, positional arguments, flags and params building as SPDK
 // v24.01 scripts/rpc.py + python/spdk/rpc/{__init__,bdev,vhost}.py, so rpc.py invocations work
 // with vhostctl unchanged. Each spec says how to turn parsed arguments into the RPC params and how
-// rpc.py prints the result.
-import { type Command, InvalidArgumentError } from 'commander';
-import { bdevTable, controllerTable, iostatTable, methodTable, reactorTable } from './tables.js';
+// rpc.py prints the result. The bdev layer commands (bdev_set_qos_limit, bdev_enable_histogram,
+// bdev_get_histogram, bdev_reset_iostat, bdev_get_iostat --reset-mode) follow v25.09's rpc.py,
+// which sends every option that was given, 0 included (withDefined).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { bdevTable, controllerTable, histogramTable, iostatRateTable, iostatTable, methodTable, reactorTable } from './tables.js';
 
 /** Parsed positionals and options of one subcommand, keyed by name (commander's camelCase). */
 // `any`: CLI glue; each builder reads exactly the keys its command declared.
@@ -21,6 +24,8 @@ export interface RpcCommandSpec {
   deprecatedAliases?: readonly string[];
   /** Adds the positional arguments and options. */
   configure(cmd: Command): void;
+  /** Refuses argument combinations commander cannot express (as rpc.py's argparse would); runs before params. */
+  validate?(args: CliArgs): void;
   /** Builds the params object sent (undefined or {} = no params, as rpc.py). */
   params(args: CliArgs): object | undefined;
   output: OutputStyle;
@@ -28,7 +33,17 @@ export interface RpcCommandSpec {
   table?(result: unknown, previous?: unknown): string;
   /** With --table: call twice this many ms apart and render rates over the interval (0: once). */
   sampleMs?(args: CliArgs): number;
+  /**
+   * With --table, for tables that need several calls (other methods, several names, samples an
+   * interval apart): returns the query that makes them and renders the table, or undefined for
+   * the usual one call of `method` with `params` rendered by `table`.
+   */
+  tableQuery?(args: CliArgs): TableQuery | undefined;
 }
+
+/** One RPC call on the open connection (rejects with RpcError as RpcClient.call). */
+export type RpcCall = (method: string, params?: object) => Promise<unknown>;
+export type TableQuery = (call: RpcCall) => Promise<string>;
 
 /** Python int(): optional sign and decimal digits. */
 export function parseIntArg(value: string): number {
@@ -58,6 +73,59 @@ function withTruthy(base: Record<string, unknown>, optional: Record<string, unkn
   const out = { ...base };
   for (const [key, value] of Object.entries(optional)) if (value) out[key] = value;
   return out;
+}
+
+/** rpc.py v25.09 (client.py remove_null): optional keys are sent unless None, so 0 and false are sent. */
+function withDefined(base: Record<string, unknown>, optional: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...base };
+  for (const [key, value] of Object.entries(optional)) if (value !== undefined) out[key] = value;
+  return out;
+}
+
+const RESET_MODES = ['all', 'maxmin', 'none'];
+
+/**
+ * bdev_get_iostat --table --interval S: bdev_get_iostat twice S seconds apart (a --reset-mode goes
+ * with the second call only, so it does not zero the first sample), and bdev_get_bdevs for the
+ * assigned QoS limits.
+ */
+function iostatRateQuery(a: CliArgs): TableQuery {
+  if (a.perChannel) throw new Error('bdev_get_iostat: --interval shows rates per bdev; leave out -c/--per-channel');
+  const interval = Number(a.interval);
+  if (!(interval > 0)) throw new Error(`bdev_get_iostat: --interval must be above 0 seconds (got ${String(a.interval)})`);
+  const byName = withTruthy({}, { name: a.name });
+  return async (call) => {
+    const first = await call('bdev_get_iostat', byName);
+    await sleep(interval * 1000);
+    const second = await call('bdev_get_iostat', withTruthy(byName, { reset_mode: a.resetMode }));
+    const bdevs = await call('bdev_get_bdevs', byName);
+    return iostatRateTable(second, first, asRows(bdevs));
+  };
+}
+
+/** SPDK's reply to bdev_get_histogram for a bdev whose histogram was never enabled: -ENOMEM. */
+const HISTOGRAM_NOT_ENABLED = -12;
+
+/** bdev_get_histogram --table: one call per name; no names: every bdev whose histogram is enabled. */
+function histogramQuery(names: string[]): TableQuery {
+  return async (call) => {
+    const rows: Array<{ name: string; reply: unknown }> = [];
+    if (names.length > 0) {
+      for (const name of names) rows.push({ name, reply: await call('bdev_get_histogram', { name }) });
+    } else {
+      for (const b of asRows(await call('bdev_get_bdevs'))) {
+        const name = String(b.name);
+        try {
+          rows.push({ name, reply: await call('bdev_get_histogram', { name }) });
+        } catch (err) {
+          // SPDK: never enabled (-ENOMEM), or disabled while a channel is open (-32603 "Bad address").
+          const e = err as { code?: unknown; message?: unknown };
+          if (e.code !== HISTOGRAM_NOT_ENABLED && !(e.code === -32603 && e.message === 'Bad address')) throw err;
+        }
+      }
+    }
+    return histogramTable(rows);
+  };
 }
 
 /** argparse action='append': every occurrence of the option, in order. */
@@ -432,11 +500,86 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
     configure: (cmd) => {
       cmd.option('-b, --name <name>', 'Name of the Blockdev. Example: Nvme0n1');
       cmd.option('-c, --per-channel', 'Display per channel IO stats for specified device');
+      cmd.addOption(new Option('--reset-mode <mode>', 'Mode to reset I/O statistics after getting').choices(RESET_MODES));
       tableOption(cmd);
+      cmd.option(
+        '--interval <s>',
+        'with --table: sample twice this many seconds apart and show IO/s and MiB/s over the interval next to the QoS limits (bdev_get_bdevs assigned_rate_limits)',
+        parseFloatArg,
+      );
     },
-    params: (a) => withTruthy({}, { name: a.name, per_channel: a.perChannel }),
+    // v24.01 rpc.py: name and per_channel when truthy; v25.09's --reset-mode when given.
+    params: (a) => withTruthy({}, { name: a.name, per_channel: a.perChannel, reset_mode: a.resetMode }),
     output: 'dict',
     table: (r) => iostatTable(r),
+    tableQuery: (a) => (a.interval === undefined ? undefined : iostatRateQuery(a)),
+  },
+  {
+    name: 'bdev_reset_iostat',
+    description: 'Reset I/O statistics of all the blockdevs or specified blockdev.',
+    configure: (cmd) => {
+      cmd.option('-b, --name <name>', 'Name of the Blockdev. Example: Nvme0n1');
+      cmd.addOption(new Option('-m, --mode <mode>', 'Mode to reset I/O statistics').choices(RESET_MODES));
+    },
+    params: (a) => withDefined({}, { name: a.name, mode: a.mode }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_set_qos_limit',
+    description: 'Set QoS rate limit on a blockdev',
+    deprecatedAliases: ['set_bdev_qos_limit'],
+    configure: (cmd) => {
+      cmd.argument('<name>', 'Blockdev name to set QoS. Example: Malloc0');
+      cmd.option('--rw-ios-per-sec <n>', 'R/W IOs per second limit (>=1000, example: 20000). 0 means unlimited.', parseIntArg);
+      cmd.option('--rw-mbytes-per-sec <n>', 'R/W megabytes per second limit (>=1, example: 100). 0 means unlimited.', parseIntArg);
+      cmd.option('--r-mbytes-per-sec <n>', 'Read megabytes per second limit (>=1, example: 100). 0 means unlimited.', parseIntArg);
+      cmd.option('--w-mbytes-per-sec <n>', 'Write megabytes per second limit (>=1, example: 100). 0 means unlimited.', parseIntArg);
+    },
+    // rpc.py sends each limit that was given, 0 included (0 removes that limit).
+    params: (a) =>
+      withDefined(
+        { name: a.name },
+        { rw_ios_per_sec: a.rwIosPerSec, rw_mbytes_per_sec: a.rwMbytesPerSec, r_mbytes_per_sec: a.rMbytesPerSec, w_mbytes_per_sec: a.wMbytesPerSec },
+      ),
+    output: 'none',
+  },
+  {
+    name: 'bdev_enable_histogram',
+    description: 'Enable or disable histogram for specified bdev',
+    deprecatedAliases: ['enable_bdev_histogram'],
+    configure: (cmd) => {
+      // argparse: both store into `enable` (default True), the last one given wins.
+      cmd.option('-e, --enable', 'Enable histograms on specified device');
+      cmd.option('-d, --disable', 'Disable histograms on specified device');
+      cmd.on('option:disable', () => cmd.setOptionValue('enable', false));
+      cmd.option('-o, --opc <opc>', 'Enable histogram for specified io type. Defaults to all io types if not specified. Refer to bdev_get_bdevs RPC for the list of io types.');
+      cmd.option('--granularity <n>', 'Histogram bucket granularity.', parseIntArg);
+      cmd.option('--min-nsec <ns>', 'Histogram min value in nanoseconds.', parseIntArg);
+      cmd.option('--max-nsec <ns>', 'Histogram max value in nanoseconds.', parseIntArg);
+      cmd.argument('<name>', 'bdev name');
+    },
+    // v25.09 rpc.py: name, enable, then each option that was given (0 included).
+    params: (a) =>
+      withDefined({ name: a.name, enable: a.enable ?? true }, { opc: a.opc, granularity: a.granularity, min_nsec: a.minNsec, max_nsec: a.maxNsec }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_get_histogram',
+    description: 'Get histogram for specified bdev (with --table: percentiles of one or more bdevs, or of every bdev whose histogram is on)',
+    deprecatedAliases: ['get_bdev_histogram'],
+    configure: (cmd) => {
+      cmd.argument('[name...]', 'bdev name (several, or none for every bdev with an enabled histogram, with --table)');
+      tableOption(cmd);
+    },
+    validate: (a) => {
+      const names = a.name as string[];
+      if (names.length !== 1 && !a.table) {
+        throw new Error(names.length === 0 ? 'bdev_get_histogram: the following arguments are required: name' : 'bdev_get_histogram: more than one name needs --table');
+      }
+    },
+    params: (a) => ((a.name as string[]).length > 0 ? { name: (a.name as string[])[0] } : undefined),
+    output: 'dict',
+    tableQuery: (a) => histogramQuery(a.name as string[]),
   },
   {
     name: 'vhost_controller_set_coalescing',

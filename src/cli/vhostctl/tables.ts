@@ -1,5 +1,6 @@
 // --table renderings (cli-table3) for the list-returning methods.
 import Table from 'cli-table3';
+import { HISTOGRAM_BUCKET_SHIFT, bucketEnd, decodeHistogram, percentiles } from '../../bdev/histogram.js';
 
 type Row = Record<string, unknown>;
 
@@ -146,6 +147,88 @@ export function iostatTable(result: unknown): string {
         avgUs(b.write_latency_ticks, b.num_write_ops),
         String(errors),
       ];
+    }),
+  );
+}
+
+/**
+ * bdev_get_iostat --table --interval: per bdev, the IO/s and MiB/s measured between two samples
+ * next to its QoS limits (bdev_get_bdevs' assigned_rate_limits; '-' = unlimited), and how many
+ * I/Os QoS held back meanwhile (qos_held_ops; empty when the daemon does not report it).
+ */
+export function iostatRateTable(result: unknown, previous: unknown, bdevs: Row[]): string {
+  type Iostat = { tick_rate?: number; ticks?: number; bdevs?: Row[] };
+  const r = (result ?? {}) as Iostat;
+  const p = (previous ?? {}) as Iostat;
+  const rate = Number(r.tick_rate) || 1;
+  const seconds = (Number(r.ticks) - Number(p.ticks)) / rate;
+  const before = new Map((p.bdevs ?? []).map((b) => [b.name, b]));
+  const limitsOf = new Map(bdevs.map((b) => [b.name, (b.assigned_rate_limits ?? {}) as Row]));
+  // A counter reset between the samples (reset_mode, bdev_reset_iostat) counts from zero.
+  const delta = (now: Row, prev: Row | undefined, key: string) => {
+    const c = Number(now[key]);
+    const q = Number(prev?.[key] ?? 0);
+    return c >= q ? c - q : c;
+  };
+  const perSec = (n: number) => (seconds > 0 ? n / seconds : NaN);
+  const iops = (n: number) => (Number.isFinite(perSec(n)) ? String(Math.round(perSec(n))) : '');
+  const mibps = (n: number) => (Number.isFinite(perSec(n)) ? (perSec(n) / 2 ** 20).toFixed(2) : '');
+  const limit = (v: unknown) => (Number(v) > 0 ? String(v) : '-');
+  return render(
+    ['Name', 'Read IO/s', 'Write IO/s', 'Read MiB/s', 'Write MiB/s', 'Limit RW IO/s', 'Limit RW MiB/s', 'Limit R MiB/s', 'Limit W MiB/s', 'QoS held'],
+    (r.bdevs ?? []).map((b) => {
+      const prev = before.get(b.name);
+      const l = limitsOf.get(b.name) ?? {};
+      return [
+        str(b.name),
+        iops(delta(b, prev, 'num_read_ops')),
+        iops(delta(b, prev, 'num_write_ops')),
+        mibps(delta(b, prev, 'bytes_read')),
+        mibps(delta(b, prev, 'bytes_written')),
+        limit(l.rw_ios_per_sec),
+        limit(l.rw_mbytes_per_sec),
+        limit(l.r_mbytes_per_sec),
+        limit(l.w_mbytes_per_sec),
+        b.qos_held_ops === undefined ? '' : String(delta(b, prev, 'qos_held_ops')),
+      ];
+    }),
+  );
+}
+
+/**
+ * bdev_get_histogram --table: per bdev, the I/O count, the lowest and highest non-empty bucket
+ * (its start and its end) and p50/p90/p99/p99.9 (the end of the bucket where the cumulative
+ * count reaches each, as SPDK's tools report them), in µs. Reads SPDK v25.09's reply
+ * (granularity, min_range) and v24.01's (bucket_shift, every range).
+ */
+export function histogramTable(rows: Array<{ name: string; reply: unknown }>): string {
+  const PS = [50, 90, 99, 99.9];
+  return render(
+    ['Name', 'I/Os', 'Min (us)', ...PS.map((p) => `p${p} (us)`), 'Max (us)'],
+    rows.map(({ name, reply }) => {
+      const h = (reply ?? {}) as Row;
+      const granularity = Number(h.granularity ?? h.bucket_shift);
+      // The bucket helpers of src/bdev/histogram.ts know vhostd's (and SPDK's default) granularity only.
+      if (granularity !== HISTOGRAM_BUCKET_SHIFT) {
+        throw new Error(`bdev_get_histogram ${name}: granularity ${String(h.granularity ?? h.bucket_shift)} is not supported by --table (only ${HISTOGRAM_BUCKET_SHIFT}); leave out --table for the JSON`);
+      }
+      const minRange = Number(h.min_range ?? 0);
+      const offset = minRange * 2 ** granularity;
+      const counts = decodeHistogram(String(h.histogram ?? ''));
+      const us = (ticks: number) => ((ticks / (Number(h.tsc_rate) || 1)) * 1e6).toFixed(1);
+      let total = 0;
+      let first = -1;
+      let last = -1;
+      counts.forEach((c, i) => {
+        if (c === 0) return;
+        total += c;
+        if (first < 0) first = i;
+        last = i;
+      });
+      if (total === 0) return [name, '0', '-', ...PS.map(() => '-'), '-'];
+      // A bucket starts where the one before it ends; the first one (values below min_range folded in) at 0.
+      const start = first === 0 ? 0 : bucketEnd(offset + first - 1);
+      return [name, String(total), us(start), ...percentiles(counts, PS, minRange).map(us), us(bucketEnd(offset + last))];
     }),
   );
 }

@@ -1,33 +1,28 @@
-// virtio-blk as a reactor runs it: one bdev channel shared by the device's queues on this reactor,
-// with the NOMEM queue of that channel (requests the bdev refused wait there for a retry).
-import type { BdevChannel } from '../../bdev/bdev.js';
-import { openChannel } from '../../bdev/channels.js';
-import type { NomemQueue } from '../../bdev/nomem-queue.js';
+// virtio-blk as a reactor runs it: one bdev layer channel shared by the device's queues on this
+// reactor (the layer holds what QoS or a full backend queue keeps back).
+import { openBdev } from '../../bdev/channels.js';
+import type { LayerChannel } from '../../bdev/layer-channel.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import { type Device, type DeviceKind, type DeviceSpec, unknownControl } from '../device.js';
-import { BlkHandler, blkNomemQueue } from './blk-handler.js';
-import type { BlkRequest } from './blk-request.js';
+import { BlkHandler } from './blk-handler.js';
 import type { BlkDeviceSpec } from './blk-spec.js';
 
 export class BlkDevice implements Device {
-  private readonly channel: BdevChannel;
-  private readonly nomem: NomemQueue<BlkRequest>;
+  private readonly channel: LayerChannel;
 
   constructor(
     private readonly spec: BlkDeviceSpec,
     private readonly warn: (msg: string) => void,
   ) {
-    this.channel = openChannel(spec.bdev);
-    this.nomem = blkNomemQueue(this.channel);
+    this.channel = openBdev(spec.bdev);
   }
 
   handlerFor(runner: QueueRunner): RequestHandler {
-    return new BlkHandler(runner, this.channel, this.spec, this.warn, this.nomem);
+    return new BlkHandler(runner, this.channel, this.spec, this.warn);
   }
 
   poll(): number {
-    const n = this.channel.poll ? this.channel.poll() : 0;
-    return this.nomem.length === 0 ? n : n + this.nomem.kick();
+    return this.channel.poll();
   }
 
   control(action: string): void {
@@ -36,7 +31,6 @@ export class BlkDevice implements Device {
 
   async close(): Promise<void> {
     // Only requests of queues given up on (stop timed out) can still wait: their ring is gone.
-    this.nomem.clear();
     this.channel.close();
   }
 }

@@ -2,7 +2,6 @@
 // virtio-blk-handler): header decode, range and alignment checks, and the bdev call.
 import type { BdevChannel } from '../../bdev/bdev.js';
 import { IoType, copyBytes, readBytes, sliceInto } from '../../bdev/io.js';
-import { NomemQueue } from '../../bdev/nomem-queue.js';
 import type { Chain } from '../../virtio/desc-chain.js';
 import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import { BLK_ID_BYTES, BlkReqType, type BlkDeviceSpec, BlkStatus, SECTOR_SIZE, WRITE_ZEROES_FLAG_UNMAP } from './blk-spec.js';
@@ -11,38 +10,24 @@ import { BlkRequest } from './blk-request.js';
 const HEADER_BYTES = 16;
 const SEGMENT_BYTES = 16;
 
-/**
- * The NOMEM queue of a blk device's channel: requests the bdev refused wait in it and are
- * submitted to `channel` again from it (one per channel, shared by the queues that use it).
- */
-export function blkNomemQueue(channel: BdevChannel): NomemQueue<BlkRequest> {
-  const q: NomemQueue<BlkRequest> = new NomemQueue<BlkRequest>((req) => {
-    if (q.admit(req)) channel.submit(req);
-  });
-  return q;
-}
-
 export class BlkHandler implements RequestHandler {
   private readonly requests: BlkRequest[];
   private readonly scratch = new Uint8Array(HEADER_BYTES);
   private readonly scratchView = new DataView(this.scratch.buffer);
   private readonly scratchWords = new Uint32Array(this.scratch.buffer);
   private readonly serial: Uint8Array;
-  private readonly nomem: NomemQueue<BlkRequest>;
 
-  /** `nomem`: the channel's NOMEM queue when other handlers share the channel (default: its own). */
+  /** `channel`: the device's bdev layer channel (it queues what the backend cannot take yet). */
   constructor(
     runner: QueueRunner,
     private readonly channel: BdevChannel,
     private readonly spec: BlkDeviceSpec,
     private readonly warn: (msg: string) => void,
-    nomem?: NomemQueue<BlkRequest>,
   ) {
     // checkRange relies on a power-of-two block size (every bdev module guarantees one).
     if (spec.blockSize < SECTOR_SIZE || (spec.blockSize & (spec.blockSize - 1)) !== 0) throw new Error(`block size ${spec.blockSize} is not a power of two >= 512`);
-    this.nomem = nomem ?? blkNomemQueue(channel);
     this.requests = [];
-    for (let i = 0; i < runner.queue.size; i++) this.requests.push(new BlkRequest(i, runner, spec.segMax + 2, this.nomem));
+    for (let i = 0; i < runner.queue.size; i++) this.requests.push(new BlkRequest(i, runner, spec.segMax + 2));
     this.serial = new Uint8Array(BLK_ID_BYTES);
     this.serial.set(new TextEncoder().encode(spec.serial).subarray(0, BLK_ID_BYTES));
   }
@@ -124,9 +109,8 @@ export class BlkHandler implements RequestHandler {
     }
   }
 
-  /** To the bdev, unless requests refused with NOMEM are waiting: then behind them. */
   private submit(req: BlkRequest): void {
-    if (this.nomem.admit(req)) this.channel.submit(req);
+    this.channel.submit(req);
   }
 
   /**

@@ -2,6 +2,7 @@
 // session offers them to QEMU.
 import type { Bdev } from '../../bdev/bdev.js';
 import { IoType } from '../../bdev/io.js';
+import type { OpenSpec } from '../../bdev/bdev.js';
 import type { DeviceModel } from '../../vhost-user/device-model.js';
 import { ProtocolFeature } from '../../vhost-user/protocol.js';
 import { VirtioFeature, bit } from '../../virtio/features.js';
@@ -31,6 +32,8 @@ export class BlkModel implements DeviceModel {
   constructor(
     readonly name: string,
     private readonly bdev: Bdev,
+    /** What the reactors open the bdev from (the registry's openSpec). */
+    bdevSpec: OpenSpec,
     readonly opts: BlkOptions,
   ) {
     const unmap = bdev.supportsIo(IoType.UNMAP) && !opts.readonly;
@@ -53,7 +56,7 @@ export class BlkModel implements DeviceModel {
     this.blkSpec = {
       kind: 'blk',
       name,
-      bdev: bdev.channelSpec(),
+      bdev: bdevSpec,
       readonly: opts.readonly,
       blockSize: bdev.blockSize,
       capacityBytes: bdev.blockSize * bdev.numBlocks,

@@ -1,27 +1,21 @@
 // One preallocated virtio-blk request per ring slot, reused for the life of the queue. It is the
-// BdevIo handed to the bdev, so submitting allocates nothing. A request the bdev refuses with
-// NOMEM (queue full) is not answered: it waits in the device's NomemQueue, linked through its own
-// fields, and goes to the bdev again once the channel has room.
-import { CountedIo, IoStatus, IoVecs } from '../../bdev/io.js';
-import type { NomemQueue, NomemWaiter } from '../../bdev/nomem-queue.js';
+// LayerIo handed to the bdev layer, so submitting allocates nothing; the layer holds it (QoS) or
+// resubmits it (a full backend queue) in place and completes it only with success or failure.
+import { IoStatus, IoVecs, LayerIo } from '../../bdev/io.js';
 import type { QueueRunner } from '../../virtio/queue-runner.js';
 import { BlkStatus } from './blk-spec.js';
 
-export class BlkRequest extends CountedIo implements NomemWaiter<BlkRequest> {
+export class BlkRequest extends LayerIo {
   readonly iov: IoVecs;
   /** Bytes written into guest buffers besides the status byte. */
   dataIn = 0;
   statusWin: Uint8Array = new Uint8Array(0);
   statusOff = 0;
-  /** NomemQueue links. */
-  nextRetry: BlkRequest | null = null;
-  retryQueued = false;
 
   constructor(
     readonly head: number,
     readonly runner: QueueRunner,
     capacity: number,
-    private readonly nomem: NomemQueue<BlkRequest>,
   ) {
     super();
     this.iov = new IoVecs(capacity);
@@ -33,10 +27,7 @@ export class BlkRequest extends CountedIo implements NomemWaiter<BlkRequest> {
     this.runner.complete(this.head, status === BlkStatus.OK ? this.dataIn + 1 : 1);
   }
 
-  protected completed(status: IoStatus): void {
-    const nomem = this.nomem;
-    if (nomem.finished(this, status)) return; // NOMEM: waits for a retry, the guest sees nothing
+  completed(status: IoStatus): void {
     this.finish(status === IoStatus.SUCCESS ? BlkStatus.OK : BlkStatus.IOERR);
-    nomem.kick();
   }
 }

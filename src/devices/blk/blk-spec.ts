@@ -1,5 +1,5 @@
 // virtio-blk constants and the device description a reactor needs (virtio 1.x §5.2).
-import type { ChannelSpec } from '../../bdev/bdev.js';
+import type { OpenSpec } from '../../bdev/bdev.js';
 
 export const BlkFeature = {
   SIZE_MAX: 1,
@@ -36,7 +36,7 @@ export const WRITE_ZEROES_FLAG_UNMAP = 1;
 export interface BlkDeviceSpec {
   kind: 'blk';
   name: string;
-  bdev: ChannelSpec;
+  bdev: OpenSpec;
   readonly: boolean;
   blockSize: number;
   capacityBytes: number;

@@ -1,6 +1,6 @@
 // virtio-scsi on a reactor: the request queues feed a SCSI target set, the control queue runs
 // task management, and the event queue carries hot-plug events to the guest.
-import { openChannel } from '../../bdev/channels.js';
+import { openBdev } from '../../bdev/channels.js';
 import { IoVecs, readBytes, scatterPrefix, sliceInto } from '../../bdev/io.js';
 import { DataDirection, ScsiLun, ScsiTargetSet, ScsiTask, TaskResponse, TmfResponse } from '../../scsi/index.js';
 import type { Chain } from '../../virtio/desc-chain.js';
@@ -203,7 +203,7 @@ export class ScsiDevice implements Device {
     private readonly spec: ScsiDeviceSpec,
     private readonly warn: (m: string) => void,
   ) {
-    for (const t of spec.targets) this.targets.attach(t.target, new ScsiLun(t.lun, openChannel(t.bdev)));
+    for (const t of spec.targets) this.targets.attach(t.target, new ScsiLun(t.lun, openBdev(t.bdev)));
   }
 
   handlerFor(runner: QueueRunner): RequestHandler {
@@ -216,7 +216,7 @@ export class ScsiDevice implements Device {
   }
 
   attachTarget(t: ScsiTargetSpec): void {
-    this.targets.attach(t.target, new ScsiLun(t.lun, openChannel(t.bdev)));
+    this.targets.attach(t.target, new ScsiLun(t.lun, openBdev(t.bdev)));
     this.events?.post(ScsiEvent.TRANSPORT_RESET, t.target, EventReason.RESCAN);
   }
 
@@ -227,7 +227,7 @@ export class ScsiDevice implements Device {
     this.events?.post(ScsiEvent.TRANSPORT_RESET, target, EventReason.REMOVED);
   }
 
-  /** Reaps completions of the LUNs whose backends poll (io_uring, rbd). */
+  /** Reaps the LUNs' backend completions and releases what their bdev layer holds (QoS, NOMEM). */
   poll(): number {
     let n = 0;
     for (let t = 0; t < MAX_SCSI_TARGETS; t++) {

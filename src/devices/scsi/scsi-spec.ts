@@ -1,6 +1,6 @@
 // virtio-scsi constants and layouts (virtio 1.x §5.6) and the description a reactor builds the
 // device from.
-import type { ChannelSpec } from '../../bdev/bdev.js';
+import type { OpenSpec } from '../../bdev/bdev.js';
 import type { ScsiLunInfo } from '../../scsi/index.js';
 
 export const ScsiFeature = { INOUT: 0, HOTPLUG: 1, CHANGE: 2, T10_PI: 3 } as const;
@@ -45,7 +45,7 @@ export const ScsiControl = { ATTACH_TARGET: 'attachTarget', DETACH_TARGET: 'deta
 export interface ScsiTargetSpec {
   target: number;
   lun: ScsiLunInfo;
-  bdev: ChannelSpec;
+  bdev: OpenSpec;
 }
 
 export interface ScsiDeviceSpec {

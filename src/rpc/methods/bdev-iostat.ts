@@ -1,7 +1,7 @@
-// bdev_get_iostat (SPDK v24.01 lib/bdev/bdev_rpc.c): I/O statistics of every bdev or of one,
-// optionally per channel. The counters are updated by the reactors in shared memory
+// bdev_get_iostat and bdev_reset_iostat (SPDK v25.09 lib/bdev/bdev_rpc.c): I/O statistics of
+// every bdev or of one, optionally per channel, optionally reset after reading. The counters are updated by the reactors in shared memory
 // (src/bdev/iostat.ts), so answering sends no message to any reactor.
-import { BdevIostat, IOSTAT_TICK_RATE, iostatOf } from '../../bdev/iostat.js';
+import { type BdevIostat, IOSTAT_TICK_RATE, type IostatResetMode } from '../../bdev/iostat.js';
 import type { Bdev } from '../../bdev/bdev.js';
 import type { RpcContext } from '../../services/types.js';
 import { RpcCode, VhostdError } from '../../util/errors.js';
@@ -9,18 +9,32 @@ import { decodeParams, optional } from '../decode.js';
 import type { RpcMethodDef } from './types.js';
 
 const DECODE_FAILED = 'spdk_json_decode_object failed';
-const schema = { name: optional('string'), per_channel: optional('bool') };
+const schema = { name: optional('string'), per_channel: optional('bool'), reset_mode: optional('string') };
+const resetSchema = { name: optional('string'), mode: optional('string') };
+const RESET_MODES = new Set(['all', 'maxmin', 'none']);
+
+/** SPDK's reset-mode decoder: all, maxmin or none; anything else fails the decode. */
+function resetMode(mode: string | undefined, fallback: string): IostatResetMode | 'none' {
+  const m = mode ?? fallback;
+  if (!RESET_MODES.has(m)) {
+    const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
+    err.detail = `mode ${JSON.stringify(m)}: one of all, maxmin, none`;
+    throw err;
+  }
+  return m as IostatResetMode | 'none';
+}
 
 /** spdk_get_ticks(): here nanoseconds of a monotonic clock (tick_rate 1e9). */
 function ticks(): number {
   return Number(process.hrtime.bigint());
 }
 
-function stats(bdev: Bdev): BdevIostat {
-  return iostatOf(bdev) ?? new BdevIostat();
-}
-
 export function iostatMethods(ctx: RpcContext): RpcMethodDef[] {
+  const stats = (bdev: Bdev): BdevIostat => ctx.bdevs.layerOf(bdev).iostat;
+  /** Resets the named bdev's statistics, or every bdev's. */
+  const reset = (name: string | undefined, mode: IostatResetMode): void => {
+    for (const b of name !== undefined ? [ctx.bdevs.get(name)] : ctx.bdevs.list()) stats(b).reset(mode);
+  };
   return [
     {
       name: 'bdev_get_iostat',
@@ -37,18 +51,37 @@ export function iostatMethods(ctx: RpcContext): RpcMethodDef[] {
         if (p.per_channel === true && p.name === undefined) {
           throw VhostdError.errno('EINVAL', 'a bdev name is required for per channel statistics');
         }
+        const mode = resetMode(p.reset_mode, 'none');
+        let reply;
         if (p.name !== undefined) {
           const bdev = ctx.bdevs.get(p.name);
           if (p.per_channel === true) {
-            return { tick_rate: IOSTAT_TICK_RATE, ticks: ticks(), name: bdev.name, channels: stats(bdev).channels() };
+            reply = { tick_rate: IOSTAT_TICK_RATE, ticks: ticks(), name: bdev.name, channels: stats(bdev).channels() };
+          } else {
+            reply = { tick_rate: IOSTAT_TICK_RATE, ticks: ticks(), bdevs: [{ name: bdev.name, ...stats(bdev).device() }] };
           }
-          return { tick_rate: IOSTAT_TICK_RATE, ticks: ticks(), bdevs: [{ name: bdev.name, ...stats(bdev).device() }] };
+        } else {
+          reply = { tick_rate: IOSTAT_TICK_RATE, ticks: ticks(), bdevs: ctx.bdevs.list().map((b) => ({ name: b.name, ...stats(b).device() })) };
         }
-        return {
-          tick_rate: IOSTAT_TICK_RATE,
-          ticks: ticks(),
-          bdevs: ctx.bdevs.list().map((b) => ({ name: b.name, ...stats(b).device() })),
-        };
+        if (mode !== 'none') reset(p.name, mode);
+        return reply;
+      },
+    },
+    {
+      name: 'bdev_reset_iostat',
+      handler(params) {
+        let p;
+        try {
+          p = decodeParams(params, resetSchema, { message: DECODE_FAILED, paramsOptional: true });
+        } catch (e) {
+          const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
+          err.detail = (e as VhostdError).detail;
+          throw err;
+        }
+        const mode = resetMode(p.mode, 'all');
+        if (mode === 'none') return true;
+        reset(p.name, mode);
+        return true;
       },
     },
   ];

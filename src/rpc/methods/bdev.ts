@@ -89,8 +89,6 @@ function allocate<T>(make: () => T): T {
   }
 }
 
-const QOS_RATE_LIMIT_TYPES = ['rw_ios_per_sec', 'rw_mbytes_per_sec', 'r_mbytes_per_sec', 'w_mbytes_per_sec'];
-
 /** One element of bdev_get_bdevs, in SPDK's rpc_dump_bdev_info key order. */
 export function bdevInfo(ctx: RpcContext, bdev: Bdev): Record<string, unknown> {
   const claimedBy = ctx.bdevs.claimedBy(bdev.name);
@@ -101,7 +99,7 @@ export function bdevInfo(ctx: RpcContext, bdev: Bdev): Record<string, unknown> {
     block_size: bdev.blockSize,
     num_blocks: bdev.numBlocks,
     uuid: bdev.uuid,
-    assigned_rate_limits: Object.fromEntries(QOS_RATE_LIMIT_TYPES.map((t) => [t, 0])),
+    assigned_rate_limits: ctx.bdevs.layerOf(bdev).qos.limits(),
     claimed: claimedBy !== undefined,
     ...(claimedBy !== undefined ? { claim_type: 'exclusive_write' } : {}),
     zoned: false,

@@ -7,6 +7,7 @@ import { bdevMethods } from './bdev.js';
 import { fileBdevMethods } from './bdev-file.js';
 import { rbdMethods } from './bdev-rbd.js';
 import { iostatMethods } from './bdev-iostat.js';
+import { bdevLayerMethods } from './bdev-layer.js';
 import { testBdevMethods } from './bdev-test.js';
 import { frameworkMethods } from './framework.js';
 import { subsystemMethods } from './subsystems.js';
@@ -36,6 +37,7 @@ export function buildMethodTable(ctx: RpcContext): RpcMethodTable {
     ...rbdMethods(ctx),
     ...testBdevMethods(ctx),
     ...iostatMethods(ctx),
+    ...bdevLayerMethods(ctx),
     ...vhostMethods(ctx),
     ...reactorMethods(ctx),
   ];

@@ -34,7 +34,8 @@ export function subsystems(ctx: RpcContext): SubsystemDef[] {
       // SPDK: bdev_set_options, module options, each bdev's write_config_json, and
       // bdev_wait_for_examine last. There are no options worth saving here, and a STARTUP-only
       // bdev_set_options would only make load_config at runtime report a skipped entry.
-      config: () => [...ctx.bdevs.list().map((b) => b.writeConfig()), { method: 'bdev_wait_for_examine' }],
+      // Each bdev's create is followed by its layer's settings (bdev_set_qos_limit, bdev_enable_histogram).
+      config: () => [...ctx.bdevs.list().flatMap((b) => [b.writeConfig(), ...ctx.bdevs.layerOf(b).writeConfig(b.name)]), { method: 'bdev_wait_for_examine' }],
     },
     { name: 'scsi', dependsOn: ['bdev'] },
     { name: 'vhost_blk', dependsOn: ['bdev'], config: () => ctx.vhost.writeConfig('vhost_blk') },

@@ -13,6 +13,7 @@ import type { Message, VhostUserConnection } from '../../../src/vhost-user/conne
 import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, ProtocolFeature, Req, VHOST_USER_F_PROTOCOL_FEATURES } from '../../../src/vhost-user/protocol.js';
 import { VhostUserSession } from '../../../src/vhost-user/session.js';
 import type { QueueConfig } from '../../../src/virtio/queue-runner.js';
+import { openSpecOf } from '../../unit/helpers/open-spec.js';
 
 export const MEMFD_SIZE = 64 * 1024;
 export const UVA_BASE = 0x7f0000000000;
@@ -173,7 +174,8 @@ export function makeSession(plane: FakePlane, opts: { readonly?: boolean; packed
       sent.push({ request, flags, payload: payload.slice() });
     },
   } as unknown as VhostUserConnection;
-  const model = new BlkModel('fuzz', new MallocBdev('fuzz', 512, 1 << 20), { readonly: opts.readonly ?? false, packedRing: opts.packedRing ?? false });
+  const bdev = new MallocBdev('fuzz', 512, 1 << 20);
+  const model = new BlkModel('fuzz', bdev, openSpecOf(bdev), { readonly: opts.readonly ?? false, packedRing: opts.packedRing ?? false });
   const session = new VhostUserSession(conn, model, plane, pino({ level: 'silent' }));
   return { session, sent, model };
 }

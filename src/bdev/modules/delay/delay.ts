@@ -10,6 +10,7 @@
 // millisecond); poll() also completes what is due, so a polling reactor keeps µs precision.
 import { performance } from 'node:perf_hooks';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
+import type { OpenSpec } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType } from '../../io.js';
 import { type ChildIo, ChildIoPool, type ChildIoOwner, uuidBytes, uuidSha1 } from '../../vbdev.js';
 
@@ -36,7 +37,7 @@ export interface DelayLatencies {
 
 export interface DelaySpec extends ChannelSpec {
   module: 'delay';
-  base: ChannelSpec;
+  base: OpenSpec;
   /** Float64Array(4) of latencies in µs, indexed by DelayType. */
   latencies: SharedArrayBuffer;
 }
@@ -90,12 +91,12 @@ export class DelayBdev implements Bdev {
     this.lat[type] = us;
   }
 
-  channelSpec(): DelaySpec {
+  channelSpec(open: (base: Bdev) => OpenSpec): DelaySpec {
     return {
       module: 'delay',
       blockSize: this.blockSize,
       numBlocks: this.numBlocks,
-      base: this.base.channelSpec(),
+      base: open(this.base),
       latencies: this.latencyBuf,
     };
   }
@@ -183,7 +184,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
   };
   private closed = false;
 
-  constructor(spec: ChannelSpec, open: (spec: ChannelSpec) => BdevChannel) {
+  constructor(spec: ChannelSpec, open: (spec: OpenSpec) => BdevChannel) {
     const s = spec as DelaySpec;
     this.lat = new Float64Array(s.latencies);
     this.base = open(s.base);
@@ -201,7 +202,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
   }
 
   childDone(c: ChildIo, status: IoStatus): void {
-    // NOMEM from the base is handed up at once: the device resubmits.
+    // NOMEM from the base is handed up at once: the layer above retries it.
     if (c.tag < 0 || status === IoStatus.NOMEM || this.closed) {
       this.pool.release(c).complete(status);
       return;

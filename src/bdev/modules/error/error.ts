@@ -7,11 +7,12 @@
 // total however many reactors race for them.
 //
 // Error types as SPDK's vbdev_error.c: failure (complete FAILED without touching the base), nomem
-// (complete NOMEM: the device retries), pending (hold the I/O; SPDK completes held I/O FAILED on a
+// (complete NOMEM: the bdev layer retries), pending (hold the I/O; SPDK completes held I/O FAILED on a
 // bdev reset, which vhostd does not have: here `bdev_error_inject_error NAME clear ...`, or closing
 // the channel, completes them FAILED), corrupt_data (writes: XOR one byte of the data before it
 // reaches the base; reads: XOR one byte of what the base returned).
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
+import type { OpenSpec } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, type IoVecs } from '../../io.js';
 import { type ChildIo, ChildIoPool, type ChildIoOwner, uuidSha1 } from '../../vbdev.js';
 
@@ -64,7 +65,7 @@ export interface InjectOptions {
 
 export interface ErrorSpec extends ChannelSpec {
   module: 'error';
-  base: ChannelSpec;
+  base: OpenSpec;
   inject: SharedArrayBuffer;
 }
 
@@ -144,12 +145,12 @@ export class ErrorBdev implements Bdev {
     return this.base.supportsIo(type);
   }
 
-  channelSpec(): ErrorSpec {
+  channelSpec(open: (base: Bdev) => OpenSpec): ErrorSpec {
     return {
       module: 'error',
       blockSize: this.blockSize,
       numBlocks: this.numBlocks,
-      base: this.base.channelSpec(),
+      base: open(this.base),
       inject: this.injection.buffer,
     };
   }
@@ -201,7 +202,7 @@ export class ErrorChannel implements BdevChannel, ChildIoOwner {
   private pendingTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  constructor(spec: ChannelSpec, open: (spec: ChannelSpec) => BdevChannel) {
+  constructor(spec: ChannelSpec, open: (spec: OpenSpec) => BdevChannel) {
     const s = spec as ErrorSpec;
     this.i32 = new Int32Array(s.inject, 0, I32_WORDS);
     this.offsets = new Float64Array(s.inject, OFFSETS_AT, KINDS);

@@ -1,9 +1,9 @@
 // Rados cluster connections: create, configure and connect one librados handle (SPDK's
 // bdev_rados_cluster_init / rbd_register_cluster), and the named shared connections of
 // bdev_rbd_register_cluster. Everything that talks to the cluster runs off the control thread.
-import { constants } from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import { rbd } from '../../../native/rbd.js';
+import { Errno } from '../../../util/errno.js';
 import { rbdErrno, rbdError } from './errors.js';
 
 /**
@@ -72,7 +72,7 @@ export async function connectCluster(o: ConnectOptions): Promise<RadosCluster> {
     for (const [key, value] of Object.entries(o.config ?? {})) {
       const rc = rbd.rbdConfSet(id, key, value);
       if (rc < 0) {
-        const why = rc === -constants.errno.ENOENT ? 'unknown option' : 'invalid value';
+        const why = rc === -Errno.ENOENT ? 'unknown option' : 'invalid value';
         throw rbdError(-rc, `config ${key}=${JSON.stringify(value)}: ${why}`);
       }
     }
@@ -85,7 +85,7 @@ export async function connectCluster(o: ConnectOptions): Promise<RadosCluster> {
     if (rc < 0) {
       const user = `client.${o.userId ?? 'admin'}`;
       if (monHost === '') throw rbdError(-rc, 'cannot connect to the Ceph cluster: no monitors configured (mon_host)');
-      if (rc === -constants.errno.ETIMEDOUT) {
+      if (rc === -Errno.ETIMEDOUT) {
         const t = confGet(id, 'client_mount_timeout');
         throw rbdError(-rc, `cannot reach the Ceph monitors at ${monHost} as ${user} (client_mount_timeout ${t} s)`);
       }

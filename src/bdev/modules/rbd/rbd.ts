@@ -6,15 +6,15 @@
 // completion queue: librbd's callbacks post (slot, result) into it and signal its eventfd, which
 // the reactor watches; I/O goes straight from guest-memory windows into librbd (no bounce copy).
 import { randomUUID } from 'node:crypto';
-import { constants } from 'node:os';
 import { type FdWatchHandle, native } from '../../../native/index.js';
 import { type RbdQueueHandle, rbd } from '../../../native/rbd.js';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType } from '../../io.js';
 import type { ClusterInfo, RadosCluster } from './cluster.js';
+import { Errno } from '../../../util/errno.js';
 import { rbdErrno, rbdError } from './errors.js';
 
-const { ENOENT, EOPNOTSUPP } = constants.errno;
+const { ENOENT, EOPNOTSUPP } = Errno;
 
 export const RBD_PRODUCT_NAME = 'Ceph Rbd Disk';
 

@@ -1,53 +1,18 @@
 // Opening and sizing the backing file of a uring/aio bdev on the control thread: O_DIRECT with a
 // logged fallback to buffered I/O, regular file vs block device, size and logical block size.
-import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import { native } from '../../../native/index.js';
 import { fileConst, fileStat, uringNative } from '../../../native/uring.js';
+import { Errno, type ErrnoName } from '../../../util/errno.js';
 import { VhostdError } from '../../../util/errors.js';
-
-const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
-
-/** strerror() texts for the errors opening and sizing a file can produce. */
-const STRERROR: Record<string, string> = {
-  EPERM: 'Operation not permitted',
-  ENOENT: 'No such file or directory',
-  EIO: 'Input/output error',
-  ENXIO: 'No such device or address',
-  ENOMEM: 'Cannot allocate memory',
-  EACCES: 'Permission denied',
-  EBUSY: 'Device or resource busy',
-  EEXIST: 'File exists',
-  ENODEV: 'No such device',
-  ENOTDIR: 'Not a directory',
-  EISDIR: 'Is a directory',
-  EINVAL: 'Invalid argument',
-  EMFILE: 'Too many open files',
-  ENFILE: 'Too many open files in system',
-  ETXTBSY: 'Text file busy',
-  EFBIG: 'File too large',
-  EROFS: 'Read-only file system',
-  ELOOP: 'Too many levels of symbolic links',
-  ENAMETOOLONG: 'File name too long',
-  EOVERFLOW: 'Value too large for defined data type',
-  ENOTSUP: 'Operation not supported',
-  EOPNOTSUPP: 'Operation not supported',
-};
-
-export function errnoName(errno: number): string {
-  return errnoNames.get(Math.abs(errno)) ?? `errno ${Math.abs(errno)}`;
-}
 
 /**
  * An RPC error with code -errno (as SPDK replies) whose message is strerror() followed by what
- * exactly was wrong, e.g. "No such file or directory: cannot open /x".
+ * exactly was wrong, e.g. "No such file or directory: cannot open /x". `errno`: a name, or a
+ * number of either sign.
  */
-export function fileError(errno: number | string, detail: string): VhostdError {
-  const name = typeof errno === 'string' ? errno : errnoName(errno);
-  const code = typeof errno === 'string' ? (constants.errno as Record<string, number>)[errno] : Math.abs(errno);
-  const err = new VhostdError(-code, `${STRERROR[name] ?? name}: ${detail}`);
-  err.detail = detail;
-  return err;
+export function fileError(errno: ErrnoName | number, detail: string): VhostdError {
+  return VhostdError.errnoWithDetail(errno, detail);
 }
 
 export interface OpenedFile {
@@ -85,7 +50,7 @@ export function openBackingFile(filename: string, opts: OpenOptions): OpenedFile
   if (filename === '') throw fileError('EINVAL', 'filename must not be empty');
   let direct = !opts.buffered;
   let fd = openFd(filename, opts.readonly, direct);
-  if (fd === -constants.errno.EINVAL && direct) {
+  if (fd === -Errno.EINVAL && direct) {
     // tmpfs before Linux 6.6, ramfs, some FUSE file systems: no O_DIRECT at all.
     opts.log.warn({ filename }, `O_DIRECT refused by the file system of ${filename} (EINVAL): using buffered I/O`);
     direct = false;

@@ -9,13 +9,13 @@
 // fixed-size ring buffer holds I/O waiting for a slot, and aligned bounce buffers (allocated on
 // first use, at most one per slot) serve buffers O_DIRECT cannot take. Nothing is allocated per I/O.
 import { randomUUID } from 'node:crypto';
-import { constants } from 'node:os';
 import pino, { type Logger } from 'pino';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, IoVecs, gatherRange, scatterRange } from '../../io.js';
 import { type FdWatchHandle, mmapShared, native } from '../../../native/index.js';
 import { type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
-import { errnoName, fileError, openBackingFile } from './file-info.js';
+import { Errno, errnoName } from '../../../util/errno.js';
+import { fileError, openBackingFile } from './file-info.js';
 import { MappedFile, type MappedFileShare } from './mapped-file.js';
 
 export type FileFlavor = 'uring' | 'aio';
@@ -294,7 +294,7 @@ export class FileBdev implements Bdev {
 // ---------------------------------------------------------------------------------------------
 // Reactor side.
 
-const { EAGAIN, EINTR, EINVAL, E2BIG, EOPNOTSUPP } = constants.errno;
+const { EAGAIN, EINTR, EINVAL, E2BIG, EOPNOTSUPP } = Errno;
 
 export type EngineKind = 'io_uring' | 'sync' | 'inline' | 'mapped';
 
@@ -357,7 +357,7 @@ class SyncEngine implements Engine {
     const r = (w ? uringNative.filePwritev : uringNative.filePreadv)(fd, o, b, of, l, c, sk, len, a);
     // With align > 0 the buffers were checked before the syscall: -EINVAL means "unaligned" there
     // (a kernel -EINVAL on checked buffers fails again through the bounce buffer, as it should).
-    if ((r === -EINVAL && a > 0) || r === -E2BIG || r === -constants.errno.EFAULT) return r;
+    if ((r === -EINVAL && a > 0) || r === -E2BIG || r === -Errno.EFAULT) return r;
     this.result = r;
     return 0;
   }
@@ -734,7 +734,7 @@ export class FileChannel implements BdevChannel {
     if (rc >= 0) this.pendingSqes = Math.max(0, this.pendingSqes - rc);
     if (rc < 0 || this.pendingSqes > 0) {
       // -EAGAIN/-EBUSY: the kernel is short of resources; try again on the next turn.
-      if (rc < 0 && rc !== -EAGAIN && rc !== -constants.errno.EBUSY) this.log.warn(`io_uring_submit failed: ${errnoName(rc)}`);
+      if (rc < 0 && rc !== -EAGAIN && rc !== -Errno.EBUSY) this.log.warn(`io_uring_submit failed: ${errnoName(rc)}`);
       if (!this.submitScheduled) {
         this.submitScheduled = true;
         setImmediate(this.flushFn);
@@ -798,7 +798,7 @@ export class FileChannel implements BdevChannel {
         this.stats.unmaps++;
         return this.finish(s, IoStatus.SUCCESS);
       case OP_ZERO_RANGE:
-        if (res === -EOPNOTSUPP || res === -constants.errno.ENOTSUP) {
+        if (res === -EOPNOTSUPP || res === -Errno.ENOTSUP) {
           this.zeroRangeOk = false;
           this.log.info(`fallocate(ZERO_RANGE) is not supported on ${this.spec.filename}: WRITE_ZEROES writes zeros`);
           this.slotOp[s] = OP_ZERO_WRITE;

@@ -1,0 +1,136 @@
+// QoS rate limits (bdev_set_qos_limit) against a running vhostd, measured with the project's
+// vhost-user-blk initiator (vhost-load, one process per controller so that initiators do not
+// share an event loop): the limited rate is held within 10%, a live change takes effect within a
+// second, an unlimited controller on the same reactor keeps its rate, two controllers on one
+// limited bdev share one budget, and the RPC's reporting, save_config and bad input.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { RpcError } from '../../src/rpc/client.js';
+import { VhostdProcess } from '../lib/vhostd.js';
+
+const run = promisify(execFile);
+const root = new URL('../../', import.meta.url).pathname;
+const MiB = 1024 * 1024;
+
+interface LoadOut {
+  ios: number;
+  iops: number;
+  mibps: number;
+  errors: number;
+  seconds: number;
+}
+
+/** vhost-load against one controller, as a separate process. */
+async function load(socket: string, args: string[]): Promise<LoadOut> {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', socket, '--json', '--rescue-ms', '0', ...args], { cwd: root, timeout: 60_000 });
+  return JSON.parse(stdout) as LoadOut;
+}
+
+const within = (v: number, target: number, tol: number) => Math.abs(v - target) <= target * tol;
+
+describe('QoS rate limits (bdev_set_qos_limit)', { timeout: 300_000 }, () => {
+  let d: VhostdProcess;
+  before(async () => {
+    d = await VhostdProcess.start(['-m', '0x1']);
+    for (const n of ['N0', 'N1']) await d.rpc('bdev_null_create', { name: n, num_blocks: (64 * MiB) / 512, block_size: 512 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'lim', dev_name: 'N0' });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'lim2', dev_name: 'N0' });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'free', dev_name: 'N1' });
+  });
+  after(async () => {
+    assert.equal(await d.stop(), 0);
+  });
+
+  test('rw_ios_per_sec 2000: fio-like randread at QD 32 runs at 2000 IO/s ±10%, nothing fails', async () => {
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 2000 });
+    const r = await load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '3', '-w', '0.5']);
+    assert.equal(r.errors, 0);
+    assert.ok(within(r.iops, 2000, 0.1), `${r.iops.toFixed(0)} IO/s`);
+  });
+
+  test('rw_mbytes_per_sec 4: 64 KiB writes run at 4 MiB/s ±10%', async () => {
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 0, rw_mbytes_per_sec: 4 });
+    const r = await load(d.socket('lim'), ['-d', '16', '-b', '64k', '--rw', 'randwrite', '-t', '4', '-w', '0.5']);
+    assert.equal(r.errors, 0);
+    assert.ok(within(r.mibps, 4, 0.1), `${r.mibps.toFixed(2)} MiB/s`);
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_mbytes_per_sec: 0 });
+  });
+
+  test('a limit raised live takes effect within a second', async () => {
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 2000 });
+    const running = load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '4']);
+    await new Promise((r) => setTimeout(r, 1500));
+    const t0 = Date.now();
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 10000 });
+    const s0 = (await d.rpc('bdev_get_iostat', { name: 'N0' })) as { bdevs: Array<{ num_read_ops: number }> };
+    // Measure from one second after the change to the end of the run.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() - t0)));
+    const a = (await d.rpc('bdev_get_iostat', { name: 'N0' })) as { bdevs: Array<{ num_read_ops: number }>; ticks: number };
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = (await d.rpc('bdev_get_iostat', { name: 'N0' })) as { bdevs: Array<{ num_read_ops: number }>; ticks: number };
+    const r = await running;
+    assert.equal(r.errors, 0);
+    const rate = ((b.bdevs[0].num_read_ops - a.bdevs[0].num_read_ops) * 1e9) / (b.ticks - a.ticks);
+    assert.ok(within(rate, 10000, 0.1), `${rate.toFixed(0)} IO/s in the second after the change settled (first: ${s0.bdevs[0].num_read_ops})`);
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 2000 });
+  });
+
+  test("an unlimited controller on the same reactor is not slowed by the limited one's backlog", async () => {
+    const alone = await load(d.socket('free'), ['-d', '32', '--rw', 'randread', '-t', '2', '-w', '0.5']);
+    const [free, lim] = await Promise.all([
+      load(d.socket('free'), ['-d', '32', '--rw', 'randread', '-t', '2', '-w', '0.5']),
+      load(d.socket('lim'), ['-d', '128', '--rw', 'randread', '-t', '3']),
+    ]);
+    assert.equal(free.errors + lim.errors, 0);
+    assert.ok(within(lim.iops, 2000, 0.1), `limited: ${lim.iops.toFixed(0)} IO/s`);
+    // Both initiators and the reactor share 2 cores: allow for the limited initiator's own CPU.
+    assert.ok(free.iops >= 0.7 * alone.iops, `unlimited: ${free.iops.toFixed(0)} IO/s beside the limited one, ${alone.iops.toFixed(0)} alone`);
+  });
+
+  test('a limited bdev behind two controllers shares one budget', async () => {
+    const [a, b] = await Promise.all([
+      load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '3', '-w', '0.5']),
+      load(d.socket('lim2'), ['-d', '32', '--rw', 'randread', '-t', '3', '-w', '0.5']),
+    ]);
+    assert.equal(a.errors + b.errors, 0);
+    assert.ok(within(a.iops + b.iops, 2000, 0.1), `${a.iops.toFixed(0)} + ${b.iops.toFixed(0)} IO/s`);
+    assert.ok(a.iops > 500 && b.iops > 500, 'neither controller starves');
+  });
+
+  test('assigned_rate_limits, save_config, and SPDK rounding of IO/s to multiples of 1000', async () => {
+    await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 2500, w_mbytes_per_sec: 7 });
+    const [info] = (await d.rpc('bdev_get_bdevs', { name: 'N0' })) as Array<{ assigned_rate_limits: Record<string, number> }>;
+    assert.deepEqual(info.assigned_rate_limits, { rw_ios_per_sec: 3000, rw_mbytes_per_sec: 0, r_mbytes_per_sec: 0, w_mbytes_per_sec: 7 });
+    // rpc.py save_config: framework_get_config per subsystem.
+    const bdevCfg = (await d.rpc('framework_get_config', { name: 'bdev' })) as Array<{ method: string; params: Record<string, unknown> }>;
+    const at = bdevCfg.findIndex((c) => c.method === 'bdev_set_qos_limit');
+    assert.deepEqual(bdevCfg[at].params, { name: 'N0', rw_ios_per_sec: 3000, w_mbytes_per_sec: 7 });
+    assert.equal(bdevCfg[at - 1].method, 'bdev_null_create', "right after the bdev's own create");
+    assert.equal((bdevCfg[at - 1].params as { name: string }).name, 'N0');
+  });
+
+  test('bad input: JSON-RPC errors that say which, nothing half-applied', async () => {
+    const before = ((await d.rpc('bdev_get_bdevs', { name: 'N0' })) as Array<{ assigned_rate_limits: unknown }>)[0].assigned_rate_limits;
+    const fails = async (params: object, code: number, re: RegExp) => {
+      const e = await d.rpc('bdev_set_qos_limit', params).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      assert.ok(e instanceof RpcError, `${JSON.stringify(params)} was accepted`);
+      assert.equal(e.code, code, `${JSON.stringify(params)}: ${e.message}`);
+      assert.match(e.message, re);
+    };
+    await fails({ name: 'nope', rw_ios_per_sec: 1000 }, -19, /No such device/);
+    await fails({ name: 'N0' }, -22, /No rate limits specified/);
+    await fails({ name: 'N0', rw_ios_per_sec: 999 }, -32602, /rw_ios_per_sec 999 is below the minimum of 1000/);
+    await fails({ name: 'N0', rw_ios_per_sec: -5 }, -32603, /spdk_json_decode_object failed.*rw_ios_per_sec/);
+    await fails({ name: 'N0', rw_mbytes_per_sec: 1.5 }, -32603, /rw_mbytes_per_sec/);
+    await fails({ name: 'N0', rw_ios_per_sec: 5000, r_mbytes_per_sec: 2_000_000 }, -32602, /r_mbytes_per_sec 2000000 is above the maximum/);
+    await fails({ name: 'N0', rw_ios_per_sec: 5000, bogus: 1 }, -32603, /bogus/);
+    const now = ((await d.rpc('bdev_get_bdevs', { name: 'N0' })) as Array<{ assigned_rate_limits: unknown }>)[0].assigned_rate_limits;
+    assert.deepEqual(now, before, 'a refused call changed nothing');
+    assert.ok(d.alive);
+  });
+});
