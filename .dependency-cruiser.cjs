@@ -32,9 +32,11 @@ const LAYERS = [
 ];
 
 const BDEV_INTERFACE = '^src/bdev/[^/]+\\.ts$';
-// The one bdev file that names every backend (reactor-side channel factories, one line per
-// backend). Backends are handed openChannel instead of importing it, which keeps this acyclic.
-const BDEV_BACKEND_LIST = '^src/bdev/channels\\.ts$';
+// The one file that names every backend (src/bdev/modules/index.ts, one line per backend, each a
+// BdevModule): channels.ts builds the reactors' channel factories from it and rpc/methods
+// registers the modules' RPC methods from it. Backends are handed openBdev instead of importing
+// channels.ts, which keeps this acyclic.
+const BDEV_BACKEND_LIST = '^src/bdev/modules/index\\.ts$';
 const BDEV_BACKEND = '^src/bdev/modules/([^/]+)/';
 // The one devices file that names every device kind.
 const DEVICE_KIND_LIST = '^src/devices/kinds\\.ts$';
@@ -117,19 +119,29 @@ const rules = [
     name: 'bdev-backend-not-to-backend-list',
     severity: 'error',
     comment:
-      'backends do not import src/bdev/channels.ts (the list of backends); a virtual bdev gets ' +
-      'openChannel passed to its constructor',
+      'backends do not import src/bdev/modules/index.ts (the list of backends) nor src/bdev/channels.ts ' +
+      '(built from it); a virtual bdev gets openBdev passed to its channel factory',
     from: { path: BDEV_BACKEND },
-    to: { path: BDEV_BACKEND_LIST },
+    to: { path: [BDEV_BACKEND_LIST, '^src/bdev/channels\\.ts$'] },
   },
   {
     name: 'bdev-interface-names-no-backend',
     severity: 'error',
     comment:
-      'the bdev interface (src/bdev/*.ts) does not know the backends; of its files only ' +
-      'src/bdev/channels.ts (the reactors\' list of backends) names them',
-    from: { path: BDEV_INTERFACE, pathNot: BDEV_BACKEND_LIST },
-    to: { path: '^src/bdev/modules/' },
+      'the bdev interface (src/bdev/*.ts) does not know the backends: only the list ' +
+      'src/bdev/modules/index.ts names them (channels.ts imports the list, no backend)',
+    from: { path: BDEV_INTERFACE },
+    to: { path: BDEV_BACKEND },
+  },
+  {
+    name: 'only-the-list-names-backends',
+    severity: 'error',
+    comment:
+      'outside src/bdev/, nothing imports a backend (src/bdev/modules/<name>/): rpc, services and ' +
+      'the rest reach the modules through the list (src/bdev/modules/index.ts, via channels.ts ' +
+      'BDEV_MODULES), so adding a backend is one folder plus one line',
+    from: { path: '^src/', pathNot: '^src/bdev/' },
+    to: { path: BDEV_BACKEND },
   },
   {
     name: 'addon-only-through-native-facade',

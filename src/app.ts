@@ -6,7 +6,7 @@ import pino, { type Logger } from 'pino';
 import { BdevRegistry } from './bdev/registry.js';
 import { ReactorPool, parseCpumask } from './reactor/reactor-pool.js';
 import { buildMethodTable, registerMethods } from './rpc/methods/index.js';
-import { markDuplicateKeys } from './rpc/duplicate-keys.js';
+import { markDuplicateKeys } from './util/duplicate-keys.js';
 import { ConfigError, loadJsonConfig } from './rpc/json-config.js';
 import { RpcServer } from './rpc/server.js';
 import { type ListenAddress, MetricsServer, VhostdMetrics, formatListenAddress } from './services/metrics/index.js';

@@ -1,25 +1,31 @@
-// Reactor-side lookup from a ChannelSpec's module name to the backend's channel constructor, and
-// openBdev(), the one way to open a bdev: the backend's channel under a layer channel.
+// The bdev modules as the list (modules/index.ts) names them, the reactors' lookup from a
+// ChannelSpec's module name to that module's channel factory, and openBdev(), the one way to open
+// a bdev: the backend's channel under a layer channel. No backend is named here.
 import type { BdevChannel, ChannelFactory, ChannelSpec } from './bdev.js';
 import type { OpenSpec } from './bdev.js';
 import { LayerChannel } from './layer-channel.js';
-import { MallocChannel } from './modules/malloc/malloc.js';
-import { NullChannel } from './modules/null/null.js';
-import { FileChannel } from './modules/uring/uring.js';
-import { RbdChannel } from './modules/rbd/rbd.js';
-import { DelayChannel } from './modules/delay/delay.js';
-import { ErrorChannel } from './modules/error/error.js';
+import type { BdevModule } from './module.js';
+import * as listed from './modules/index.js';
 
-const factories = new Map<string, ChannelFactory>([
-  ['malloc', (spec) => new MallocChannel(spec)],
-  ['null', () => new NullChannel()],
-  ['uring', (spec) => new FileChannel(spec)],
-  ['rbd', (spec) => new RbdChannel(spec)],
-  // Virtual bdevs open their base bdev (nested OpenSpec) through openBdev.
-  ['delay', (spec) => new DelayChannel(spec, openBdev)],
-  ['error', (spec) => new ErrorChannel(spec, openBdev)],
-]);
+/** Every bdev module of the list (in the order of its export names). */
+export const BDEV_MODULES: readonly BdevModule[] = Object.values(listed);
 
+/** ChannelSpec module name → factory, from the modules' `channels`; throws on a name two modules claim. */
+export function channelFactories(modules: readonly BdevModule[]): Map<string, ChannelFactory> {
+  const map = new Map<string, ChannelFactory>();
+  for (const m of modules) {
+    for (const [name, make] of Object.entries(m.channels)) {
+      if (map.has(name)) throw new Error(`bdev modules: channel module name ${name} is given twice (by ${m.name})`);
+      // Virtual bdevs open their base bdev (nested OpenSpec) through openBdev.
+      map.set(name, (spec) => make(spec, openBdev));
+    }
+  }
+  return map;
+}
+
+const factories = channelFactories(BDEV_MODULES);
+
+/** Adds a factory outside the list (tests' stand-in backends). */
 export function registerChannelFactory(module: string, factory: ChannelFactory): void {
   factories.set(module, factory);
 }

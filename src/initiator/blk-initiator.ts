@@ -137,6 +137,11 @@ export interface NegotiateOptions {
   packed?: boolean;
   /** Negotiate VHOST_USER_PROTOCOL_F_LOG_SHMFD when offered, as QEMU does for migration (default false). */
   logShmfd?: boolean;
+  /**
+   * Bytes of device config to ask for with GET_CONFIG (default 60, QEMU's virtio_blk_config).
+   * SPDK's virtio-user initiator asks for 256 and insists on a 256-byte reply.
+   */
+  configSize?: number;
 }
 
 /** Guest-physical addresses of one split (or packed) ring, as SET_VRING_ADDR carries them. */
@@ -158,6 +163,8 @@ export class BlkInitiator {
   maxQueues: number | undefined;
   /** virtio_blk_config.num_queues (when VIRTIO_BLK_F_MQ was negotiated), else undefined. */
   configNumQueues: number | undefined;
+  /** Length of the GET_CONFIG reply payload (12-byte header + config bytes). */
+  configReplyBytes = 0;
 
   private constructor(
     readonly fe: VhostUserFrontend,
@@ -192,9 +199,11 @@ export class BlkInitiator {
         init.maxQueues = Number((await fe.call(Req.GET_QUEUE_NUM)).getBigUint64(0, true));
       }
       fe.send(Req.SET_OWNER);
-      const cfgReq = new Uint8Array(12 + 60);
-      new DataView(cfgReq.buffer).setUint32(4, 60, true);
+      const configSize = opts.configSize ?? 60;
+      const cfgReq = new Uint8Array(12 + configSize);
+      new DataView(cfgReq.buffer).setUint32(4, configSize, true);
       const cfg = await fe.call(Req.GET_CONFIG, cfgReq);
+      init.configReplyBytes = cfg.byteLength;
       init.capacitySectors = Number(cfg.getBigUint64(12, true));
       init.blockSize = cfg.getUint32(12 + 20, true);
       // virtio_blk_config.num_queues (offset 34) is valid with VIRTIO_BLK_F_MQ.

@@ -9,7 +9,7 @@ import { JSONRPCErrorException, type JSONRPCResponse, JSONRPCServer } from 'json
 import type { Logger } from 'pino';
 import { RpcCode, VhostdError } from '../util/errors.js';
 import { type SocketPerms, applySocketPerms } from '../util/socket-perms.js';
-import { ownDuplicateKey } from './duplicate-keys.js';
+import { ownDuplicateKey } from '../util/duplicate-keys.js';
 import { JsonStreamParser } from './stream-parser.js';
 
 export const DEFAULT_RPC_SOCKET = '/var/tmp/spdk.sock';

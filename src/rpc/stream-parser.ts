@@ -4,7 +4,7 @@
 // character is ASCII and never occurs inside a multi-byte UTF-8 sequence, so a character split
 // across chunks is only decoded once its whole value has arrived. A server can also have each
 // value's repeated object keys tagged (detectDuplicateKeys), which JSON.parse alone would hide.
-import { markDuplicateKeys } from './duplicate-keys.js';
+import { markDuplicateKeys } from '../util/duplicate-keys.js';
 
 /**
  * Default cap on one JSON value, in bytes. SPDK itself refuses requests over its 32 KiB receive

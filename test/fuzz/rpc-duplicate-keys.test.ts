@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { duplicateKeyWithin, markDuplicateKeys, ownDuplicateKey } from '../../src/rpc/duplicate-keys.js';
+import { duplicateKeyWithin, markDuplicateKeys, ownDuplicateKey } from '../../src/util/duplicate-keys.js';
 import { JsonStreamParser } from '../../src/rpc/stream-parser.js';
 import { fuzzParams } from './lib/fuzz.js';
 

@@ -7,7 +7,7 @@
 // Parameter names come from the methods' own decoder schemas (src/rpc/methods/*.ts), so a method or
 // parameter added later is fuzzed without touching this file.
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -15,6 +15,7 @@ import { VhostdProcess } from '../lib/vhostd.js';
 import { fuzzParams } from './lib/fuzz.js';
 
 const methodsDir = new URL('../../src/rpc/methods/', import.meta.url).pathname;
+const modulesDir = new URL('../../src/bdev/modules/', import.meta.url).pathname;
 
 interface Schemas {
   /** Every decoder key and its kind. */
@@ -54,8 +55,13 @@ function schemaKeysOf(text: string, name: string, depth = 0): string[] {
 function readSchemas(): Schemas {
   const kinds = new Map<string, string>();
   const keysOf = new Map<string, string[]>();
-  for (const file of readdirSync(methodsDir).filter((f) => f.endsWith('.ts'))) {
-    const text = readFileSync(join(methodsDir, file), 'utf8');
+  // The RPC files, and the bdev modules that declare their own methods (src/bdev/modules/*/module.ts).
+  const files = [
+    ...readdirSync(methodsDir).filter((f) => f.endsWith('.ts')).map((f) => join(methodsDir, f)),
+    ...readdirSync(modulesDir, { withFileTypes: true }).filter((e) => e.isDirectory() && existsSync(join(modulesDir, e.name, 'module.ts'))).map((e) => join(modulesDir, e.name, 'module.ts')),
+  ];
+  for (const file of files) {
+    const text = readFileSync(file, 'utf8');
     const fileKeys = new Set<string>();
     for (const m of text.matchAll(KEY_RE)) {
       kinds.set(m[1], m[2]);

@@ -21,7 +21,8 @@ const fixture: Record<string, string> = {
     `export const addon: unknown = require('../../addon.node');\n`,
   'src/memory/region.ts': `import { addon } from '../native/index.js';\nexport const r = addon;\n`,
   'src/bdev/bdev.ts': `import { E } from '../util/errors.js';\nexport const b = E;\n`,
-  'src/bdev/channels.ts': `import { a } from './modules/a/a.js';\nexport const c = a;\n`,
+  'src/bdev/channels.ts': `import * as listed from './modules/index.js';\nexport const c = Object.values(listed);\n`,
+  'src/bdev/modules/index.ts': `export { a } from './a/a.js';\n`,
   'src/bdev/modules/a/a.ts':
     `import { b } from '../../bdev.js';\nimport { addon } from '../../../native/index.js';\n` +
     `export const a = [b, addon];\n`,
@@ -33,7 +34,7 @@ const fixture: Record<string, string> = {
     `import { kinds } from '../devices/kinds.js';\n` +
     `import type { DataPlane } from '../vhost-user/data-plane.js';\n` +
     `export const r: DataPlane | typeof kinds = kinds;\n`,
-  'src/rpc/m.ts': `import { a } from '../bdev/modules/a/a.js';\nexport const m = a;\n`,
+  'src/rpc/m.ts': `import { c } from '../bdev/channels.js';\nexport const m = c;\n`,
 
   // Violations, one each, in the order of `expected`.
   'src/vhost-user/session.ts': `import { r } from '../reactor/r.js';\nexport const s = r;\n`,
@@ -46,8 +47,10 @@ const fixture: Record<string, string> = {
   'src/devices/k1/k1.ts': `import { k2 } from '../k2/k2.js';\nexport const k1 = k2;\n`,
   'src/devices/helpers.ts': `import { k2 } from './k2/k2.js';\nexport const h = k2;\n`,
   'src/bdev/modules/b/b.ts': `import { a } from '../a/a.js';\nexport const b2 = a;\n`,
-  'src/bdev/modules/c/c.ts': `import { c } from '../../channels.js';\nexport const c2 = c;\n`,
+  'src/bdev/modules/c/c.ts': `import { a } from '../index.js';\nexport const c2 = a;\n`,
+  'src/bdev/modules/d/d.ts': `import { c } from '../../channels.js';\nexport const d = c;\n`,
   'src/bdev/io.ts': `import { a } from './modules/a/a.js';\nexport const io = a;\n`,
+  'src/services/names-backend.ts': `import { a } from '../bdev/modules/a/a.js';\nexport const nb = a;\n`,
   'src/services/s.ts':
     `import { createRequire } from 'node:module';\nconst require = createRequire(import.meta.url);\n` +
     `export const n: unknown = require('../../addon.node');\n`,
@@ -65,8 +68,11 @@ const expected = [
   'device-kinds-independent src/devices/k1/k1.ts -> src/devices/k2/k2.ts',
   'device-interface-names-no-kind src/devices/helpers.ts -> src/devices/k2/k2.ts',
   'bdev-backend-imports-interface-only src/bdev/modules/b/b.ts -> src/bdev/modules/a/a.ts',
-  'bdev-backend-not-to-backend-list src/bdev/modules/c/c.ts -> src/bdev/channels.ts',
+  'bdev-backend-imports-interface-only src/bdev/modules/c/c.ts -> src/bdev/modules/index.ts', // the list is no interface
+  'bdev-backend-not-to-backend-list src/bdev/modules/c/c.ts -> src/bdev/modules/index.ts',
+  'bdev-backend-not-to-backend-list src/bdev/modules/d/d.ts -> src/bdev/channels.ts',
   'bdev-interface-names-no-backend src/bdev/io.ts -> src/bdev/modules/a/a.ts',
+  'only-the-list-names-backends src/services/names-backend.ts -> src/bdev/modules/a/a.ts',
   'addon-only-through-native-facade src/services/s.ts -> module',
   'addon-only-through-native-facade src/services/s.ts -> addon.node',
   'no-circular src/util/cycle-a.ts -> src/util/cycle-b.ts', // one report per cycle

@@ -2,8 +2,8 @@
 // and a repeated key (found in the request text by duplicate-keys.ts) fails the decode.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodeParams, optional, required } from '../../src/rpc/decode.js';
-import { duplicateKeyWithin, markDuplicateKeys, ownDuplicateKey } from '../../src/rpc/duplicate-keys.js';
+import { decodeParams, optional, required } from '../../src/util/decode.js';
+import { duplicateKeyWithin, markDuplicateKeys, ownDuplicateKey } from '../../src/util/duplicate-keys.js';
 import { JsonStreamParser } from '../../src/rpc/stream-parser.js';
 import { VhostdError } from '../../src/util/errors.js';
 

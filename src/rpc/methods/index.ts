@@ -4,11 +4,8 @@ import type { RpcContext } from '../../services/types.js';
 import { VhostdError } from '../../util/errors.js';
 import type { RpcServer } from '../server.js';
 import { bdevMethods } from './bdev.js';
-import { fileBdevMethods } from './bdev-file.js';
-import { rbdMethods } from './bdev-rbd.js';
 import { iostatMethods } from './bdev-iostat.js';
 import { bdevLayerMethods } from './bdev-layer.js';
-import { testBdevMethods } from './bdev-test.js';
 import { frameworkMethods } from './framework.js';
 import { subsystemMethods } from './subsystems.js';
 import { RPC_SERVER_STATE, type RpcMethodDef, type RpcMethodEntry, type RpcMethodTable, RpcState } from './types.js';
@@ -33,9 +30,6 @@ export function buildMethodTable(ctx: RpcContext): RpcMethodTable {
     ...frameworkMethods(ctx, () => table),
     ...subsystemMethods(ctx),
     ...bdevMethods(ctx),
-    ...fileBdevMethods(ctx),
-    ...rbdMethods(ctx),
-    ...testBdevMethods(ctx),
     ...iostatMethods(ctx),
     ...bdevLayerMethods(ctx),
     ...vhostMethods(ctx),

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import type { OpenSpec } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType } from '../../io.js';
-import { type ChildIo, ChildIoPool, type ChildIoOwner, uuidBytes, uuidSha1 } from '../../vbdev.js';
+import { type ChildIo, PassThroughBdev, PassThroughChannel, type PassThroughSpec, uuidBytes, uuidSha1 } from '../../vbdev.js';
 
 /** SPDK's BDEV_DELAY_NAMESPACE_UUID (module/bdev/delay/vbdev_delay.c). */
 export const DELAY_NAMESPACE_UUID = '4009b574-6430-4f1b-bc40-ace811091027';
@@ -35,49 +35,28 @@ export interface DelayLatencies {
   p99WriteUs: number;
 }
 
-export interface DelaySpec extends ChannelSpec {
+export interface DelaySpec extends PassThroughSpec {
   module: 'delay';
-  base: OpenSpec;
   /** Float64Array(4) of latencies in µs, indexed by DelayType. */
   latencies: SharedArrayBuffer;
 }
 
-export class DelayBdev implements Bdev {
+export class DelayBdev extends PassThroughBdev {
   readonly module = 'delay';
   readonly productName = DELAY_PRODUCT_NAME;
-  readonly uuid: string;
   private readonly latencyBuf = new SharedArrayBuffer(4 * 8);
   private readonly lat = new Float64Array(this.latencyBuf);
-  private released = false;
 
   /**
    * `releaseBase` lets go of the claim on `base` (called once, by destroy). Without `uuid`, the
    * UUID is SPDK's: SHA-1 name-based on the delay namespace and the base bdev's UUID bytes.
    */
-  constructor(
-    readonly name: string,
-    readonly base: Bdev,
-    latencies: DelayLatencies,
-    uuid: string | undefined,
-    private readonly releaseBase: () => void,
-  ) {
-    this.uuid = uuid ?? uuidSha1(DELAY_NAMESPACE_UUID, uuidBytes(base.uuid));
+  constructor(name: string, base: Bdev, latencies: DelayLatencies, uuid: string | undefined, releaseBase: () => void) {
+    super(name, base, uuid ?? uuidSha1(DELAY_NAMESPACE_UUID, uuidBytes(base.uuid)), releaseBase);
     this.lat[DelayType.AVG_READ] = latencies.avgReadUs;
     this.lat[DelayType.P99_READ] = latencies.p99ReadUs;
     this.lat[DelayType.AVG_WRITE] = latencies.avgWriteUs;
     this.lat[DelayType.P99_WRITE] = latencies.p99WriteUs;
-  }
-
-  get blockSize(): number {
-    return this.base.blockSize;
-  }
-
-  get numBlocks(): number {
-    return this.base.numBlocks;
-  }
-
-  supportsIo(type: IoType): boolean {
-    return this.base.supportsIo(type);
   }
 
   latency(type: DelayType): number {
@@ -92,13 +71,7 @@ export class DelayBdev implements Bdev {
   }
 
   channelSpec(open: (base: Bdev) => OpenSpec): DelaySpec {
-    return {
-      module: 'delay',
-      blockSize: this.blockSize,
-      numBlocks: this.numBlocks,
-      base: open(this.base),
-      latencies: this.latencyBuf,
-    };
+    return { ...this.passThroughSpec(open), module: 'delay', latencies: this.latencyBuf };
   }
 
   /** SPDK's _delay_write_conf_values, shared by dump_info_json and the config. */
@@ -120,12 +93,6 @@ export class DelayBdev implements Bdev {
 
   writeConfig(): ConfigCall {
     return { method: 'bdev_delay_create', params: this.confValues() };
-  }
-
-  async destroy(): Promise<void> {
-    if (this.released) return;
-    this.released = true;
-    this.releaseBase();
   }
 }
 
@@ -165,10 +132,8 @@ class Fifo {
 
 const P99_ONE_IN = 100;
 
-export class DelayChannel implements BdevChannel, ChildIoOwner {
-  private readonly base: BdevChannel;
+export class DelayChannel extends PassThroughChannel {
   private readonly lat: Float64Array;
-  private readonly pool = new ChildIoPool(this);
   private readonly queues = [new Fifo(), new Fifo(), new Fifo(), new Fifo()];
   private held = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -182,15 +147,13 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     this.completeDue(performance.now());
     this.rearm();
   };
-  private closed = false;
 
   constructor(spec: ChannelSpec, open: (spec: OpenSpec) => BdevChannel) {
-    const s = spec as DelaySpec;
-    this.lat = new Float64Array(s.latencies);
-    this.base = open(s.base);
+    super(spec, open);
+    this.lat = new Float64Array((spec as DelaySpec).latencies);
   }
 
-  submit(io: BdevIo): void {
+  override submit(io: BdevIo): void {
     if (this.closed) return io.complete(IoStatus.FAILED);
     const c = this.pool.take(io);
     // SPDK draws avg or p99 at submission: rand_r() % 100 == 0 is p99.
@@ -201,7 +164,7 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
     this.base.submit(c);
   }
 
-  childDone(c: ChildIo, status: IoStatus): void {
+  override childDone(c: ChildIo, status: IoStatus): void {
     // NOMEM from the base is handed up at once: the layer above retries it.
     if (c.tag < 0 || status === IoStatus.NOMEM || this.closed) {
       this.pool.release(c).complete(status);
@@ -260,22 +223,19 @@ export class DelayChannel implements BdevChannel, ChildIoOwner {
   }
 
   /** Completions of the base (if it polls) plus delayed I/O that is due. */
-  poll(): number {
-    let n = this.base.poll ? this.base.poll() : 0;
+  override poll(): number {
+    let n = super.poll();
     // The armed timer may then find nothing due; it re-arms for what is left.
     if (this.held > 0) n += this.completeDue(performance.now());
     return n;
   }
 
-  /** Completes what is still held at once (the base finished it), then closes the base. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
+  /** Completes what is still held at once (the base finished it); the base closes after. */
+  protected override onClose(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.immediate) clearImmediate(this.immediate);
     this.timer = undefined;
     this.immediate = undefined;
     this.completeDue(Infinity);
-    this.base.close();
   }
 }

@@ -14,7 +14,7 @@
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import type { OpenSpec } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, type IoVecs } from '../../io.js';
-import { type ChildIo, ChildIoPool, type ChildIoOwner, uuidSha1 } from '../../vbdev.js';
+import { type ChildIo, PassThroughBdev, PassThroughChannel, type PassThroughSpec, uuidSha1 } from '../../vbdev.js';
 
 /** SPDK's BDEV_PART_NAMESPACE_UUID (lib/bdev/part.c): error bdevs are bdev parts. */
 export const PART_NAMESPACE_UUID = '976b899e-3e1e-4d71-ab69-c2b08e9df8b8';
@@ -63,9 +63,8 @@ export interface InjectOptions {
   corruptValue: number;
 }
 
-export interface ErrorSpec extends ChannelSpec {
+export interface ErrorSpec extends PassThroughSpec {
   module: 'error';
-  base: OpenSpec;
   inject: SharedArrayBuffer;
 }
 
@@ -104,55 +103,31 @@ export class ErrorInjection {
   }
 }
 
-export class ErrorBdev implements Bdev {
+/** SPDK's part UUID: SHA-1 name-based on the part namespace and {base UUID bytes, offset 0, num_blocks}. */
+function partUuid(base: Bdev): string {
+  const name = Buffer.alloc(32);
+  Buffer.from(base.uuid.replaceAll('-', ''), 'hex').copy(name, 0);
+  name.writeBigUInt64LE(0n, 16); // offset_blocks (uint64s in host order, little-endian)
+  name.writeBigUInt64LE(BigInt(base.numBlocks), 24);
+  return uuidSha1(PART_NAMESPACE_UUID, name);
+}
+
+export class ErrorBdev extends PassThroughBdev {
   readonly module = 'error';
   readonly productName = ERROR_PRODUCT_NAME;
-  readonly name: string;
-  readonly uuid: string;
   readonly injection = new ErrorInjection();
-  private released = false;
 
-  /**
-   * Without `uuid`, the UUID is SPDK's part UUID: SHA-1 name-based on the part namespace and
-   * {base UUID bytes, offset_blocks = 0, num_blocks} (uint64s in host order, little-endian).
-   */
+  /** Named EE_<base>; without `uuid`, the UUID is SPDK's part UUID (partUuid). */
   constructor(
-    readonly base: Bdev,
+    base: Bdev,
     private readonly givenUuid: string | undefined,
-    private readonly releaseBase: () => void,
+    releaseBase: () => void,
   ) {
-    this.name = `${ERROR_BDEV_PREFIX}${base.name}`;
-    if (givenUuid !== undefined) {
-      this.uuid = givenUuid;
-    } else {
-      const name = Buffer.alloc(32);
-      Buffer.from(base.uuid.replaceAll('-', ''), 'hex').copy(name, 0);
-      name.writeBigUInt64LE(0n, 16);
-      name.writeBigUInt64LE(BigInt(base.numBlocks), 24);
-      this.uuid = uuidSha1(PART_NAMESPACE_UUID, name);
-    }
-  }
-
-  get blockSize(): number {
-    return this.base.blockSize;
-  }
-
-  get numBlocks(): number {
-    return this.base.numBlocks;
-  }
-
-  supportsIo(type: IoType): boolean {
-    return this.base.supportsIo(type);
+    super(`${ERROR_BDEV_PREFIX}${base.name}`, base, givenUuid ?? partUuid(base), releaseBase);
   }
 
   channelSpec(open: (base: Bdev) => OpenSpec): ErrorSpec {
-    return {
-      module: 'error',
-      blockSize: this.blockSize,
-      numBlocks: this.numBlocks,
-      base: open(this.base),
-      inject: this.injection.buffer,
-    };
+    return { ...this.passThroughSpec(open), module: 'error', inject: this.injection.buffer };
   }
 
   driverSpecific(): Record<string, unknown> {
@@ -164,12 +139,6 @@ export class ErrorBdev implements Bdev {
     const params: Record<string, unknown> = { base_name: this.base.name };
     if (this.givenUuid !== undefined) params.uuid = this.givenUuid;
     return { method: 'bdev_error_create', params };
-  }
-
-  async destroy(): Promise<void> {
-    if (this.released) return;
-    this.released = true;
-    this.releaseBase();
   }
 }
 
@@ -190,24 +159,21 @@ function corrupt(iov: IoVecs, offset: number, value: number): void {
 /** How often a channel holding "pending" I/O looks for a release (`clear`). */
 const PENDING_CHECK_MS = 20;
 
-export class ErrorChannel implements BdevChannel, ChildIoOwner {
-  private readonly base: BdevChannel;
+export class ErrorChannel extends PassThroughChannel {
   private readonly i32: Int32Array;
   private readonly offsets: Float64Array;
-  private readonly pool = new ChildIoPool(this);
   /** I/O submitted to the base and not yet completed (SPDK's io_inflight, for queue_depth). */
   private inflight = 0;
   private readonly pending: BdevIo[] = [];
   private pendingEpoch: number;
   private pendingTimer: NodeJS.Timeout | undefined;
-  private closed = false;
 
   constructor(spec: ChannelSpec, open: (spec: OpenSpec) => BdevChannel) {
+    super(spec, open);
     const s = spec as ErrorSpec;
     this.i32 = new Int32Array(s.inject, 0, I32_WORDS);
     this.offsets = new Float64Array(s.inject, OFFSETS_AT, KINDS);
     this.pendingEpoch = Atomics.load(this.i32, EPOCH);
-    this.base = open(s.base);
   }
 
   /** Takes one injection of type t if any is left: exactly `num` succeed across all reactors. */
@@ -222,7 +188,7 @@ export class ErrorChannel implements BdevChannel, ChildIoOwner {
     return false;
   }
 
-  submit(io: BdevIo): void {
+  override submit(io: BdevIo): void {
     if (this.closed) return io.complete(IoStatus.FAILED);
     if (this.pending.length > 0) this.checkRelease();
     const t = io.type;
@@ -248,10 +214,10 @@ export class ErrorChannel implements BdevChannel, ChildIoOwner {
       }
     }
     this.inflight++;
-    this.base.submit(this.pool.take(io));
+    super.submit(io);
   }
 
-  childDone(c: ChildIo, status: IoStatus): void {
+  override childDone(c: ChildIo, status: IoStatus): void {
     this.inflight--;
     if (status === IoStatus.SUCCESS && c.type === IoType.READ) {
       const w = IoType.READ * 4;
@@ -259,7 +225,7 @@ export class ErrorChannel implements BdevChannel, ChildIoOwner {
         corrupt(c.iov, this.offsets[IoType.READ], Atomics.load(this.i32, w + VALUE));
       }
     }
-    this.pool.release(c).complete(status);
+    super.childDone(c, status);
   }
 
   private hold(io: BdevIo): void {
@@ -286,15 +252,12 @@ export class ErrorChannel implements BdevChannel, ChildIoOwner {
     for (const io of held) io.complete(IoStatus.FAILED);
   }
 
-  poll(): number {
+  override poll(): number {
     if (this.pending.length > 0) this.checkRelease();
-    return this.base.poll ? this.base.poll() : 0;
+    return super.poll();
   }
 
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
+  protected override onClose(): void {
     this.failPending();
-    this.base.close();
   }
 }
