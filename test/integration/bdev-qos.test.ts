@@ -81,21 +81,28 @@ describe('QoS rate limits (bdev_set_qos_limit)', { timeout: 300_000 }, () => {
     // The reactor has core 0 to itself; both initiators share core 1. The unlimited controller's
     // rate beside a limited one with a deep backlog (QD 128: ~126 requests held) is compared with
     // its rate beside the same limited one without a backlog (QD 2), so the other initiator costs
-    // the same in both and only the backlog differs. Alternated, best of two each.
+    // the same in both and only the backlog differs. Rates between these two VM cores swing by 3x
+    // over seconds (the cores' cache-line round trip goes from ~100 to ~500 ns and back), so each
+    // comparison is a back-to-back pair, and the best of three pairs counts: a backlog that slows
+    // the neighbour slows it in every pair.
     const beside = async (limitedQd: number) => {
       const [free, lim] = await Promise.all([
-        load(d.socket('free'), ['--cpu', '1', '-d', '32', '--rw', 'randread', '-t', '2', '-w', '0.5']),
-        load(d.socket('lim'), ['--cpu', '1', '-d', String(limitedQd), '--rw', 'randread', '-t', '3']),
+        load(d.socket('free'), ['--cpu', '1', '-d', '32', '--rw', 'randread', '-t', '1.5', '-w', '0.3']),
+        load(d.socket('lim'), ['--cpu', '1', '-d', String(limitedQd), '--rw', 'randread', '-t', '2']),
       ]);
       assert.equal(free.errors + lim.errors, 0);
       return { free: free.iops, lim: lim.iops };
     };
-    const runs: Array<{ qd: number; free: number; lim: number }> = [];
-    for (const qd of [2, 128, 2, 128]) runs.push({ qd, ...(await beside(qd)) });
-    const best = (qd: number) => Math.max(...runs.filter((r) => r.qd === qd).map((r) => r.free));
-    const backlog = runs.filter((r) => r.qd === 128);
-    for (const r of backlog) assert.ok(within(r.lim, 2000, 0.1), `limited: ${r.lim.toFixed(0)} IO/s`);
-    assert.ok(best(128) >= 0.85 * best(2), `unlimited: ${best(128).toFixed(0)} IO/s beside a backlog of ~126 held requests, ${best(2).toFixed(0)} beside none`);
+    const pairs: string[] = [];
+    let best = 0;
+    for (let i = 0; i < 3 && best < 0.85; i++) {
+      const none = await beside(2);
+      const backlog = await beside(128);
+      assert.ok(within(backlog.lim, 2000, 0.1), `limited: ${backlog.lim.toFixed(0)} IO/s`);
+      best = Math.max(best, backlog.free / none.free);
+      pairs.push(`${backlog.free.toFixed(0)} vs ${none.free.toFixed(0)}`);
+    }
+    assert.ok(best >= 0.85, `unlimited beside a backlog of ~126 held requests vs beside none (IO/s): ${pairs.join('; ')}`);
   });
 
   test('a limited bdev behind two controllers shares one budget', async () => {
