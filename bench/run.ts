@@ -2,14 +2,16 @@
 // initiator (src/initiator/load.ts). Each target is pinned to one core (default 0), the
 // initiator to another (default 1). Rows: bdev (null, malloc, shm file, disk file) x rw
 // (4 KiB randread, randwrite) x queue depth (1, 32, 128) x queues (1, 2). Then the allocation
-// check, the wake-up latency and the migration row (bench/lib/migration.ts: a TCG guest whose
-// disk each target serves, live-migrated idle and busy; QEMU's total time and downtime).
+// check, the wake-up latency, the bdev layer's cost (bench/lib/layer.ts: vhostd null QD 32 with
+// QoS, histograms, metrics on and off) and the migration row (bench/lib/migration.ts: a TCG guest
+// whose disk each target serves, live-migrated idle and busy; QEMU's total time and downtime).
 //
 //   npm run bench                       full matrix, 3 s per row
 //   npm run bench -- --quick            QD 1 and 32, one queue, 1 s per row
 //   npm run bench -- --bdev null --qd 32 --duration 2
 //   npm run bench -- --rows 'null/randread/*' --profile
 //   npm run bench -- --only migration   the migration row alone (--no-migration: without it)
+//   npm run bench -- --only layer       the bdev layer's cost alone (--no-layer: without it)
 //   npm run bench -- --help
 //
 // Output: a table on stdout, bench/results/<timestamp>.json and .svg (IOPS vs queue depth).
@@ -23,11 +25,16 @@ import { LoadGenerator, type LoadResult, RW_MODES, type RwMode } from '../src/in
 import { pinProcess } from '../src/initiator/pin.js';
 import { type AllocReport, formatAlloc, measureAllocation } from './lib/alloc.js';
 import { type WakeupResult, formatWakeup, measureWakeup } from './lib/wakeup.js';
+import { type LayerReport, formatLayer, runLayer } from './lib/layer.js';
 import { MIGRATION_CASES, type MigrationCase, type MigrationReport, defaultMigrationParams, formatMigration, runMigrations } from './lib/migration.js';
 import { CoreLink } from './lib/core-link.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { ForeignLoad } from './lib/noise.js';
 import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
+import { type BlockDevice, setupBlockDevice } from './lib/blockdev.js';
+import { SpdkTarget, spdkMissing } from './lib/spdk.js';
+import { INITIATORS, type InitiatorKind, asLoadResult, bdevperfWorkload, runBdevperf } from './lib/bdevperf.js';
+import { type ManyCtrlReport, formatManyCtrl, runManyCtrl } from './lib/manyctrl.js';
 import type { GuestSession } from '../test/e2e/lib/guest.js';
 import { FAR_LINK_NS, type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
 import { renderChart } from './lib/svg.js';
@@ -100,10 +107,16 @@ interface BenchOptions {
   migrationRepeat?: number;
   migrationBandwidth: number;
   migrationDowntimeLimit: number;
+  layer: boolean;
+  layerRepeat?: number;
+  spdkDir?: string;
+  initiator: InitiatorKind[];
+  manyctrl: number[];
+  manyctrlQd: number;
 }
 
 /** Parts of a bench run `--only` picks from. */
-export const SECTIONS = ['io', 'alloc', 'wakeup', 'migration'] as const;
+export const SECTIONS = ['io', 'alloc', 'wakeup', 'layer', 'manyctrl', 'migration'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): BenchOptions {
@@ -117,7 +130,7 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--rw <list>', 'I/O patterns (randread,randwrite,randrw,...) [VHOSTD_BENCH_RW]', list(RW_MODES, 'rw mode'), list(RW_MODES, 'rw mode')(env.VHOSTD_BENCH_RW ?? 'randread,randwrite'))
     .option('--qd <list>', 'queue depths per queue [VHOSTD_BENCH_QD]', intList, env.VHOSTD_BENCH_QD ? intList(env.VHOSTD_BENCH_QD) : undefined)
     .option('--queues <list>', 'queue counts [VHOSTD_BENCH_QUEUES]', intList, env.VHOSTD_BENCH_QUEUES ? intList(env.VHOSTD_BENCH_QUEUES) : undefined)
-    .option('--targets <list>', 'targets (qsd,vhostd) [VHOSTD_BENCH_TARGETS]', list(TARGET_KINDS, 'target'), list(TARGET_KINDS, 'target')(env.VHOSTD_BENCH_TARGETS ?? 'qsd,vhostd'))
+    .option('--targets <list>', 'targets (qsd,vhostd,spdk; spdk needs --spdk-dir) [VHOSTD_BENCH_TARGETS]', list(TARGET_KINDS, 'target'), list(TARGET_KINDS, 'target')(env.VHOSTD_BENCH_TARGETS ?? 'qsd,vhostd'))
     .option('--rows <patterns>', "only rows whose id (bdev/rw/qdN/qN, e.g. 'null/randread/qd32/q1') matches one of these comma-separated patterns (* wildcard) [VHOSTD_BENCH_ROWS]", (v: string) => v.split(',').filter(Boolean), (env.VHOSTD_BENCH_ROWS ?? '').split(',').filter(Boolean))
     .option('--repeat <n>', 'runs per row and target, alternating targets; the table shows medians [VHOSTD_BENCH_REPEAT]', (v) => intList(v)[0], Number(env.VHOSTD_BENCH_REPEAT ?? 1))
     .option('--size <bytes>', 'size of every bdev and image (e.g. 1g)', size, size(env.VHOSTD_BENCH_SIZE ?? '1g'))
@@ -133,7 +146,13 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--histogram', 'keep latency histogram buckets in the JSON')
     .option('--quiet-wait <s>', 'before each run, wait up to this long for other processes to leave the cores (0: do not wait) [VHOSTD_BENCH_QUIET_WAIT]', seconds, Number(env.VHOSTD_BENCH_QUIET_WAIT ?? 10))
     .option('--only <sections>', `run only these sections (${SECTIONS.join(',')}) [VHOSTD_BENCH_ONLY]`, list(SECTIONS, 'section'), list(SECTIONS, 'section')(env.VHOSTD_BENCH_ONLY ?? SECTIONS.join(',')))
+    .option('--spdk-dir <dir>', 'an SPDK build (build/bin/vhost, build/examples/bdevperf): enables the spdk target, the bdevperf initiator and the manyctrl section; without it they are skipped [VHOSTD_BENCH_SPDK_DIR]', env.VHOSTD_BENCH_SPDK_DIR || undefined)
+    .option('--initiator <list>', `initiators of the I/O rows (${INITIATORS.join(',')}; bdevperf needs --spdk-dir) [VHOSTD_BENCH_INITIATOR]`, list(INITIATORS, 'initiator'), list(INITIATORS, 'initiator')(env.VHOSTD_BENCH_INITIATOR ?? 'load'))
+    .option('--manyctrl <list>', 'controller counts of the manyctrl section [VHOSTD_BENCH_MANYCTRL]', intList, intList(env.VHOSTD_BENCH_MANYCTRL ?? '1,8,32'))
+    .option('--manyctrl-qd <n>', 'queue depth per controller in the manyctrl section', (v) => intList(v)[0], 8)
     .option('--no-migration', 'skip the migration row (it boots TCG guests: about 30 s per repeat) [VHOSTD_BENCH_MIGRATION=0]')
+    .option('--no-layer', 'skip the bdev layer section (QoS, histogram, metrics on and off) [VHOSTD_BENCH_LAYER=0]')
+    .option('--layer-repeat <n>', 'alternating runs per configuration in the layer section (default: --repeat when given, else 3; 1 with --quick) [VHOSTD_BENCH_LAYER_REPEAT]', (v) => intList(v)[0], env.VHOSTD_BENCH_LAYER_REPEAT ? intList(env.VHOSTD_BENCH_LAYER_REPEAT)[0] : undefined)
     .option('--migration-cases <list>', `migrations per guest (${MIGRATION_CASES.join(',')}) [VHOSTD_BENCH_MIGRATION_CASES]`, list(MIGRATION_CASES, 'migration case'), list(MIGRATION_CASES, 'migration case')(env.VHOSTD_BENCH_MIGRATION_CASES ?? MIGRATION_CASES.join(',')))
     .option('--migration-repeat <n>', 'guests per target for the migration row (default: --repeat; 1 with --quick) [VHOSTD_BENCH_MIGRATION_REPEAT]', (v) => intList(v)[0], env.VHOSTD_BENCH_MIGRATION_REPEAT ? intList(env.VHOSTD_BENCH_MIGRATION_REPEAT)[0] : undefined)
     .option('--migration-bandwidth <bytes>', 'migrate-set-parameters max-bandwidth, bytes/s (e.g. 1g)', size, size(env.VHOSTD_BENCH_MIGRATION_BANDWIDTH ?? '8g'))
@@ -142,6 +161,9 @@ function parseArgs(argv: string[]): BenchOptions {
   const o = program.opts<BenchOptions>();
   if (env.VHOSTD_BENCH_MIGRATION === '0' && program.getOptionValueSource('migration') === 'default') o.migration = false;
   o.migrationRepeat ??= o.quick ? 1 : o.repeat;
+  if (env.VHOSTD_BENCH_LAYER === '0' && program.getOptionValueSource('layer') === 'default') o.layer = false;
+  const repeatGiven = program.getOptionValueSource('repeat') !== 'default' || env.VHOSTD_BENCH_REPEAT !== undefined;
+  o.layerRepeat ??= repeatGiven ? o.repeat : o.quick ? 1 : 3;
   if (o.quick) {
     if (program.getOptionValueSource('duration') === 'default' && env.VHOSTD_BENCH_DURATION === undefined) o.duration = 1;
     if (program.getOptionValueSource('warmup') === 'default' && env.VHOSTD_BENCH_WARMUP === undefined) o.warmup = 0.25;
@@ -172,8 +194,14 @@ const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 /** Other processes using more than this many cores make a run wait (and get flagged). */
 const QUIET_CORES = 0.15;
 
-async function runOne(socket: string, spec: RowSpec, o: BenchOptions, targetPid: number): Promise<LoadResult> {
-  const gen = await LoadGenerator.connect({ socketPath: socket, queues: spec.queues, iodepth: spec.qd, ioBytes: 4096, spinUs: o.spinUs });
+/** One row's run with SPDK's bdevperf as the initiator (bench/lib/bdevperf.ts), shaped like the load generator's. */
+async function runBdevperfRow(socket: string, spec: RowSpec, o: BenchOptions, targetPid: number): Promise<LoadResult> {
+  const run = { spdkDir: o.spdkDir ?? '', sockets: [socket], queues: spec.queues, qd: spec.qd, rw: spec.rw, durationS: o.duration, core: o.initiatorCore, targetPid };
+  return asLoadResult(await runBdevperf(run), run);
+}
+
+async function runOne(socket: string, spec: RowSpec, o: BenchOptions, targetPid: number, hugetlbfs?: string): Promise<LoadResult> {
+  const gen = await LoadGenerator.connect({ socketPath: socket, queues: spec.queues, iodepth: spec.qd, ioBytes: 4096, spinUs: o.spinUs, hugetlbfs });
   try {
     return await gen.run({
       rw: spec.rw,
@@ -198,16 +226,29 @@ export async function main(argv: string[]): Promise<number> {
   if (!pin.thread) log(`WARNING: could not pin the initiator to core ${o.initiatorCore}: ${pin.error}`);
 
   const sections = new Set<Section>(o.only);
+  // SPDK's target and initiator need a build: without --spdk-dir they are left out (with a note).
+  const noSpdk = spdkMissing(o.spdkDir);
+  if (noSpdk && o.targets.includes('spdk')) {
+    log(`spdk target: skipped (${noSpdk})`);
+    o.targets = o.targets.filter((k) => k !== 'spdk');
+  }
+  if (noSpdk && o.initiator.includes('bdevperf')) {
+    log(`bdevperf initiator: skipped (${noSpdk})`);
+    o.initiator = o.initiator.filter((k) => k !== 'bdevperf');
+  }
   if (!o.migration) sections.delete('migration');
+  if (!o.layer) sections.delete('layer');
   const specs: RowSpec[] = [];
   if (sections.has('io'))
     for (const bdev of o.bdev)
       for (const rw of o.rw)
         for (const queues of o.queues)
-          for (const qd of o.qd) {
-            const id = `${bdev}/${rw}/qd${qd}/q${queues}`;
-            if (rowMatches(id, o.rows)) specs.push({ id, bdev, rw, qd, queues });
-          }
+          for (const qd of o.qd)
+            for (const initiator of o.initiator) {
+              if (initiator === 'bdevperf' && !bdevperfWorkload(rw)) continue;
+              const id = `${bdev}/${rw}/qd${qd}/q${queues}${initiator === 'load' ? '' : `/${initiator}`}`;
+              if (rowMatches(id, o.rows)) specs.push({ id, bdev, rw, qd, queues, initiator });
+            }
   if (sections.has('io') && specs.length === 0) {
     log('no row matches the filters');
     return 2;
@@ -225,6 +266,9 @@ export async function main(argv: string[]): Promise<number> {
   const profDir = o.profile ? resolve(o.outDir, `${stamp}-cpuprof`) : undefined;
   let vhostdRequests = 0;
   let migration: MigrationReport | undefined;
+  let layer: LayerReport | undefined;
+  let manyctrl: ManyCtrlReport | undefined;
+  let blockdev: BlockDevice | undefined;
   // The migration section's own targets and image while it runs.
   const migrationLive = { targets: new Set<Target>(), guests: new Set<GuestSession>(), files: new Set<string>(), stopping: false };
   // Ctrl-C / SIGTERM: stop the guests and targets and remove the RAM images and temp directories
@@ -236,6 +280,7 @@ export async function main(argv: string[]): Promise<number> {
       .then(() => Promise.allSettled([...targets.values(), ...migrationLive.targets].map((t) => t.stop())))
       .finally(() => {
         removeImage(files.shm);
+        blockdev?.cleanup();
         for (const f of migrationLive.files) removeImage(f);
         process.exit(130);
       });
@@ -247,6 +292,14 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (bdevs.includes('shm') || (bdevs.includes('malloc') && o.targets.includes('qsd'))) files.shm = createShmImage(o.size);
     if (bdevs.includes('disk')) files.disk = ensureDiskImage(o.diskDir, o.size, log);
+    if (bdevs.includes('blockdev')) {
+      try {
+        blockdev = setupBlockDevice(o.size, log);
+        files.blockdev = blockdev.path;
+      } catch (e) {
+        log(`block device: not available (${e instanceof Error ? e.message : String(e)})`);
+      }
+    }
     const wantAlloc = sections.has('alloc') && o.allocRequests > 0 && o.targets.includes('vhostd');
     const wantWakeup = sections.has('wakeup') && o.wakeupTries > 0;
     // The allocation check and the wake-up measurement use each target's 1-queue null export.
@@ -256,6 +309,8 @@ export async function main(argv: string[]): Promise<number> {
         if (kind === 'qsd') {
           if (!QsdTarget.available()) throw new Error('qemu-storage-daemon is not installed');
           targets.set(kind, await QsdTarget.start({ core: o.targetCore, files, bdevs: withNull, queues: [...new Set([...queueCounts, 1])] }));
+        } else if (kind === 'spdk') {
+          targets.set(kind, await SpdkTarget.start({ spdkDir: o.spdkDir ?? '', core: o.targetCore, files, bdevs: withNull }));
         } else {
           targets.set(
             kind,
@@ -278,7 +333,7 @@ export async function main(argv: string[]): Promise<number> {
 
     // Measurements already taken, by export: QSD's malloc stand-in is its shm export.
     const measured = new Map<string, { rowId: string; samples: LoadResult[]; foreignCores: number[]; coreLinkNs: Array<[number, number]> }>();
-    const noise = new ForeignLoad(() => [...targets.values()].map((t) => t.pid));
+    const noise = new ForeignLoad(() => [...targets.values()].map((t) => t.pid), { withChildren: true });
     let n = 0;
     for (const spec of specs) {
       n++;
@@ -304,7 +359,7 @@ export async function main(argv: string[]): Promise<number> {
             continue;
           }
           row.bdevLabel = ep.label;
-          const key = `${kind}|${ep.socket}|${spec.rw}|${spec.qd}|${spec.queues}`;
+          const key = `${kind}|${ep.socket}|${spec.rw}|${spec.qd}|${spec.queues}|${spec.initiator ?? 'load'}`;
           const prior = measured.get(key);
           if (prior && prior.rowId !== spec.id) {
             row.sameAs = prior.rowId;
@@ -317,7 +372,11 @@ export async function main(argv: string[]): Promise<number> {
             if (o.quietWait > 0) await noise.waitQuiet(QUIET_CORES, o.quietWait * 1000, log);
             const linkBefore = coreLink.probe();
             noise.begin();
-            const r = await runOne(ep.socket, spec, o, t.pid);
+            const r =
+              spec.initiator === 'bdevperf'
+                ? await runBdevperfRow(ep.socket, spec, o, t.pid)
+                : // SPDK's target maps only hugepage memory (as a VM's memory-backend-file on hugetlbfs).
+                  await runOne(ep.socket, spec, o, t.pid, kind === 'spdk' ? '/dev/hugepages' : undefined);
             row.foreignCores.push(noise.end());
             row.coreLinkNs.push([linkBefore, coreLink.probe()]);
             if (kind === 'vhostd') vhostdRequests += r.iosTotal;
@@ -351,6 +410,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (wantWakeup) {
       for (const [kind, t] of targets) {
+        if (kind === 'spdk') continue; // its initiator has no hugepage memory
         const ep = t.endpoint('null', 1);
         if ('unavailable' in ep) continue;
         log(`wake-up: ${o.wakeupTries} reads after 200 ms idle against ${kind}`);
@@ -365,10 +425,30 @@ export async function main(argv: string[]): Promise<number> {
     coreLink.close();
     for (const t of targets.values()) await t.stop().catch(() => undefined);
     removeImage(files.shm);
+    blockdev?.cleanup();
   }
 
-  // The migration row: its own targets (started after the others stopped), guests, QEMUs.
+  // The layer section and the migration row: their own targets (started after the others
+  // stopped), guests, QEMUs.
   try {
+    if (sections.has('layer') && o.targets.includes('vhostd')) {
+      const params = { core: o.targetCore, sizeBytes: o.size, rws: o.rw, durationS: o.duration, warmupS: o.warmup, repeat: o.layerRepeat ?? 3, spinUs: o.spinUs, quietWaitS: o.quietWait, dist: o.dist };
+      try {
+        layer = await runLayer({ ...params, log }, migrationLive);
+      } catch (e) {
+        log(`layer section failed: ${e instanceof Error ? e.stack : String(e)}`);
+        layer = { params, qd: 32, queues: 1, qosIosPerSec: 0, target: 'vhostd', rows: [], skipped: `failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}` };
+      }
+    } else if (sections.has('layer')) log('layer: skipped (it measures vhostd, which --targets leaves out)');
+    if (sections.has('manyctrl')) {
+      const params = { spdkDir: o.spdkDir, targets: o.targets, controllers: o.manyctrl, qd: o.manyctrlQd, rw: 'randread' as const, core: o.targetCore, initiatorCore: o.initiatorCore, sizeBytes: o.size, durationS: o.duration, repeat: o.repeat, dist: o.dist };
+      try {
+        manyctrl = await runManyCtrl(params, log, migrationLive);
+      } catch (e) {
+        log(`manyctrl section failed: ${e instanceof Error ? e.stack : String(e)}`);
+        manyctrl = { params, rows: [], skipped: `failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}` };
+      }
+    }
     if (sections.has('migration')) {
       const params = defaultMigrationParams({
         targetCore: o.targetCore,
@@ -383,7 +463,7 @@ export async function main(argv: string[]): Promise<number> {
         `migration: ${params.repeat} guest(s) per target, ${params.cases.join(' + ')}; max-bandwidth ${(params.maxBandwidth / 1048576).toFixed(0)} MiB/s, downtime-limit ${params.downtimeLimitMs} ms`,
       );
       try {
-        migration = await runMigrations({ targets: o.targets, params, log, live: migrationLive });
+        migration = await runMigrations({ targets: o.targets.filter((k) => k !== 'spdk'), params, log, live: migrationLive });
       } catch (e) {
         log(`migration failed: ${e instanceof Error ? e.stack : String(e)}`);
         migration = { params, skipped: `failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`, targets: {}, samples: [], summary: [], pairs: [] };
@@ -420,6 +500,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);
+  if (layer) process.stdout.write(`\n${formatLayer(layer)}\n`);
+  if (manyctrl) process.stdout.write(`\n${formatManyCtrl(manyctrl)}\n`);
   if (migration) process.stdout.write(`\n${formatMigration(migration)}\n`);
   for (const p of profiles) {
     // The reactor is the data path; the control thread only matters when it is busy; the module
@@ -456,6 +538,8 @@ export async function main(argv: string[]): Promise<number> {
     pairs: pairList,
     alloc,
     wakeups,
+    layer,
+    manyctrl,
     migration,
     profiles: profiles.map((p) => p.summary),
   };
@@ -471,7 +555,7 @@ export async function main(argv: string[]): Promise<number> {
   writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
   const okRows = rows.filter((r) => r.status === 'ok');
   const chart = renderChart(
-    okRows.map((r) => ({ target: r.target, bdev: r.bdev, rw: r.rw, qd: r.qd, queues: r.queues, iops: r.iops })),
+    okRows.map((r) => ({ target: r.initiator === 'bdevperf' ? `${r.target}+bdevperf` : r.target, bdev: r.bdev, rw: r.rw, qd: r.qd, queues: r.queues, iops: r.iops })),
     {
       title: 'vhostd vs qemu-storage-daemon: IOPS vs queue depth (4 KiB)',
       subtitle: `${stamp}, ${cpus()[0]?.model ?? ''} x${cpus().length}, target on core ${o.targetCore}, initiator on core ${o.initiatorCore}, ${o.duration} s per point, vhostd ${gitDescribe()}`,
@@ -484,7 +568,9 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(`\nresults: ${jsonPath}\n${okRows.length > 0 ? `chart:   ${svgPath}\n` : ''}`);
   if (profDir) process.stdout.write(`profiles: ${profDir}\n`);
   const migrationFailed = migration?.summary.some((s) => s.status === 'error') ?? false;
-  return rows.some((r) => r.status === 'error') || migrationFailed ? 1 : 0;
+  const layerFailed = layer !== undefined && (layer.skipped !== undefined || layer.rows.some((r) => r.status === 'error'));
+  const manyctrlFailed = manyctrl?.rows.some((r) => r.status === 'error') ?? false;
+  return rows.some((r) => r.status === 'error') || migrationFailed || layerFailed || manyctrlFailed ? 1 : 0;
 }
 
 main(process.argv).then(

@@ -1,4 +1,4 @@
-// Bench rows, their summaries over repeats, vhostd/QSD pairs and the printed table.
+// Bench rows, their summaries over repeats, vhostd/QSD and vhostd/SPDK pairs and the printed table.
 import Table from 'cli-table3';
 import type { LoadResult, RwMode } from '../../src/initiator/load.js';
 import type { BdevKind, TargetKind } from './targets.js';
@@ -12,6 +12,8 @@ export interface RowSpec {
   rw: RwMode;
   qd: number;
   queues: number;
+  /** Who drives the row (default `load`, this process's load generator; `bdevperf`: SPDK's). */
+  initiator?: 'load' | 'bdevperf';
 }
 
 export interface RowResult extends RowSpec {
@@ -44,6 +46,8 @@ export interface RowResult extends RowSpec {
 
 export interface PairResult {
   id: string;
+  /** The target vhostd is compared with (qsd, spdk). */
+  other: TargetKind;
   /**
    * vhostd / QSD of IOPS per target CPU-second: the median of the ratios of the runs taken side by
    * side (repeat i of both targets, adjacent in time), so a machine that drifts between fast and
@@ -123,27 +127,35 @@ function samePhaseRepeats(vhostd: RowResult, qsd: RowResult): number[] {
   return out;
 }
 
+/** The targets vhostd is compared with, in column order. */
+export const OTHER_TARGETS: readonly TargetKind[] = ['qsd', 'spdk'];
+const SHORT: Record<TargetKind, string> = { vhostd: 'vhostd', qsd: 'QSD', spdk: 'SPDK' };
+
+/** vhostd against each other target, row by row (same id: same bdev, rw, QD, queues and initiator). */
 export function pairs(rows: RowResult[]): PairResult[] {
   const out: PairResult[] = [];
   for (const v of rows) {
     if (v.target !== 'vhostd' || v.status !== 'ok') continue;
-    const q = rows.find((r) => r.target === 'qsd' && r.id === v.id && r.status === 'ok');
-    if (!q) continue;
-    const perRepeat = pairedRatios(v.samples, q.samples);
-    const same = perRepeat && v.coreLinkNs.length === perRepeat.length ? samePhaseRepeats(v, q) : [];
-    out.push({
-      id: v.id,
-      iopsPerCoreRatio: perRepeat
-        ? median(perRepeat)
-        : v.iopsPerTargetCpuSec && q.iopsPerTargetCpuSec
-          ? v.iopsPerTargetCpuSec / q.iopsPerTargetCpuSec
-          : undefined,
-      iopsPerCoreRatios: perRepeat,
-      samePhaseRatio: perRepeat && same.length > 0 ? median(same.map((i) => perRepeat[i])) : undefined,
-      samePhasePairs: same.length,
-      iopsRatio: q.iops > 0 ? v.iops / q.iops : undefined,
-      p99Ratio: q.p99Us > 0 ? v.p99Us / q.p99Us : undefined,
-    });
+    for (const other of OTHER_TARGETS) {
+      const q = rows.find((r) => r.target === other && r.id === v.id && r.status === 'ok');
+      if (!q) continue;
+      const perRepeat = pairedRatios(v.samples, q.samples);
+      const same = perRepeat && v.coreLinkNs.length === perRepeat.length ? samePhaseRepeats(v, q) : [];
+      out.push({
+        id: v.id,
+        other,
+        iopsPerCoreRatio: perRepeat
+          ? median(perRepeat)
+          : v.iopsPerTargetCpuSec && q.iopsPerTargetCpuSec
+            ? v.iopsPerTargetCpuSec / q.iopsPerTargetCpuSec
+            : undefined,
+        iopsPerCoreRatios: perRepeat,
+        samePhaseRatio: perRepeat && same.length > 0 ? median(same.map((i) => perRepeat[i])) : undefined,
+        samePhasePairs: same.length,
+        iopsRatio: q.iops > 0 ? v.iops / q.iops : undefined,
+        p99Ratio: q.p99Us > 0 && v.p99Us > 0 ? v.p99Us / q.p99Us : undefined,
+      });
+    }
   }
   return out;
 }
@@ -152,38 +164,59 @@ const fmtInt = (v: number) => Math.round(v).toLocaleString('en-US');
 const fmtUs = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 const fmtRatio = (v: number | undefined) => (v === undefined ? '' : `${v >= 10 ? v.toFixed(0) : v.toFixed(2)}x`);
 
-export const TABLE_HEAD = [
-  'target',
-  'bdev',
-  'rw',
-  'QD',
-  'queues',
-  'IOPS',
-  'p50 µs',
-  'p99 µs',
-  'target CPU%',
-  'initiator CPU% (busy%)',
-  'IOPS per target CPU-s',
-  'vhostd/QSD IOPS per core',
-  'same phase (pairs)',
-  'vhostd/QSD p99',
-  'notes',
-];
+/** µs of target CPU time per I/O: the inverse of IOPS per target CPU-second. */
+export function cpuUsPerIo(r: Pick<RowResult, 'iopsPerTargetCpuSec'>): number | undefined {
+  return r.iopsPerTargetCpuSec && r.iopsPerTargetCpuSec > 0 ? 1e6 / r.iopsPerTargetCpuSec : undefined;
+}
+
+/**
+ * The table's columns: an `initiator` column when a row is driven by bdevperf, and the three
+ * ratio columns (IOPS per core, same phase, p99) for each other target present.
+ */
+export function tableHead(rows: Pick<RowResult, 'target' | 'initiator'>[]): string[] {
+  const others = OTHER_TARGETS.filter((k) => rows.some((r) => r.target === k));
+  if (others.length === 0) others.push('qsd');
+  const withInitiator = rows.some((r) => (r.initiator ?? 'load') !== 'load');
+  return [
+    'target',
+    'bdev',
+    'rw',
+    'QD',
+    'queues',
+    ...(withInitiator ? ['initiator'] : []),
+    'IOPS',
+    'target CPU µs/IO',
+    'p50 µs',
+    'p99 µs',
+    'target CPU%',
+    'initiator CPU% (busy%)',
+    'IOPS per target CPU-s',
+    ...others.flatMap((k) => [`vhostd/${SHORT[k]} IOPS per core`, others.length === 1 ? 'same phase (pairs)' : `vs ${SHORT[k]} same phase (pairs)`, `vhostd/${SHORT[k]} p99`]),
+    'notes',
+  ];
+}
+
+/** The default head (vhostd and QSD, the load generator). */
+export const TABLE_HEAD = tableHead([]);
 
 export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
-  const t = new Table({ head: TABLE_HEAD, style: { head: [], border: [], compact: true } });
-  const pairById = new Map(pairList.map((p) => [p.id, p]));
+  const head = tableHead(rows);
+  const others = OTHER_TARGETS.filter((k) => rows.some((r) => r.target === k));
+  if (others.length === 0) others.push('qsd');
+  const withInitiator = head.includes('initiator');
+  const t = new Table({ head, style: { head: [], border: [], compact: true } });
+  const pairByKey = new Map(pairList.map((p) => [`${p.other}|${p.id}`, p]));
   let lastGroup = '';
   for (const r of rows) {
-    const group = `${r.bdev}/${r.rw}`;
-    if (lastGroup && group !== lastGroup) t.push(TABLE_HEAD.map(() => ''));
+    const group = `${r.bdev}/${r.rw}/${r.initiator ?? 'load'}`;
+    if (lastGroup && group !== lastGroup) t.push(head.map(() => ''));
     lastGroup = group;
-    const base = [r.target, r.bdev, r.rw, String(r.qd), String(r.queues)];
+    const base = [r.target, r.bdev, r.rw, String(r.qd), String(r.queues), ...(withInitiator ? [r.initiator ?? 'load'] : [])];
     if (r.status !== 'ok') {
-      t.push([...base, '—', '—', '—', '—', '—', '—', '', '', '', `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
+      t.push([...base, '—', '—', '—', '—', '—', '—', '—', ...others.flatMap(() => ['', '', '']), `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
       continue;
     }
-    const p = r.target === 'vhostd' ? pairById.get(r.id) : undefined;
+    const bdevperf = r.initiator === 'bdevperf';
     const notes: string[] = [];
     if (r.initiatorSaturated) notes.push('INITIATOR-BOUND');
     if (r.stalls > 0) notes.push(`stalls ${r.stalls}`);
@@ -198,17 +231,25 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
       const hi = Math.round(Math.max(...link));
       notes.push(`line ${lo === hi ? lo : `${lo}-${hi}`} ns`);
     }
+    const cpuUs = cpuUsPerIo(r);
     t.push([
       ...base,
       fmtInt(r.iops),
-      fmtUs(r.p50Us),
-      fmtUs(r.p99Us),
+      cpuUs === undefined ? '?' : cpuUs.toFixed(2),
+      Number.isFinite(r.p50Us) ? fmtUs(r.p50Us) : '?',
+      Number.isFinite(r.p99Us) ? fmtUs(r.p99Us) : '?',
       r.targetCpuPct === undefined ? '?' : r.targetCpuPct.toFixed(0),
-      `${r.initiatorCpuPct.toFixed(0)} (${r.initiatorBusyPct.toFixed(0)})${r.initiatorSaturated ? ' !' : ''}`,
+      // bdevperf busy-polls its core: CPU% only, no busy share.
+      bdevperf ? `${Number.isFinite(r.initiatorCpuPct) ? r.initiatorCpuPct.toFixed(0) : '?'} (—)` : `${r.initiatorCpuPct.toFixed(0)} (${r.initiatorBusyPct.toFixed(0)})${r.initiatorSaturated ? ' !' : ''}`,
       r.iopsPerTargetCpuSec === undefined ? '?' : fmtInt(r.iopsPerTargetCpuSec),
-      fmtRatio(p?.iopsPerCoreRatio),
-      p?.samePhasePairs ? `${fmtRatio(p.samePhaseRatio)} (${p.samePhasePairs}/${p.iopsPerCoreRatios?.length ?? 0})` : '',
-      fmtRatio(p?.p99Ratio),
+      ...others.flatMap((k) => {
+        const p = r.target === 'vhostd' ? pairByKey.get(`${k}|${r.id}`) : undefined;
+        return [
+          fmtRatio(p?.iopsPerCoreRatio),
+          p?.samePhasePairs ? `${fmtRatio(p.samePhaseRatio)} (${p.samePhasePairs}/${p.iopsPerCoreRatios?.length ?? 0})` : '',
+          fmtRatio(p?.p99Ratio),
+        ];
+      }),
       notes.join('; '),
     ]);
   }

@@ -10,7 +10,7 @@ export interface ChartPoint {
   iops: number;
 }
 
-const COLORS: Record<string, string> = { vhostd: '#1f6fb4', qsd: '#e8710a' };
+const COLORS: Record<string, string> = { vhostd: '#1f6fb4', qsd: '#e8710a', spdk: '#2ca02c', 'vhostd+bdevperf': '#6baed6', 'qsd+bdevperf': '#fdae6b', 'spdk+bdevperf': '#98df8a' };
 const DASHES: Record<number, string> = { 1: '', 2: '7 4', 4: '2 3' };
 const PANEL_W = 380;
 const PANEL_H = 250;

@@ -1,6 +1,7 @@
-// The two targets the bench compares, each started once per bench run and pinned to one core:
-// vhostd (from the TypeScript sources through tsx, or from dist/) and qemu-storage-daemon (QSD,
-// QEMU's reference vhost-user-blk back-end). Each exposes one socket per (bdev kind, queue count).
+// The targets the bench compares, each started once per bench run and pinned to one core:
+// vhostd (from the TypeScript sources through tsx, or from dist/), qemu-storage-daemon (QSD,
+// QEMU's reference vhost-user-blk back-end) and, given an SPDK build, SPDK's vhost (./spdk.ts).
+// Each exposes one socket per (bdev kind, queue count).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,16 +12,18 @@ import { RpcClient, waitForRpcServer } from '../../src/rpc/client.js';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 
-export type BdevKind = 'null' | 'malloc' | 'shm' | 'disk';
-export const BDEV_KINDS: readonly BdevKind[] = ['null', 'malloc', 'shm', 'disk'];
-export type TargetKind = 'vhostd' | 'qsd';
-export const TARGET_KINDS: readonly TargetKind[] = ['qsd', 'vhostd'];
+export type BdevKind = 'null' | 'malloc' | 'shm' | 'disk' | 'blockdev';
+export const BDEV_KINDS: readonly BdevKind[] = ['null', 'malloc', 'shm', 'disk', 'blockdev'];
+export type TargetKind = 'vhostd' | 'qsd' | 'spdk';
+export const TARGET_KINDS: readonly TargetKind[] = ['qsd', 'vhostd', 'spdk'];
 
 export interface BenchFiles {
   /** Image on /dev/shm (RAM) for the shm rows and QSD's malloc stand-in. */
   shm?: string;
   /** Image on a disk-backed file system. */
   disk?: string;
+  /** A real block device (zram or a loop device with direct I/O: ./blockdev.ts). */
+  blockdev?: string;
   sizeBytes: number;
 }
 
@@ -221,13 +224,15 @@ export class VhostdTarget implements Target {
           await this.rpc('bdev_malloc_create', { name, num_blocks: numBlocks, block_size: 512 });
           break;
         case 'shm':
-        case 'disk': {
-          const file = kind === 'shm' ? files.shm : files.disk;
-          if (!file) return { unavailable: 'no image file' };
-          name = kind === 'shm' ? 'Shm0' : 'Disk0';
+        case 'disk':
+        case 'blockdev': {
+          const file = kind === 'shm' ? files.shm : kind === 'disk' ? files.disk : files.blockdev;
+          if (!file) return { unavailable: kind === 'blockdev' ? 'no block device' : 'no image file' };
+          name = { shm: 'Shm0', disk: 'Disk0', blockdev: 'Blk0' }[kind];
           const method = ['bdev_uring_create', 'bdev_aio_create'].find((m) => this.methods.has(m));
           if (!method) return { unavailable: 'not available: vhostd has no bdev_uring_create/bdev_aio_create' };
-          await this.rpc(method, { name, filename: file, block_size: 512 });
+          // A block device's logical block size is detected (zram: 4096); a file gets 512.
+          await this.rpc(method, { name, filename: file, ...(kind === 'blockdev' ? {} : { block_size: 512 }) });
           // The module logs "... created on FILE (O_DIRECT)" or "(buffered)" at info level.
           await sleep(50);
           const line = this.output.find((l) => l.includes(`created on ${file} (`));
@@ -325,6 +330,9 @@ export class QsdTarget implements Target {
       } else if (b === 'disk' && o.files.disk) {
         args.push('--blockdev', `driver=file,node-name=disk0,filename=${o.files.disk},aio=${aio},cache.direct=on,locking=off`);
         nodes.set('disk', { node: 'disk0', label: `file ${o.files.disk}, aio=${aio}, cache.direct=on` });
+      } else if (b === 'blockdev' && o.files.blockdev) {
+        args.push('--blockdev', `driver=host_device,node-name=blk0,filename=${o.files.blockdev},aio=${aio},cache.direct=on,locking=off`);
+        nodes.set('blockdev', { node: 'blk0', label: `host_device ${o.files.blockdev}, aio=${aio}, cache.direct=on` });
       }
     }
     for (const [kind, n] of nodes) {

@@ -137,6 +137,8 @@ export interface NegotiateOptions {
   packed?: boolean;
   /** Negotiate VHOST_USER_PROTOCOL_F_LOG_SHMFD when offered, as QEMU does for migration (default false). */
   logShmfd?: boolean;
+  /** Back the driver memory with a file on this hugetlbfs mount instead of a memfd (SPDK's target needs hugepages). */
+  hugetlbfs?: string;
   /**
    * Bytes of device config to ask for with GET_CONFIG (default 60, QEMU's virtio_blk_config).
    * SPDK's virtio-user initiator asks for 256 and insists on a 256-byte reply.
@@ -174,7 +176,7 @@ export class BlkInitiator {
   /** Connects and negotiates like QEMU's vhost-user-blk, without starting queues. */
   static async negotiate(path: string, memBytes = 16 << 20, opts: NegotiateOptions = {}): Promise<BlkInitiator> {
     const fe = VhostUserFrontend.connect(path);
-    const init = new BlkInitiator(fe, new DriverMemory(memBytes));
+    const init = new BlkInitiator(fe, new DriverMemory(memBytes, 0, opts.hugetlbfs));
     try {
       const offered = (await fe.call(Req.GET_FEATURES)).getBigUint64(0, true);
       init.offeredFeatures = offered;

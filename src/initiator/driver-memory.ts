@@ -1,5 +1,7 @@
 // "Guest" memory of the userspace initiator: a memfd shared with the target, with a bump
 // allocator for rings and buffers.
+import { closeSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { check, mmapShared, native } from '../native/index.js';
 import type { MemoryRegionDesc } from '../vhost-user/protocol.js';
 
@@ -12,11 +14,28 @@ export class DriverMemory {
   readonly view: DataView;
   private next = 0;
 
+  /**
+   * `hugetlbfs`: a hugetlbfs mount (e.g. /dev/hugepages) to back the memory with a file there
+   * instead of a memfd, as a VM with hugepage memory does: SPDK's vhost target needs that. `size`
+   * must then be a multiple of the huge page size.
+   */
   constructor(
     readonly size: number,
     readonly gpaBase = 0,
+    hugetlbfs?: string,
   ) {
-    this.fd = check('memfd_create', native.memfdCreate('vhostd-initiator', size));
+    if (hugetlbfs) {
+      const path = join(hugetlbfs, `vhostd-initiator-${process.pid}-${Math.random().toString(36).slice(2)}`);
+      const fd = openSync(path, 'w+', 0o600);
+      unlinkSync(path);
+      try {
+        ftruncateSync(fd, size);
+      } catch (e) {
+        closeSync(fd);
+        throw e;
+      }
+      this.fd = fd;
+    } else this.fd = check('memfd_create', native.memfdCreate('vhostd-initiator', size));
     const m = mmapShared(this.fd, size, 0);
     this.u8 = new Uint8Array(m.buffer);
     this.view = new DataView(m.buffer);

@@ -29,6 +29,8 @@ export const RW_MODES: readonly RwMode[] = ['randread', 'randwrite', 'randrw', '
 /** Connection-time options: what the rings look like. */
 export interface LoadConnectOptions {
   socketPath: string;
+  /** Driver memory on this hugetlbfs mount instead of a memfd (SPDK's vhost target needs hugepage memory). */
+  hugetlbfs?: string;
   /** Request queues (default 1). The target must offer at least this many. */
   queues?: number;
   /** Requests in flight per queue (default 32). */
@@ -226,7 +228,7 @@ export class LoadGenerator {
   readonly queues: LoadQueue[] = [];
   readonly hist = new LatencyHistogram();
   readonly rangeBlocks: number;
-  private readonly opts: Required<Omit<LoadConnectOptions, 'cpu' | 'rangeBytes'>> & Pick<LoadConnectOptions, 'cpu' | 'rangeBytes'>;
+  private readonly opts: Required<Omit<LoadConnectOptions, 'cpu' | 'rangeBytes' | 'hugetlbfs'>> & Pick<LoadConnectOptions, 'cpu' | 'rangeBytes' | 'hugetlbfs'>;
   private readonly m32: Uint32Array;
   private readonly u8: Uint8Array;
   private readonly sectorsPerIo: number;
@@ -355,6 +357,7 @@ export class LoadGenerator {
       indirect,
       requireVersion1: true,
       packed: ringKind === 'packed',
+      hugetlbfs: opts.hugetlbfs,
     });
     let gen: LoadGenerator | undefined;
     try {

@@ -50,7 +50,7 @@ describe('bdev layer with a QEMU guest', { timeout: 900_000 }, () => {
       await g.waitFor('MARK live-start');
       // fio ramps for 1 s, then runs 6 s at 2000 IO/s; raise the limit in the middle.
       await new Promise((r) => setTimeout(r, 3000));
-      const raised = 4000;
+      const raised = 3000;
       await d.rpc('bdev_set_qos_limit', { name: 'Q0', rw_ios_per_sec: raised });
       const t0 = Date.now();
       await new Promise((r) => setTimeout(r, 1000));
