@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RpcClient } from '../../src/rpc/client.js';
-import type { BdevKind, BenchFiles, Endpoint, Target } from './targets.js';
+import { type BdevKind, type BenchFiles, type Endpoint, type Target, createRowBdev } from './targets.js';
 
 /** Why SPDK cannot be used from `dir` (undefined: it can). */
 export function spdkMissing(dir: string | undefined): string | undefined {
@@ -190,44 +190,22 @@ export class SpdkTarget implements Target {
     return sock;
   }
 
-  private async createBdev(kind: BdevKind, files: BenchFiles): Promise<Endpoint & { bdevName?: string }> {
-    const numBlocks = Math.floor(files.sizeBytes / 512);
-    let name: string;
-    let label: string;
-    try {
-      switch (kind) {
-        case 'null':
-          name = 'Null0';
-          label = 'null bdev';
-          await this.rpc('bdev_null_create', { name, num_blocks: numBlocks, block_size: 512 });
-          break;
-        case 'malloc':
-          name = 'Malloc0';
-          label = 'malloc bdev (hugepages)';
-          await this.rpc('bdev_malloc_create', { name, num_blocks: numBlocks, block_size: 512 });
-          break;
-        case 'shm':
-        case 'disk':
-        case 'blockdev': {
-          const file = kind === 'shm' ? files.shm : kind === 'disk' ? files.disk : files.blockdev;
-          if (!file) return { unavailable: kind === 'blockdev' ? 'no block device' : 'no image file' };
-          name = { shm: 'Shm0', disk: 'Disk0', blockdev: 'Blk0' }[kind];
-          // SPDK's aio bdev submits to block devices with RWF_NOWAIT, which zram (bio-based, no
-          // nowait support) refuses: every I/O fails with EOPNOTSUPP. The loop device works.
-          if (kind === 'blockdev' && /^\/dev\/zram\d+$/.test(file)) {
-            return { unavailable: 'not available: SPDK aio submits with RWF_NOWAIT, which zram refuses (EOPNOTSUPP); VHOSTD_BENCH_BLOCKDEV=loop uses a loop device' };
-          }
-          // Block size auto-detected (zram: 4096); a regular file gets 512.
-          await this.rpc('bdev_aio_create', { name, filename: file, ...(kind === 'blockdev' ? {} : { block_size: 512 }) });
-          label = `aio ${file}`;
-          break;
+  private createBdev(kind: BdevKind, files: BenchFiles): Promise<Endpoint & { bdevName?: string }> {
+    return createRowBdev(kind, files, {
+      rpc: (method, params) => this.rpc(method, params),
+      mallocLabel: 'malloc bdev (hugepages)',
+      fileBdev: async (name, file) => {
+        // SPDK's aio bdev submits to block devices with RWF_NOWAIT, which zram (bio-based, no
+        // nowait support) refuses: every I/O fails with EOPNOTSUPP. The loop device works.
+        if (kind === 'blockdev' && /^\/dev\/zram\d+$/.test(file)) {
+          return { unavailable: 'not available: SPDK aio submits with RWF_NOWAIT, which zram refuses (EOPNOTSUPP); VHOSTD_BENCH_BLOCKDEV=loop uses a loop device' };
         }
-      }
-      await this.controller(`bench.${kind}`, name);
-    } catch (e) {
-      return { unavailable: `not available: ${e instanceof Error ? e.message : String(e)}` };
-    }
-    return { socket: join(this.dir, `bench.${kind}`), label, bdevName: name };
+        // Block size auto-detected (zram: 4096); a regular file gets 512.
+        await this.rpc('bdev_aio_create', { name, filename: file, ...(kind === 'blockdev' ? {} : { block_size: 512 }) });
+        return { label: `aio ${file}` };
+      },
+      controller: (ctrlr, name) => this.controller(ctrlr, name),
+    });
   }
 
   endpoint(bdev: BdevKind, _queues: number, copy = 0): Endpoint {

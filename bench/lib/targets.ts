@@ -208,50 +208,32 @@ export class VhostdTarget implements Target {
   }
 
   private async createBdev(kind: BdevKind, files: BenchFiles): Promise<Endpoint & { bdevName?: string }> {
-    const numBlocks = Math.floor(files.sizeBytes / 512);
-    let name: string;
-    let label: string;
-    try {
-      switch (kind) {
-        case 'null':
-          name = 'Null0';
-          label = 'null bdev';
-          await this.rpc('bdev_null_create', { name, num_blocks: numBlocks, block_size: 512 });
-          break;
-        case 'malloc':
-          name = 'Malloc0';
-          label = 'malloc bdev';
-          await this.rpc('bdev_malloc_create', { name, num_blocks: numBlocks, block_size: 512 });
-          break;
-        case 'shm':
-        case 'disk':
-        case 'blockdev': {
-          const file = kind === 'shm' ? files.shm : kind === 'disk' ? files.disk : files.blockdev;
-          if (!file) return { unavailable: kind === 'blockdev' ? 'no block device' : 'no image file' };
-          name = { shm: 'Shm0', disk: 'Disk0', blockdev: 'Blk0' }[kind];
-          const method = ['bdev_uring_create', 'bdev_aio_create'].find((m) => this.methods.has(m));
-          if (!method) return { unavailable: 'not available: vhostd has no bdev_uring_create/bdev_aio_create' };
-          // A block device's logical block size is detected (zram: 4096); a file gets 512.
-          await this.rpc(method, { name, filename: file, ...(kind === 'blockdev' ? {} : { block_size: 512 }) });
-          // The module logs "... created on FILE (O_DIRECT)" or "(buffered)" at info level.
-          await sleep(50);
-          const line = this.output.find((l) => l.includes(`created on ${file} (`));
-          const mode = line ? /created on [^ ]+ \(([^)]+)\)/.exec(line)?.[1] : undefined;
-          label = `${method.replace(/^bdev_|_create$/g, '')} ${file}${mode ? ` (${mode})` : ''}`;
-          break;
-        }
-      }
-      await this.rpc('vhost_create_blk_controller', { ctrlr: `bench.${kind}`, dev_name: name, cpumask: this.cpumask });
-      if (kind === 'malloc') {
+    return createRowBdev(kind, files, {
+      rpc: (method, params) => this.rpc(method, params),
+      mallocLabel: 'malloc bdev',
+      fileBdev: async (name, file) => {
+        const method = ['bdev_uring_create', 'bdev_aio_create'].find((m) => this.methods.has(m));
+        if (!method) return { unavailable: 'not available: vhostd has no bdev_uring_create/bdev_aio_create' };
+        // A block device's logical block size is detected (zram: 4096); a file gets 512.
+        await this.rpc(method, { name, filename: file, ...(kind === 'blockdev' ? {} : { block_size: 512 }) });
+        // The module logs "... created on FILE (O_DIRECT)" or "(buffered)" at info level.
+        await sleep(50);
+        const line = this.output.find((l) => l.includes(`created on ${file} (`));
+        const mode = line ? /created on [^ ]+ \(([^)]+)\)/.exec(line)?.[1] : undefined;
+        return { label: `${method.replace(/^bdev_|_create$/g, '')} ${file}${mode ? ` (${mode})` : ''}` };
+      },
+      controller: async (ctrlr, name) => {
+        await this.rpc('vhost_create_blk_controller', { ctrlr, dev_name: name, cpumask: this.cpumask });
+        return join(this.dir, ctrlr);
+      },
+      afterController: async (socket) => {
+        if (kind !== 'malloc') return '';
         // A fresh SharedArrayBuffer is untouched anonymous memory: the first write to each page
         // would page-fault inside the measurement. Write it once, as SPDK's pinned hugepages are.
-        await prefill(join(this.dir, `bench.${kind}`), files.sizeBytes);
-        label += ' (pre-written)';
-      }
-    } catch (e) {
-      return { unavailable: `not available: ${e instanceof Error ? e.message : String(e)}` };
-    }
-    return { socket: join(this.dir, `bench.${kind}`), label, bdevName: name };
+        await prefill(socket, files.sizeBytes);
+        return ' (pre-written)';
+      },
+    });
   }
 
   endpoint(bdev: BdevKind, _queues: number, copy = 0): Endpoint {
@@ -390,4 +372,54 @@ export class QsdTarget implements Target {
     await stopProcess(this.proc, () => this.exited);
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** How one SPDK-RPC target (vhostd, SPDK) creates the pieces of a bench row's bdev. */
+export interface RowBdevOps {
+  rpc(method: string, params: object): Promise<unknown>;
+  mallocLabel: string;
+  /** Creates bdev `name` over an image file or block device; its label, or why not. */
+  fileBdev(name: string, file: string): Promise<{ label: string } | { unavailable: string }>;
+  /** Creates blk controller `ctrlr` over bdev `name`; its socket path. */
+  controller(ctrlr: string, name: string): Promise<string>;
+  /** After the controller exists: a suffix for the label ('' for none). */
+  afterController?(socket: string): Promise<string>;
+}
+
+/** The bdev and controller of a row (`bench.<kind>`) on a target that speaks SPDK's RPCs. */
+export async function createRowBdev(kind: BdevKind, files: BenchFiles, ops: RowBdevOps): Promise<Endpoint & { bdevName?: string }> {
+  const numBlocks = Math.floor(files.sizeBytes / 512);
+  let name: string;
+  let label: string;
+  let socket: string;
+  try {
+    switch (kind) {
+      case 'null':
+        name = 'Null0';
+        label = 'null bdev';
+        await ops.rpc('bdev_null_create', { name, num_blocks: numBlocks, block_size: 512 });
+        break;
+      case 'malloc':
+        name = 'Malloc0';
+        label = ops.mallocLabel;
+        await ops.rpc('bdev_malloc_create', { name, num_blocks: numBlocks, block_size: 512 });
+        break;
+      case 'shm':
+      case 'disk':
+      case 'blockdev': {
+        const file = kind === 'shm' ? files.shm : kind === 'disk' ? files.disk : files.blockdev;
+        if (!file) return { unavailable: kind === 'blockdev' ? 'no block device' : 'no image file' };
+        name = { shm: 'Shm0', disk: 'Disk0', blockdev: 'Blk0' }[kind];
+        const made = await ops.fileBdev(name, file);
+        if ('unavailable' in made) return made;
+        label = made.label;
+        break;
+      }
+    }
+    socket = await ops.controller(`bench.${kind}`, name);
+    if (ops.afterController) label += await ops.afterController(socket);
+  } catch (e) {
+    return { unavailable: `not available: ${e instanceof Error ? e.message : String(e)}` };
+  }
+  return { socket, label, bdevName: name };
 }
