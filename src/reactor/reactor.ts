@@ -258,6 +258,10 @@ export class Reactor implements DeviceHost {
   }
 
   scheduleFlush(runner: QueueRunner): void {
+    // A backend completion reached a sleeping reactor (through its eventfd): the driver answers
+    // a completion with its next request, so poll again now, as a kick would make it, instead of
+    // paying a kick and a wake-up for it (QD 1 on a loop device: 30k -> ~60k IO/s).
+    if (!this.polling) this.kicked();
     this.toFlush.add(runner);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
