@@ -175,7 +175,8 @@ describe('socket permissions', { skip }, () => {
       }
     } finally {
       racer.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+      // A `mv` or `ln` the killed shell had started may still be writing into dir for a moment.
+      rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
       rmSync(vault, { recursive: true, force: true });
     }
     // The racer did win the race at times; each time the swapped name was refused, not followed.
