@@ -2,8 +2,8 @@
 // another local user cannot connect; --socket-mode opens them up and --socket-group hands them to a
 // group. Runs the connect attempts as throwaway users (useradd + setpriv), so it needs root.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdtempSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/native/index.js';
@@ -60,6 +60,39 @@ function connectAs(user: string, path: string): string {
     timeout: 10_000,
   });
   return r.stdout.toString() || `exit ${r.status}: ${r.stderr.toString()}`;
+}
+
+/** Whether a process other than a zombie (which writes nothing any more) is in the group. */
+function groupHasLiveMember(pgid: number): boolean {
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ')'.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(pgrp) === pgid && state !== 'Z') return true;
+  }
+  return false;
+}
+
+/** SIGKILLs a detached child's whole process group and waits until no member is left. */
+async function killGroup(child: ChildProcess): Promise<void> {
+  const pgid = child.pid;
+  if (pgid === undefined) return;
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    return; // the group is already gone
+  }
+  for (let i = 0; i < 200; i++) {
+    if (!groupHasLiveMember(pgid)) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`process group ${pgid} still alive 2 s after SIGKILL`);
 }
 
 async function daemon(args: string[]): Promise<VhostdProcess> {
@@ -147,7 +180,8 @@ describe('socket permissions', { skip }, () => {
       'setpriv',
       [`--reuid=${id('-u', PEER)}`, `--regid=${id('-g', PEER)}`, '--clear-groups', 'bash', '-c',
         `end=$((SECONDS+20)); while [ $SECONDS -lt $end ]; do mv -f ${sock} ${dir}/stolen 2>/dev/null && ln -s ${target} ${sock} 2>/dev/null; done`],
-      { stdio: 'ignore' },
+      // Its own process group, so the cleanup can kill the shell and the mv/ln it has running.
+      { stdio: 'ignore', detached: true },
     );
     let created = 0;
     let refused = 0;
@@ -174,9 +208,10 @@ describe('socket permissions', { skip }, () => {
         assert.equal(st.gid, 0, `the link target's group changed after ${created + refused} creates`);
       }
     } finally {
-      racer.kill('SIGKILL');
-      // A `mv` or `ln` the killed shell had started may still be writing into dir for a moment.
-      rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 50 });
+      // Killing only the shell left a running `mv`/`ln` writing into dir while it was removed
+      // (ENOTEMPTY): kill the whole group and wait until none of it is left.
+      await killGroup(racer);
+      rmSync(dir, { recursive: true, force: true });
       rmSync(vault, { recursive: true, force: true });
     }
     // The racer did win the race at times; each time the swapped name was refused, not followed.
