@@ -4,7 +4,8 @@
 // module's create/delete → encode), which src/rpc/methods registers for every listed module.
 // Modules own their create, delete and module state (registry.moduleState); the registry owns
 // names, UUIDs and claims. Adding a backend: one folder exporting a BdevModule, one line in the list.
-import { decodeParams, required } from '../util/decode.js';
+import { type Decoded, type Schema, decodeParams, required } from '../util/decode.js';
+import { RpcCode, VhostdError } from '../util/errors.js';
 import type { Logger } from 'pino';
 import type { BdevChannel, ChannelSpec, OpenSpec } from './bdev.js';
 import type { BdevRegistry } from './registry.js';
@@ -43,6 +44,22 @@ export interface BdevModule {
 
 /** SPDK's message for a failed spdk_json_decode_object in the bdev modules' RPCs. */
 export const DECODE_FAILED = 'spdk_json_decode_object failed';
+
+/** The decoding failure of the bdev RPCs that answer -32603 (vbdevs, iostat): the reason in `detail`. */
+export function bdevDecodeFailed(detail: string | undefined): VhostdError {
+  const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
+  err.detail = detail;
+  return err;
+}
+
+/** decodeParams answering as those RPCs do (bdevDecodeFailed). */
+export function decodeBdevParams<S extends Schema>(params: unknown, schema: S, opts: { paramsOptional?: boolean } = {}): Decoded<S> {
+  try {
+    return decodeParams(params, schema, { message: DECODE_FAILED, ...opts });
+  } catch (e) {
+    throw bdevDecodeFailed((e as VhostdError).detail ?? DECODE_FAILED);
+  }
+}
 
 /** A `<module>_delete {name}` method that replies true once `remove(name)` is done (malloc, null). */
 export function deleteByNameMethod(name: string, aliases: readonly string[], remove: (bdevName: string) => Promise<void>): BdevRpcMethod {

@@ -1,27 +1,8 @@
 // Control-side helpers of the vbdev modules (delay, error): finding the base, claiming it for the
-// new vbdev and registering the vbdev with nothing half-done on failure, and SPDK's decoding
-// reply of those modules (-32603).
-import { type Decoded, type Schema, decodeParams } from '../util/decode.js';
-import { RpcCode, VhostdError } from '../util/errors.js';
+// new vbdev and registering the vbdev with nothing half-done on failure.
+import { VhostdError } from '../util/errors.js';
 import type { Bdev } from './bdev.js';
-import { DECODE_FAILED } from './module.js';
 import type { BaseClaim, BdevRegistry } from './registry.js';
-
-/** The vbdev modules' decoding failure: SPDK_JSONRPC_ERROR_INTERNAL_ERROR, the reason in `detail`. */
-export function vbdevDecodeFailed(detail: string): VhostdError {
-  const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
-  err.detail = detail;
-  return err;
-}
-
-/** decodeParams with SPDK's reply for the vbdev modules (vbdevDecodeFailed). */
-export function decodeVbdevParams<S extends Schema>(params: unknown, schema: S): Decoded<S> {
-  try {
-    return decodeParams(params, schema, { message: DECODE_FAILED });
-  } catch (e) {
-    throw vbdevDecodeFailed((e as VhostdError).detail ?? DECODE_FAILED);
-  }
-}
 
 /** The base bdev by name or UUID; ENODEV if there is none (SPDK would wait for it to appear). */
 export function findBase(bdevs: BdevRegistry, name: string): Bdev {

@@ -5,10 +5,10 @@ import { type BdevIostat, IOSTAT_TICK_RATE, type IostatResetMode } from '../../b
 import type { Bdev } from '../../bdev/bdev.js';
 import type { RpcContext } from '../../services/types.js';
 import { RpcCode, VhostdError } from '../../util/errors.js';
-import { decodeParams, optional } from '../decode.js';
+import { optional } from '../decode.js';
+import { bdevDecodeFailed, decodeBdevParams } from '../../bdev/module.js';
 import type { RpcMethodDef } from './types.js';
 
-const DECODE_FAILED = 'spdk_json_decode_object failed';
 const schema = { name: optional('string'), per_channel: optional('bool'), reset_mode: optional('string') };
 const resetSchema = { name: optional('string'), mode: optional('string') };
 const RESET_MODES = new Set(['all', 'maxmin', 'none']);
@@ -17,9 +17,7 @@ const RESET_MODES = new Set(['all', 'maxmin', 'none']);
 function resetMode(mode: string | undefined, fallback: string): IostatResetMode | 'none' {
   const m = mode ?? fallback;
   if (!RESET_MODES.has(m)) {
-    const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
-    err.detail = `mode ${JSON.stringify(m)}: one of all, maxmin, none`;
-    throw err;
+    throw bdevDecodeFailed(`mode ${JSON.stringify(m)}: one of all, maxmin, none`);
   }
   return m as IostatResetMode | 'none';
 }
@@ -40,14 +38,7 @@ export function iostatMethods(ctx: RpcContext): RpcMethodDef[] {
       name: 'bdev_get_iostat',
       aliases: ['get_bdevs_iostat'],
       handler(params) {
-        let p;
-        try {
-          p = decodeParams(params, schema, { message: DECODE_FAILED, paramsOptional: true });
-        } catch (e) {
-          const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
-          err.detail = (e as VhostdError).detail;
-          throw err;
-        }
+        const p = decodeBdevParams(params, schema, { paramsOptional: true });
         if (p.per_channel === true && p.name === undefined) {
           throw VhostdError.errno('EINVAL', 'a bdev name is required for per channel statistics');
         }
@@ -70,14 +61,7 @@ export function iostatMethods(ctx: RpcContext): RpcMethodDef[] {
     {
       name: 'bdev_reset_iostat',
       handler(params) {
-        let p;
-        try {
-          p = decodeParams(params, resetSchema, { message: DECODE_FAILED, paramsOptional: true });
-        } catch (e) {
-          const err = new VhostdError(RpcCode.INTERNAL_ERROR, DECODE_FAILED);
-          err.detail = (e as VhostdError).detail;
-          throw err;
-        }
+        const p = decodeBdevParams(params, resetSchema, { paramsOptional: true });
         const mode = resetMode(p.mode, 'all');
         if (mode === 'none') return true;
         reset(p.name, mode);

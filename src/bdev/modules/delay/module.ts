@@ -8,8 +8,9 @@
 // The delay bdev claims its base (bdev_get_bdevs shows it claimed); deleting the base deletes the
 // delay bdev first (registry cascade), and fails with EBUSY if it is in use.
 import type { BdevModule, BdevModuleContext, BdevRpcMethod } from '../../module.js';
+import { decodeBdevParams } from '../../module.js';
 import type { BdevRegistry } from '../../registry.js';
-import { decodeVbdevParams, findBase, registerVbdev } from '../../vbdev-module.js';
+import { findBase, registerVbdev } from '../../vbdev-module.js';
 import { optional, required } from '../../../util/decode.js';
 import { VhostdError, invalidParams } from '../../../util/errors.js';
 import { DELAY_TYPE_NAMES, DelayBdev, DelayChannel, type DelayLatencies, type DelayType } from './delay.js';
@@ -65,7 +66,7 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
     {
       name: 'bdev_delay_create',
       handler(params) {
-        const p = decodeVbdevParams(params, createSchema);
+        const p = decodeBdevParams(params, createSchema);
         const bdev = createDelay(ctx.bdevs, {
           name: p.name,
           baseName: p.base_bdev_name,
@@ -82,7 +83,7 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
     {
       name: 'bdev_delay_delete',
       async handler(params) {
-        const p = decodeVbdevParams(params, nameSchema);
+        const p = decodeBdevParams(params, nameSchema);
         await deleteDelay(ctx.bdevs, p.name);
         return true;
       },
@@ -90,7 +91,7 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
     {
       name: 'bdev_delay_update_latency',
       handler(params) {
-        const p = decodeVbdevParams(params, updateLatencySchema);
+        const p = decodeBdevParams(params, updateLatencySchema);
         updateDelayLatency(ctx.bdevs, p.delay_bdev_name, p.latency_type, p.latency_us);
         return true;
       },

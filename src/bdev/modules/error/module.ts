@@ -4,8 +4,9 @@
 // -errno with strerror(). A missing base is -ENODEV (vhostd's bdevs never appear late); deleting
 // the base deletes EE_<base> first (registry cascade).
 import type { BdevModule, BdevModuleContext, BdevRpcMethod } from '../../module.js';
+import { bdevDecodeFailed, decodeBdevParams } from '../../module.js';
 import type { BdevRegistry } from '../../registry.js';
-import { decodeVbdevParams, findBase, registerVbdev, vbdevDecodeFailed } from '../../vbdev-module.js';
+import { findBase, registerVbdev } from '../../vbdev-module.js';
 import { optional, required } from '../../../util/decode.js';
 import { VhostdError } from '../../../util/errors.js';
 import { ERROR_BDEV_PREFIX, ERROR_TYPE_NAMES, ErrorBdev, ErrorChannel, ErrorType, IO_TYPE_NAMES, type InjectOptions } from './error.js';
@@ -51,7 +52,7 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
       name: 'bdev_error_create',
       aliases: ['construct_error_bdev'],
       handler(params) {
-        const p = decodeVbdevParams(params, createSchema);
+        const p = decodeBdevParams(params, createSchema);
         const bdev = createError(ctx.bdevs, { baseName: p.base_name, uuid: p.uuid });
         ctx.logger.info({ bdev: bdev.name, base: bdev.base.name }, `error injection bdev ${bdev.name} created on ${bdev.base.name}`);
         return true;
@@ -61,7 +62,7 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
       name: 'bdev_error_delete',
       aliases: ['delete_error_bdev'],
       async handler(params) {
-        const p = decodeVbdevParams(params, nameSchema);
+        const p = decodeBdevParams(params, nameSchema);
         await deleteError(ctx.bdevs, p.name);
         return true;
       },
@@ -70,14 +71,14 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
       name: 'bdev_error_inject_error',
       aliases: ['bdev_inject_error'],
       handler(params) {
-        const p = decodeVbdevParams(params, injectSchema);
+        const p = decodeBdevParams(params, injectSchema);
         const ioType = Object.hasOwn(IO_TYPE_NAMES, p.io_type) ? IO_TYPE_NAMES[p.io_type] : undefined;
-        if (ioType === undefined) throw vbdevDecodeFailed(`io_type: ${p.io_type} is not one of ${Object.keys(IO_TYPE_NAMES).join(', ')}`);
+        if (ioType === undefined) throw bdevDecodeFailed(`io_type: ${p.io_type} is not one of ${Object.keys(IO_TYPE_NAMES).join(', ')}`);
         const errorType = Object.hasOwn(ERROR_TYPE_NAMES, p.error_type) ? ERROR_TYPE_NAMES[p.error_type] : undefined;
         if (errorType === undefined) {
-          throw vbdevDecodeFailed(`error_type: ${p.error_type} is not one of ${Object.keys(ERROR_TYPE_NAMES).join(', ')}`);
+          throw bdevDecodeFailed(`error_type: ${p.error_type} is not one of ${Object.keys(ERROR_TYPE_NAMES).join(', ')}`);
         }
-        if (p.corrupt_value !== undefined && p.corrupt_value > 255) throw vbdevDecodeFailed('corrupt_value: expected an integer in [0, 255]');
+        if (p.corrupt_value !== undefined && p.corrupt_value > 255) throw bdevDecodeFailed('corrupt_value: expected an integer in [0, 255]');
         const corruptValue = p.corrupt_value ?? 0;
         if (errorType === ErrorType.CORRUPT_DATA && corruptValue === 0) {
           throw VhostdError.errno('EINVAL', 'corrupt_value must be non-zero for corrupt_data');
