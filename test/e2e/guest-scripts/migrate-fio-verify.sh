@@ -58,12 +58,13 @@ errors=0 rounds=0 after=0 start=$(date +%s)
 while :; do
   seen_stop=$stopped
   rounds=$((rounds + 1))
+  rm -f /tmp/f.txt /tmp/f.err
   fio --name=m$rounds --filename="/dev/$DISK" --offset="${REGION_MB}m" --size="${SIZE_MB}m" --rw=randwrite --bs=4k \
-    --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --randseed=$rounds --output=/tmp/f.txt >/dev/null 2>&1
+    --ioengine=libaio --iodepth=16 --direct=1 --verify=crc32c --randseed=$rounds --output=/tmp/f.txt >/dev/null 2>/tmp/f.err
   rc=$?
-  bad=$(grep -c 'err= *[1-9]\|verify:\|bad magic\|crc32c: wanted' /tmp/f.txt)
+  bad=$(cat /tmp/f.txt 2>/dev/null | grep -c 'err= *[1-9]\|verify:\|bad magic\|crc32c: wanted')
   note "round $rounds: fio rc=$rc, error lines $bad, uptime $(cut -d' ' -f1 /proc/uptime)"
-  if [ "$rc" -ne 0 ] || [ "$bad" -ne 0 ]; then errors=$((errors + 1)); grep -E 'err=|verify|wanted' /tmp/f.txt | head -5 | sed 's/^/# /'; fi
+  if [ "$rc" -ne 0 ] || [ "$bad" -ne 0 ]; then errors=$((errors + 1)); grep -E 'err=|verify|wanted' /tmp/f.txt 2>/dev/null | head -5 | sed 's/^/# /'; tail -5 /tmp/f.err | sed 's/^/# stderr: /'; fi
   [ "$seen_stop" -eq 1 ] && after=$((after + 1))
   mark "round$rounds"
   host_said_stop
