@@ -38,6 +38,13 @@ const BDEV_INTERFACE = '^src/bdev/[^/]+\\.ts$';
 // channels.ts, which keeps this acyclic.
 const BDEV_BACKEND_LIST = '^src/bdev/modules/index\\.ts$';
 const BDEV_BACKEND = '^src/bdev/modules/([^/]+)/';
+// The allow-list of backends built on another backend's I/O path: the backend folder, and the
+// files of the other backend it may import (never its module.ts: the list stays the only way to a
+// module). qcow2 serves its image files through the uring module's FileChannel and opens them as
+// the uring module does (file-info.ts). Any other import between backends stays an error.
+const BACKEND_BUILDS_ON = {
+  qcow2: ['^src/bdev/modules/uring/uring\\.ts$', '^src/bdev/modules/uring/file-info\\.ts$'],
+};
 // The one devices file that names every device kind.
 const DEVICE_KIND_LIST = '^src/devices/kinds\\.ts$';
 const DEVICE_KIND = '^src/devices/([^/]+)/';
@@ -108,13 +115,26 @@ const rules = [
     comment:
       'a bdev backend (src/bdev/modules/<name>/) imports only the bdev interface (src/bdev/*.ts), ' +
       'src/util/ and src/native/ (and npm packages): never another backend, never rpc, services, ' +
-      'devices, ...',
-    from: { path: BDEV_BACKEND },
+      'devices, ... (exceptions: BACKEND_BUILDS_ON in .dependency-cruiser.cjs)',
+    from: { path: BDEV_BACKEND, pathNot: Object.keys(BACKEND_BUILDS_ON).map((b) => `^src/bdev/modules/${b}/`) },
     to: {
       path: '^src/',
       pathNot: ['^src/bdev/modules/$1/', BDEV_INTERFACE, '^src/util/', '^src/native/'],
     },
   },
+  // The same rule for the backends of the allow-list, with the files they may use.
+  ...Object.entries(BACKEND_BUILDS_ON).map(([backend, allowed]) => ({
+    name: 'bdev-backend-imports-interface-only',
+    severity: 'error',
+    comment:
+      `${backend} imports only the bdev interface (src/bdev/*.ts), src/util/, src/native/ and the ` +
+      `files BACKEND_BUILDS_ON allows it (${allowed.join(', ')})`,
+    from: { path: `^src/bdev/modules/${backend}/` },
+    to: {
+      path: '^src/',
+      pathNot: [`^src/bdev/modules/${backend}/`, BDEV_INTERFACE, '^src/util/', '^src/native/', ...allowed],
+    },
+  })),
   {
     name: 'bdev-backend-not-to-backend-list',
     severity: 'error',

@@ -32,9 +32,9 @@ function code(fn: () => unknown): number | undefined {
 
 describe('bdev module list', () => {
   it('names every backend once and builds the channel factories from the modules', () => {
-    assert.deepEqual(BDEV_MODULES.map((m) => m.name).sort(), ['delay', 'error', 'malloc', 'null', 'rbd', 'uring']);
+    assert.deepEqual(BDEV_MODULES.map((m) => m.name).sort(), ['delay', 'error', 'malloc', 'null', 'qcow2', 'rbd', 'uring']);
     const factories = channelFactories(BDEV_MODULES);
-    assert.deepEqual([...factories.keys()].sort(), ['delay', 'error', 'malloc', 'null', 'rbd', 'uring']);
+    assert.deepEqual([...factories.keys()].sort(), ['delay', 'error', 'malloc', 'null', 'qcow2', 'rbd', 'uring']);
     // Every RPC method name is unique across modules.
     const ctx = { bdevs: new BdevRegistry(), logger: pino({ level: 'silent' }) };
     const names = BDEV_MODULES.flatMap((m) => (m.rpcMethods?.(ctx) ?? []).flatMap((r) => [r.name, ...(r.aliases ?? [])]));

@@ -9,3 +9,4 @@ export { uringModule } from './uring/module.js';
 export { rbdModule } from './rbd/module.js';
 export { delayModule } from './delay/module.js';
 export { errorModule } from './error/module.js';
+export { qcow2Module } from './qcow2/module.js';

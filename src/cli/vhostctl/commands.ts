@@ -333,6 +333,41 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
     params: (a) => ({ name: a.name }),
     output: 'none',
   },
+  // vhostd's own (no rpc.py counterpart): qcow2 images.
+  {
+    name: 'bdev_qcow2_create',
+    description: 'Create a bdev on a qcow2 image (and its backing chain)',
+    configure: (cmd) => {
+      cmd.argument('<filename>', 'Path to the qcow2 image');
+      cmd.argument('<name>', 'bdev name');
+      cmd.option('-r, --readonly', 'open the image read-only');
+      cmd.option('-b, --backing-file <file>', "backing file instead of the header's (relative to the image's directory)");
+      cmd.option('-u, --uuid <uuid>', 'UUID of the bdev (optional)');
+    },
+    params: (a) => withTruthy({ name: a.name, filename: a.filename }, { readonly: a.readonly, backing_file: a.backingFile, uuid: a.uuid }),
+    output: 'json',
+  },
+  {
+    name: 'bdev_qcow2_delete',
+    description: 'Delete a qcow2 bdev (its metadata is written back first)',
+    configure: (cmd) => cmd.argument('<name>', 'qcow2 bdev name'),
+    params: (a) => ({ name: a.name }),
+    output: 'none',
+  },
+  {
+    name: 'bdev_qcow2_create_image',
+    description: 'Create a new qcow2 image file (refuses an existing file)',
+    configure: (cmd) => {
+      cmd.argument('<filename>', 'Absolute path of the new image');
+      cmd.argument('<size>', 'Virtual size in bytes (a multiple of 512)', parseIntArg);
+      cmd.option('-c, --cluster-size <bytes>', 'Cluster size (default 65536)', parseIntArg);
+      cmd.option('-b, --backing-file <file>', "Backing file (relative to the image's directory)");
+      cmd.option('-F, --backing-format <fmt>', 'Format of the backing file: qcow2 or raw (default: probed)');
+    },
+    params: (a) =>
+      withTruthy({ filename: a.filename, size: a.size }, { cluster_size: a.clusterSize, backing_file: a.backingFile, backing_format: a.backingFormat }),
+    output: 'json',
+  },
   {
     name: 'bdev_rbd_register_cluster',
     description: 'Add a Rados cluster with ceph rbd backend',

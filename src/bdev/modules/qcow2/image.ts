@@ -317,6 +317,30 @@ export class Qcow2Image {
     return this.mapFrom(offset, offset + length, out) === offset + length ? out : undefined;
   }
 
+  /**
+   * The common case of tryMapCached without allocating: when [offset, offset + length) is one
+   * contiguous run of allocated data clusters whose L2 tables are cached, the host offset of
+   * `offset`; otherwise -1 (then use tryMapCached / mapRange). Throws like tryMapCached.
+   */
+  tryMapDataCached(offset: number, length: number): number {
+    this.checkRange(offset, length);
+    if (length === 0) return -1;
+    const cs = this.clusterSize;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((offset + length - 1) / cs);
+    let host0 = -1;
+    for (let gc = first; gc <= last; gc++) {
+      const l2Off = this.l2TableOffset(Math.floor(gc / this.l2PerTable));
+      if (l2Off === 0) return -1;
+      const t = this.l2Cache.get(l2Off);
+      if (t === undefined) return -1;
+      if (this.classify(t, gc % this.l2PerTable, gc) !== KIND_DATA) return -1;
+      if (gc === first) host0 = this.hostOut + (offset - first * cs);
+      else if (this.hostOut !== host0 - (offset - first * cs) + (gc - first) * cs) return -1;
+    }
+    return host0;
+  }
+
   /** Translates [offset, offset + length) into extents, loading L2 tables as needed. */
   async mapRange(offset: number, length: number): Promise<Extent[]> {
     this.checkRange(offset, length);

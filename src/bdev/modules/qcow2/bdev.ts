@@ -1,0 +1,256 @@
+// Qcow2Bdev: the control-thread side of a qcow2 image served as a bdev. It validates the image
+// and its backing chain (chain.ts), holds one fd per file (O_DIRECT where the file allows it, as
+// the uring module opens files), and describes them to the reactors in its ChannelSpec; the
+// reactors run the format engine over io_uring (channel.ts).
+//
+// One engine per writable image: the engine keeps metadata in memory, so two engines writing
+// one file would corrupt it. The spec carries a SharedArrayBuffer `ctl`: word OWNER holds the id
+// of the reactor thread whose engine has the image open for writing (0: none), word ENGINES the
+// number of engines (any thread, read-only ones included) not yet closed. A reactor takes OWNER
+// with Atomics.compareExchange; a channel on a second thread fails its I/O while another thread
+// owns the image. destroy() waits for ENGINES to reach 0 (their close flushes metadata through
+// the fds) before it closes the fds.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Bdev, ChannelSpec, ConfigCall } from '../../bdev.js';
+import { IoType } from '../../io.js';
+import { native } from '../../../native/index.js';
+import { fileStat } from '../../../native/uring.js';
+import { type OpenedFile, openBackingFile } from '../uring/file-info.js';
+import { fileIoEnv, probeUring } from '../uring/uring.js';
+import { type ChainFile, type ImageFormat, inspectChain, qcow2RpcError } from './chain.js';
+
+/** Int32 words of the spec's `ctl` SharedArrayBuffer. */
+export const CTL = { OWNER: 0, ENGINES: 1, WORDS: 2 } as const;
+
+/** The guest block size of every qcow2 bdev. */
+export const QCOW2_BLOCK_SIZE = 512;
+
+/** One file of the image or its chain as a reactor opens it (on the fd the bdev holds). */
+export interface Qcow2FileShare {
+  filename: string;
+  fd: number;
+  format: ImageFormat;
+  direct: boolean;
+  /** O_DIRECT alignment; 0 when buffered. */
+  dioAlign: number;
+  /** On a memory file system: read and written inline (the uring module's inline engine). */
+  inline: boolean;
+  /** Bytes the file provides to the guest (qcow2 virtual size, raw file size). */
+  virtualSize: number;
+}
+
+export interface Qcow2ChannelSpec extends ChannelSpec {
+  module: 'qcow2';
+  name: string;
+  /** Unique per bdev in this process: the reactors' engine map key. */
+  id: string;
+  readonly: boolean;
+  image: Qcow2FileShare;
+  /** The backing chain, nearest first. */
+  chain: Qcow2FileShare[];
+  /** CTL words. */
+  ctl: SharedArrayBuffer;
+  depth: number;
+  backlog: number;
+  useUring: boolean;
+  logLevel: string;
+}
+
+export interface Qcow2BdevParams {
+  name: string;
+  filename: string;
+  readonly?: boolean;
+  /** Replaces the backing file named in the image's header ('' = none). */
+  backingFile?: string;
+  uuid?: string;
+}
+
+interface OpenFile {
+  file: ChainFile;
+  opened: OpenedFile;
+}
+
+let nextId = 0;
+
+/** How long destroy() waits for reactors to close their engines (flush included). */
+const DESTROY_WAIT_MS = 30_000;
+
+/** Opens one file for the reactors: O_DIRECT only where aligned reads can never cross EOF. */
+function openForReactors(path: string, readonly: boolean, format: ImageFormat, log: Logger): OpenedFile {
+  let f = openBackingFile(path, { readonly, log });
+  try {
+    if (f.blockDevice && format === 'qcow2') throw qcow2RpcError('EINVAL', `${path} is a block device: qcow2 images on block devices are not supported (the image grows)`);
+    if (f.direct && (f.dioAlign !== QCOW2_BLOCK_SIZE || f.sizeBytes % f.dioAlign !== 0)) {
+      // Guest sectors and the file end must be aligned for direct I/O; buffered I/O it is.
+      native.close(f.fd);
+      f = { ...f, fd: -1 };
+      f = openBackingFile(path, { readonly, log, buffered: true });
+    }
+    return f;
+  } catch (e) {
+    if (f.fd >= 0) native.close(f.fd);
+    throw e;
+  }
+}
+
+export class Qcow2Bdev implements Bdev {
+  readonly module = 'qcow2';
+  readonly productName = 'QCOW2 disk';
+  readonly blockSize = QCOW2_BLOCK_SIZE;
+  readonly numBlocks: number;
+  readonly id: string;
+  private readonly ctl = new SharedArrayBuffer(4 * CTL.WORDS);
+  private closed = false;
+  /** Called once the bdev is destroyed (the module forgets its files). */
+  onDestroyed: (() => void) | undefined;
+
+  private constructor(
+    readonly name: string,
+    readonly uuid: string,
+    readonly params: Qcow2BdevParams,
+    private readonly top: OpenFile,
+    private readonly chain: OpenFile[],
+    /** Real paths of the image (first) and its chain: what the module's in-use check compares. */
+    readonly realpaths: string[],
+    private readonly log: Logger,
+  ) {
+    this.numBlocks = Math.floor(top.file.virtualSize / QCOW2_BLOCK_SIZE);
+    this.id = `${uuid}#${++nextId}`;
+  }
+
+  /** Validates the image and chain, opens their fds. Throws an RPC error (and holds no fd then). */
+  static async create(p: Qcow2BdevParams, log: Logger, check?: (realpaths: string[]) => void): Promise<Qcow2Bdev> {
+    const readonly = p.readonly ?? false;
+    const inspected = await inspectChain(p.filename, { readonly, ...(p.backingFile !== undefined ? { backingFile: p.backingFile } : {}) });
+    check?.(inspected.realpaths);
+    if (inspected.top.virtualSize < QCOW2_BLOCK_SIZE) throw qcow2RpcError('EINVAL', `${p.filename}: virtual size ${inspected.top.virtualSize} is smaller than one block of ${QCOW2_BLOCK_SIZE} bytes`);
+    const opened: OpenFile[] = [];
+    try {
+      opened.push({ file: inspected.top, opened: openForReactors(inspected.top.path, readonly, 'qcow2', log) });
+      for (const f of inspected.chain) {
+        const o = openForReactors(f.path, true, f.format, log);
+        // A raw block device's size is its BLKGETSIZE64.
+        opened.push({ file: f.format === 'raw' ? { ...f, virtualSize: o.sizeBytes } : f, opened: o });
+      }
+    } catch (e) {
+      for (const o of opened) native.close(o.opened.fd);
+      throw e;
+    }
+    const env = fileIoEnv();
+    if (env.useUring && probeUring() < 0) log.warn({ bdev: p.name }, 'io_uring unavailable: qcow2 file I/O uses synchronous preadv/pwritev');
+    const bdev = new Qcow2Bdev(p.name, p.uuid ?? randomUUID(), { ...p, readonly }, opened[0]!, opened.slice(1), inspected.realpaths, log);
+    log.info(
+      { bdev: p.name, filename: p.filename, readonly, virtualSize: inspected.top.virtualSize, clusterSize: inspected.top.clusterSize, chain: inspected.chain.map((c) => `${c.path} (${c.format})`) },
+      `qcow2 bdev ${p.name} created on ${p.filename}${inspected.chain.length > 0 ? ` over a backing chain of ${inspected.chain.length}` : ''}`,
+    );
+    return bdev;
+  }
+
+  get readonly(): boolean {
+    return this.params.readonly ?? false;
+  }
+
+  supportsIo(type: IoType): boolean {
+    switch (type) {
+      case IoType.READ:
+      case IoType.FLUSH:
+        return true;
+      case IoType.WRITE:
+      case IoType.UNMAP:
+      case IoType.WRITE_ZEROES:
+        return !this.readonly;
+      default:
+        return false;
+    }
+  }
+
+  private share(o: OpenFile): Qcow2FileShare {
+    return {
+      filename: o.file.path,
+      fd: o.opened.fd,
+      format: o.file.format,
+      direct: o.opened.direct,
+      dioAlign: o.opened.direct ? o.opened.dioAlign : 0,
+      inline: o.opened.inMemory,
+      virtualSize: o.file.virtualSize,
+    };
+  }
+
+  channelSpec(): Qcow2ChannelSpec {
+    const env = fileIoEnv();
+    return {
+      module: 'qcow2',
+      blockSize: this.blockSize,
+      numBlocks: this.numBlocks,
+      name: this.name,
+      id: this.id,
+      readonly: this.readonly,
+      image: this.share(this.top),
+      chain: this.chain.map((o) => this.share(o)),
+      ctl: this.ctl,
+      depth: env.depth,
+      backlog: env.backlog,
+      useUring: env.useUring,
+      logLevel: this.log.level,
+    };
+  }
+
+  /** st_blocks * 512 of an open file (read now), or null when fstat fails. */
+  private static allocated(fd: number): number | null {
+    const st = fileStat(fd);
+    return typeof st === 'number' ? null : st.blocks * 512;
+  }
+
+  driverSpecific(): Record<string, unknown> {
+    return {
+      qcow2: {
+        filename: this.params.filename,
+        readonly: this.readonly,
+        cluster_size: this.top.file.clusterSize,
+        virtual_size: this.top.file.virtualSize,
+        allocated_bytes: Qcow2Bdev.allocated(this.top.opened.fd),
+        backing_chain: this.chain.map((o) => ({
+          filename: o.file.path,
+          format: o.file.format,
+          virtual_size: o.file.virtualSize,
+          allocated_bytes: Qcow2Bdev.allocated(o.opened.fd),
+        })),
+      },
+    };
+  }
+
+  writeConfig(): ConfigCall {
+    return {
+      method: 'bdev_qcow2_create',
+      params: {
+        name: this.name,
+        filename: this.params.filename,
+        readonly: this.readonly,
+        ...(this.params.backingFile !== undefined ? { backing_file: this.params.backingFile } : {}),
+        uuid: this.uuid,
+      },
+    };
+  }
+
+  /** Waits for the reactors' engines to close (bounded), then closes the fds. */
+  async destroy(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const words = new Int32Array(this.ctl);
+    const deadline = Date.now() + DESTROY_WAIT_MS;
+    for (;;) {
+      const n = Atomics.load(words, CTL.ENGINES);
+      if (n === 0) break;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.log.error({ bdev: this.name }, `qcow2 bdev ${this.name}: ${n} reactor engine(s) still open after ${DESTROY_WAIT_MS} ms; closing the files anyway (metadata not yet written back is lost)`);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    for (const o of [this.top, ...this.chain]) if (o.opened.fd >= 0) native.close(o.opened.fd);
+    this.onDestroyed?.();
+    this.log.info({ bdev: this.name }, `qcow2 bdev ${this.name} closed ${this.params.filename}`);
+  }
+}
