@@ -110,6 +110,7 @@ interface BenchOptions {
   layer: boolean;
   layerRepeat?: number;
   spdkDir?: string;
+  vhostdArgs: string;
   initiator: InitiatorKind[];
   manyctrl: number[];
   manyctrlQd: number;
@@ -142,6 +143,7 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--alloc-requests <n>', 'requests for the vhostd allocation check (0: skip) [VHOSTD_BENCH_ALLOC]', (v) => Number(v), Number(env.VHOSTD_BENCH_ALLOC ?? 1_000_000))
     .option('--wakeup-tries <n>', 'first requests after 200 ms idle to time per target (0: skip) [VHOSTD_BENCH_WAKEUP]', (v) => Number(v), Number(env.VHOSTD_BENCH_WAKEUP ?? 10))
     .option('--profile', "run vhostd under node --cpu-prof and summarize where the reactor's time goes")
+    .option('--vhostd-args <args>', "extra vhostd arguments, space-separated (e.g. '--backend-wait spin') [VHOSTD_BENCH_VHOSTD_ARGS]", env.VHOSTD_BENCH_VHOSTD_ARGS ?? '')
     .option('--dist', 'run vhostd from dist/ (npm run build) instead of the sources through tsx')
     .option('--histogram', 'keep latency histogram buckets in the JSON')
     .option('--quiet-wait <s>', 'before each run, wait up to this long for other processes to leave the cores (0: do not wait) [VHOSTD_BENCH_QUIET_WAIT]', seconds, Number(env.VHOSTD_BENCH_QUIET_WAIT ?? 10))
@@ -321,6 +323,7 @@ export async function main(argv: string[]): Promise<number> {
               dist: o.dist,
               cpuProfDir: profDir,
               traceGc: wantAlloc,
+              extraArgs: o.vhostdArgs.split(' ').filter((a) => a !== ''),
             }),
           );
         }

@@ -4,6 +4,7 @@ import { cpus as onlineCpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { BdevRegistry } from './bdev/registry.js';
+import type { BackendWaitMode } from './reactor/messages.js';
 import { ReactorPool, parseCpumask } from './reactor/reactor-pool.js';
 import { buildMethodTable, registerMethods } from './rpc/methods/index.js';
 import { markDuplicateKeys } from './util/duplicate-keys.js';
@@ -24,6 +25,8 @@ export interface AppOptions {
   logLevel?: string;
   /** How long an idle reactor keeps polling before it sleeps on guest kicks. */
   pollIdleUs?: number;
+  /** How polling reactors wait for backend I/O (default adaptive). */
+  backendWait?: BackendWaitMode;
   /** Mode of controller and RPC sockets. */
   socketMode?: number;
   /** Group (gid) of controller and RPC sockets; unchanged when absent. */
@@ -54,7 +57,7 @@ export class VhostdApp {
     if (missing.length > 0) throw new Error(`cpumask ${opts.cpumask} names core ${missing[0]}, but this machine has ${cpus} CPUs (cores 0-${cpus - 1})`);
     checkSocketDir(opts.socketDir, 'socket directory (-S)');
     checkSocketDir(dirname(resolve(opts.rpcSocket)), 'RPC socket directory (-r)');
-    const pool = new ReactorPool(cores, log, opts.pollIdleUs);
+    const pool = new ReactorPool(cores, log, { pollIdleUs: opts.pollIdleUs, backendWait: opts.backendWait });
     const bdevs = new BdevRegistry();
     const vhost = new VhostService({ socketDir: opts.socketDir, socketMode: opts.socketMode ?? 0o600, socketGid: opts.socketGid }, bdevs, pool, log);
     const ctx: RpcContext = { bdevs, vhost, logger: log, version: VERSION, reactors: pool };

@@ -5,6 +5,7 @@ import { VERSION, VhostdApp } from '../app.js';
 import { DEFAULT_RPC_SOCKET } from '../rpc/server.js';
 import { type ListenAddress, parseListenAddress } from '../services/metrics/index.js';
 import { resolveGroup } from '../util/socket-perms.js';
+import type { BackendWaitMode } from '../reactor/messages.js';
 
 function parseMode(v: string): number {
   // Permission bits only: setuid/setgid/sticky mean nothing on a socket.
@@ -27,6 +28,11 @@ export async function main(argv: string[]): Promise<void> {
       if (!/^\d{1,8}$/.test(v) || n > 10_000_000) throw new InvalidArgumentError('expected microseconds from 0 to 10000000');
       return n;
     }, 1000)
+    .addOption(
+      new Option('--backend-wait <mode>', 'how a polling reactor waits for backend I/O: adaptive (spin on fast devices, nap or sleep on slow ones, by their measured latency) or spin (always poll, lowest latency, a full core)')
+        .choices(['adaptive', 'spin'])
+        .default('adaptive'),
+    )
     .addOption(new Option('--socket-mode <mode>', 'permissions of the RPC and controller sockets (octal)').argParser(parseMode).default(0o600, '0600'))
     .option('--socket-group <group>', 'group (name or gid) of the RPC and controller sockets; with --socket-mode 0660 it may connect')
     .option('--metrics-listen <[addr:]port>', 'serve Prometheus metrics at http://ADDR:PORT/metrics (off by default); a bare port listens on 127.0.0.1, IPv6 as [::1]:9100', (v) => {
@@ -39,7 +45,7 @@ export async function main(argv: string[]): Promise<void> {
     .addHelpText('after', `\nSignals: SIGINT and SIGTERM stop vhostd cleanly (sockets removed, exit 0); ${IGNORED_SIGNALS.join(' and ')} are logged and ignored (the debugger is never opened).`)
     .addHelpText('after', '\nExample:\n  vhostd -S /var/tmp -m 0x3 &\n  vhostctl bdev_malloc_create 64 512 -b Malloc0\n  vhostctl vhost_create_blk_controller vhost.0 Malloc0\n');
   program.parse(argv);
-  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number; metricsListen?: ListenAddress }>();
+  const o = program.opts<{ socketDir: string; cpumask: string; rpcSocket: string; json?: string; logLevel: string; socketMode: number; socketGroup?: string; pollIdleUs: number; backendWait: BackendWaitMode; metricsListen?: ListenAddress }>();
   // Signals are handled from the start: one that arrives while vhostd is still starting (a long
   // --json config) stops it as soon as it is up, so its sockets are removed all the same.
   let app: VhostdApp | undefined;
@@ -74,6 +80,7 @@ export async function main(argv: string[]): Promise<void> {
       socketMode: o.socketMode,
       socketGid,
       pollIdleUs: o.pollIdleUs,
+      backendWait: o.backendWait,
       metricsListen: o.metricsListen,
     });
   } catch (e) {

@@ -43,6 +43,8 @@ export interface ReactorStats {
   idleUs: number;
   /** Interrupt → poll transitions. */
   wakeups: number;
+  /** How it waits for backend I/O (backend-wait.ts): the learned latency, times it slept on it. */
+  backendWait: { mode: BackendWaitMode; latencyUs: number; sleeps: number };
   gcCount: number;
   heapUsed: number;
   queues: QueueStats[];
@@ -62,4 +64,8 @@ export interface ReactorInit {
   logLevel: string;
   /** How long a reactor keeps polling with no work before it sleeps on kicks. */
   pollIdleUs: number;
+  /** How a polling reactor waits for backend I/O (backend-wait.ts). */
+  backendWait: BackendWaitMode;
 }
+
+export type BackendWaitMode = 'adaptive' | 'spin';

@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { VhostdError } from '../util/errors.js';
-import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
+import type { BackendWaitMode, ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
 
 /**
  * The worker entry point. Running from TypeScript sources (tests, `tsx`), workers do not inherit
@@ -73,10 +73,12 @@ export class ReactorPool {
   constructor(
     readonly cores: number[],
     private readonly log: Logger,
-    pollIdleUs = DEFAULT_POLL_IDLE_US,
+    opts: { pollIdleUs?: number; backendWait?: BackendWaitMode } = {},
   ) {
+    const pollIdleUs = opts.pollIdleUs ?? DEFAULT_POLL_IDLE_US;
+    const backendWait = opts.backendWait ?? 'adaptive';
     cores.forEach((core, index) => {
-      const init: ReactorInit = { index, core, logLevel: log.level, pollIdleUs };
+      const init: ReactorInit = { index, core, logLevel: log.level, pollIdleUs, backendWait };
       const worker = new Worker(workerEntry(), { workerData: init });
       this.reactors.push(new ReactorHandle(index, core, worker, (e) => this.dispatch(e), log));
     });

@@ -10,6 +10,7 @@ import { mappingFaults, native } from '../native/index.js';
 import { beginPass, clock, clockMs, endPass, tick } from '../native/clock.js';
 import { toWireError } from '../util/errors.js';
 import { PUBLISH_CHUNK, type QueueRunner } from '../virtio/queue-runner.js';
+import { BackendWait } from './backend-wait.js';
 import { type DeviceHost, DeviceInstance } from './device-instance.js';
 import type { ReactorEvent, ReactorInit, ReactorReply, ReactorRequest, ReactorStats } from './messages.js';
 
@@ -23,6 +24,7 @@ const TURN_MS = 0.5;
 const BACKEND_WAIT_MS = 1;
 const LAST_WORK_AT = 0;
 const BUSY_MS = 1;
+const LAST_SAMPLE_AT = 2;
 
 export class Reactor implements DeviceHost {
   private readonly devices = new Map<number, DeviceInstance>();
@@ -32,10 +34,13 @@ export class Reactor implements DeviceHost {
   private flushScheduled = false;
   private readonly log: pino.Logger;
   private polling = false;
-  /** [0] lastWorkAt, [1] busy ms: doubles in a typed array, since field stores would allocate. */
-  private readonly times = new Float64Array(2);
+  /** Requests out at backends when the reactor last went to sleep (0 once sampled after waking). */
+  private outAtSleep = 0;
+  /** lastWorkAt, busy ms, last backend sample: doubles in a typed array, since field stores would allocate. */
+  private readonly times = new Float64Array(3);
   private readonly idleMs: number;
   private readonly backendWaitMs: number;
+  private readonly backendWait: BackendWait;
   private readonly startedAt = clockMs();
   private wakeups = 0;
   private gcCount = 0;
@@ -50,6 +55,7 @@ export class Reactor implements DeviceHost {
     this.log = pino({ level: init.logLevel, base: { reactor: init.index } }, pino.destination({ fd: 2, sync: true }));
     this.idleMs = init.pollIdleUs / 1000;
     this.backendWaitMs = Math.min(this.idleMs, BACKEND_WAIT_MS);
+    this.backendWait = new BackendWait(init.backendWait === 'adaptive');
     const rc = native.setAffinity([init.core]);
     if (rc < 0) this.log.warn({ core: init.core, errno: -rc }, 'could not pin reactor to its core');
     new PerformanceObserver((list) => {
@@ -139,6 +145,7 @@ export class Reactor implements DeviceHost {
       busyUs: Math.round(this.times[BUSY_MS] * 1000),
       idleUs: Math.round((now - this.startedAt - this.times[BUSY_MS]) * 1000),
       wakeups: this.wakeups,
+      backendWait: { mode: this.init.backendWait, ...this.backendWait.stats() },
       gcCount: this.gcCount,
       heapUsed: heap.used_heap_size,
       queues: [],
@@ -157,6 +164,9 @@ export class Reactor implements DeviceHost {
     if (this.polling) return;
     this.polling = true;
     this.wakeups++;
+    // Asleep with requests out, the time counts towards their latency; asleep with none, the
+    // backend-wait sample starts again now.
+    if (this.outAtSleep === 0) this.times[LAST_SAMPLE_AT] = this.times[LAST_WORK_AT];
     for (const r of this.runners) r.quiesce();
     setImmediate(this.loop);
   }
@@ -193,21 +203,22 @@ export class Reactor implements DeviceHost {
       endPass();
       tick();
       const t1 = clock[0];
+      const out = this.sampleBackends(t1);
       if (work > 0) {
         times[BUSY_MS] += t1 - t0;
         times[LAST_WORK_AT] = t1;
       } else {
         const idle = t1 - times[LAST_WORK_AT];
-        const waiting = this.awaitingBackends();
-        // Waiting only on slow storage (RBD, congested disks: milliseconds), the reactor sleeps;
-        // the completion's eventfd wakes it. Never later than when idle altogether.
-        if (idle > this.idleMs || (waiting && idle > this.backendWaitMs)) {
+        // Waiting only on storage slow enough (backend-wait.ts) the reactor sleeps; the
+        // completion's eventfd wakes it. Never later than when idle altogether.
+        if (idle > this.idleMs || (out > 0 && (idle > this.backendWaitMs || this.backendWait.sleepNow(out)))) {
+          this.outAtSleep = out;
           if (this.sleep()) return;
           break;
         }
         // Nothing to do but wait for backend I/O, which kernel threads (io_uring's io-wq, librbd)
         // may be doing on this very core: let them run instead of spinning over their CPU time.
-        if (waiting) native.schedYield();
+        if (out > 0) native.schedYield();
       }
       if (t1 >= turnEnd) break;
       t0 = t1;
@@ -215,11 +226,27 @@ export class Reactor implements DeviceHost {
     setImmediate(this.loop);
   }
 
-  /** Whether any queue has requests out at a backend. */
-  private awaitingBackends(): boolean {
+  /**
+   * Feeds the backend-wait policy the time since the last sample (event-loop turns included),
+   * the requests out at backends now and the backend completions since; returns the requests out.
+   */
+  private sampleBackends(now: number): number {
     const runners = this.runners;
-    for (let i = 0; i < runners.length; i++) if (runners[i].inFlight > 0) return true;
-    return false;
+    let out = 0;
+    let done = 0;
+    for (let i = 0; i < runners.length; i++) {
+      const r = runners[i];
+      out += r.inFlight;
+      done += r.backendCompleted;
+      r.backendCompleted = 0;
+    }
+    const times = this.times;
+    // Asleep, the requests out stayed out until the first completion woke the reactor.
+    const outMeanwhile = this.outAtSleep > 0 ? this.outAtSleep : out;
+    this.outAtSleep = 0;
+    this.backendWait.sample(outMeanwhile, now - times[LAST_SAMPLE_AT], done);
+    times[LAST_SAMPLE_AT] = now;
+    return out;
   }
 
   /** Re-arms notifications; returns false (keep polling) if work raced in. */

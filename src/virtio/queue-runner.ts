@@ -83,6 +83,11 @@ export class QueueRunner {
   stopped = false;
   /** Requests completed since creation (reactor statistics). */
   completed = 0;
+  /**
+   * Requests completed outside the runner's own pass, i.e. by a backend (io_uring, librbd), since
+   * the reactor last read and cleared it: what its backend-wait policy learns latency from.
+   */
+  backendCompleted = 0;
   private drainWaiters: Array<() => void> = [];
   // Interrupt coalescing (all in ms / requests per stats interval).
   private irqDelayBaseMs = 0;
@@ -232,6 +237,7 @@ export class QueueRunner {
     this.heads[head] = 0;
     this.inFlight--;
     this.completed++;
+    if (!this.polling) this.backendCompleted++;
     this.queue.pushUsed(head, len);
     this.pendingUsed++;
     if (!this.polling) this.host.scheduleFlush(this);
