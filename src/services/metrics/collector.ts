@@ -52,6 +52,7 @@ export const METRIC_NAMES = {
   reactorBusy: 'vhostd_reactor_busy_seconds_total',
   reactorIdle: 'vhostd_reactor_idle_seconds_total',
   reactorWakeups: 'vhostd_reactor_wakeups_total',
+  reactorBackendLatency: 'vhostd_reactor_backend_latency_seconds',
   reactorSleeping: 'vhostd_reactor_sleeping',
   reactorStatsUp: 'vhostd_reactor_stats_up',
   controllerCompleted: 'vhostd_controller_completed_requests_total',
@@ -245,6 +246,7 @@ export class VhostdMetrics {
     counter(METRIC_NAMES.reactorBusy, 'Time the reactor spent polling with work (framework_get_reactors busy)', ['core'], perReactor((r) => r.busyUs / 1e6));
     counter(METRIC_NAMES.reactorIdle, 'Time the reactor spent idle: polling without work or asleep (framework_get_reactors idle)', ['core'], perReactor((r) => r.idleUs / 1e6));
     counter(METRIC_NAMES.reactorWakeups, 'Times the reactor woke from sleeping on guest kicks (framework_get_reactors irq_count)', ['core'], perReactor((r) => r.wakeups));
+    gauge(METRIC_NAMES.reactorBackendLatency, 'Mean backend I/O latency the reactor measures to choose between polling and sleeping (--backend-wait; 0 until measured)', ['core'], perReactor((r) => r.backendWait.latencyUs / 1e6));
     gauge(METRIC_NAMES.reactorSleeping, '1 while the reactor sleeps on guest kicks, 0 while it polls', ['core'], perReactor((r) => (r.inInterrupt ? 1 : 0)));
     gauge(METRIC_NAMES.reactorStatsUp, '1 when every reactor answered this scrape; 0 when reactor and controller metrics are missing', [], function* (s) {
       if (sources.reactors) yield [{}, s.reactors ? 1 : 0];
