@@ -1,6 +1,7 @@
 // npm run bench: vhostd against qemu-storage-daemon (QSD) on the same machine, same run, same
 // initiator (src/initiator/load.ts). Each target is pinned to one core (default 0), the
-// initiator to another (default 1). Rows: bdev (null, malloc, shm file, disk file) x rw
+// initiator to another (default 1). Rows: bdev (null, malloc, shm file, disk file, block device,
+// qcow2 fully allocated and empty: bench/lib/qcow2.ts) x rw
 // (4 KiB randread, randwrite) x queue depth (1, 32, 128) x queues (1, 2). Then the allocation
 // check, the wake-up latency, the bdev layer's cost (bench/lib/layer.ts: vhostd null QD 32 with
 // QoS, histograms, metrics on and off) and the migration row (bench/lib/migration.ts: a TCG guest
@@ -16,7 +17,7 @@
 //
 // Output: a table on stdout, bench/results/<timestamp>.json and .svg (IOPS vs queue depth).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -31,6 +32,7 @@ import { CoreLink } from './lib/core-link.js';
 import { formatProfile, summarizeProfile } from './lib/cpuprofile.js';
 import { ForeignLoad } from './lib/noise.js';
 import { createShmImage, ensureDiskImage, removeImage } from './lib/files.js';
+import { QCOW2_CLUSTER, createFullImage, qcow2Missing } from './lib/qcow2.js';
 import { type BlockDevice, setupBlockDevice } from './lib/blockdev.js';
 import { SpdkTarget, spdkMissing } from './lib/spdk.js';
 import { INITIATORS, type InitiatorKind, asLoadResult, bdevperfWorkload, runBdevperf } from './lib/bdevperf.js';
@@ -91,6 +93,7 @@ interface BenchOptions {
   repeat: number;
   size: number;
   diskDir: string;
+  qcow2Dir: string;
   outDir: string;
   targetCore: number;
   initiatorCore: number;
@@ -136,6 +139,7 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--repeat <n>', 'runs per row and target, alternating targets; the table shows medians [VHOSTD_BENCH_REPEAT]', (v) => intList(v)[0], Number(env.VHOSTD_BENCH_REPEAT ?? 1))
     .option('--size <bytes>', 'size of every bdev and image (e.g. 1g)', size, size(env.VHOSTD_BENCH_SIZE ?? '1g'))
     .option('--disk-dir <dir>', 'directory for the disk image (kept between runs)', env.VHOSTD_BENCH_DISK_DIR ?? '/var/tmp')
+    .option('--qcow2-dir <dir>', 'directory for the qcow2 rows\' images (one per target and row, removed afterwards) [VHOSTD_BENCH_QCOW2_DIR]', env.VHOSTD_BENCH_QCOW2_DIR ?? '/dev/shm')
     .option('--out-dir <dir>', 'where the JSON and SVG go', env.VHOSTD_BENCH_OUT ?? join(ROOT, 'bench/results'))
     .option('--target-core <n>', 'core both targets are pinned to', (v) => Number(v), 0)
     .option('--initiator-core <n>', 'core the initiator (this process) is pinned to', (v) => Number(v), 1)
@@ -248,6 +252,8 @@ export async function main(argv: string[]): Promise<number> {
           for (const qd of o.qd)
             for (const initiator of o.initiator) {
               if (initiator === 'bdevperf' && !bdevperfWorkload(rw)) continue;
+              // An empty image reads zeros from unallocated clusters: its rows are the writing ones.
+              if (bdev === 'qcow2-fresh' && (rw === 'randread' || rw === 'read')) continue;
               const id = `${bdev}/${rw}/qd${qd}/q${queues}${initiator === 'load' ? '' : `/${initiator}`}`;
               if (rowMatches(id, o.rows)) specs.push({ id, bdev, rw, qd, queues, initiator });
             }
@@ -282,6 +288,7 @@ export async function main(argv: string[]): Promise<number> {
       .then(() => Promise.allSettled([...targets.values(), ...migrationLive.targets].map((t) => t.stop())))
       .finally(() => {
         removeImage(files.shm);
+        removeImage(files.qcow2);
         blockdev?.cleanup();
         for (const f of migrationLive.files) removeImage(f);
         process.exit(130);
@@ -294,6 +301,18 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (bdevs.includes('shm') || (bdevs.includes('malloc') && o.targets.includes('qsd'))) files.shm = createShmImage(o.size);
     if (bdevs.includes('disk')) files.disk = ensureDiskImage(o.diskDir, o.size, log);
+    if (bdevs.includes('qcow2') || bdevs.includes('qcow2-fresh')) {
+      files.qcow2Dir = o.qcow2Dir;
+      files.qcow2Unavailable = qcow2Missing();
+      if (!files.qcow2Unavailable && bdevs.includes('qcow2')) {
+        try {
+          files.qcow2 = createFullImage(o.qcow2Dir, o.size, log);
+        } catch (e) {
+          files.qcow2Unavailable = `not available: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`;
+        }
+      }
+      if (files.qcow2Unavailable) log(`qcow2 rows: ${files.qcow2Unavailable}`);
+    }
     if (bdevs.includes('blockdev')) {
       try {
         blockdev = setupBlockDevice(o.size, log);
@@ -372,6 +391,10 @@ export async function main(argv: string[]): Promise<number> {
             continue;
           }
           try {
+            // The allocation row starts every run on an empty image (made outside the measured window).
+            if (spec.bdev === 'qcow2-fresh') await t.renew?.(spec.bdev);
+            const image = spec.bdev === 'qcow2-fresh' ? t.imagePath?.(spec.bdev) : undefined;
+            const imageBytes = image ? statSync(image).size : 0;
             if (o.quietWait > 0) await noise.waitQuiet(QUIET_CORES, o.quietWait * 1000, log);
             const linkBefore = coreLink.probe();
             noise.begin();
@@ -383,6 +406,10 @@ export async function main(argv: string[]): Promise<number> {
             row.foreignCores.push(noise.end());
             row.coreLinkNs.push([linkBefore, coreLink.probe()]);
             if (kind === 'vhostd') vhostdRequests += r.iosTotal;
+            // Clusters are appended to the image file as they are allocated (both targets). The
+            // file grew over the whole run; r.writes counts the measured window only.
+            const runWrites = r.ios > 0 ? (r.iosTotal * r.writes) / r.ios : 0;
+            if (image && runWrites > 0) (row.allocatingPct ??= []).push((100 * (statSync(image).size - imageBytes)) / QCOW2_CLUSTER / runWrites);
             row.samples.push(r);
             measured.set(key, { rowId: spec.id, samples: row.samples, foreignCores: row.foreignCores, coreLinkNs: row.coreLinkNs });
           } catch (e) {
@@ -428,6 +455,7 @@ export async function main(argv: string[]): Promise<number> {
     coreLink.close();
     for (const t of targets.values()) await t.stop().catch(() => undefined);
     removeImage(files.shm);
+    removeImage(files.qcow2);
     blockdev?.cleanup();
   }
 
@@ -500,6 +528,12 @@ export async function main(argv: string[]): Promise<number> {
         `before and after each run (on a VM it moves with the host's placement of the vCPUs, and QD 32 rows move with it). "same phase (pairs)": the\n` +
         `median ratio over the repeats whose four probes (both runs, before and after) were all near or all far (>= ${FAR_LINK_NS} ns), and how many qualified.\n`,
     );
+    if (rows.some((r) => r.bdev === 'qcow2' || r.bdev === 'qcow2-fresh'))
+      process.stdout.write(
+        `qcow2 (${QCOW2_CLUSTER >> 10} KiB clusters, images in ${o.qcow2Dir}): each target serves its own copy of one fully allocated image (vhostd bdev_qcow2_create; QSD driver=qcow2 over\n` +
+          `driver=file,aio=io_uring,cache.direct=on); qcow2-fresh starts every run on a new empty image (qemu-img create, before the run): its writes allocate clusters,\n` +
+          `more of them the emptier the image ("allocating N% of writes": the image file's growth in clusters over the run's writes, warm-up included).\n`,
+      );
   }
   if (alloc) process.stdout.write(`\n${formatAlloc(alloc)}\n`);
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);

@@ -28,6 +28,8 @@ export interface RowResult extends RowSpec {
   foreignCores: number[];
   /** Per sample: a cache line's round trip (ns) between the target's and the initiator's core, before and after it (lib/core-link.ts). */
   coreLinkNs: Array<[number, number]>;
+  /** qcow2-fresh rows, per sample: the share (%) of the run's writes that allocated a cluster (the image file's growth / cluster size / writes). */
+  allocatingPct?: number[];
   // Medians over samples:
   iops: number;
   p50Us: number;
@@ -225,6 +227,7 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
     const foreign = Math.max(0, ...r.foreignCores);
     if (foreign >= 0.1) notes.push(`other load ${foreign.toFixed(1)}`);
     if (r.sameAs) notes.push(`= ${r.sameAs}`);
+    if (r.allocatingPct?.length) notes.push(`allocating ${median(r.allocatingPct).toFixed(0)}% of writes`);
     const link = r.coreLinkNs.flat().filter((v) => Number.isFinite(v));
     if (link.length > 0) {
       const lo = Math.round(Math.min(...link));

@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LoadGenerator } from '../../src/initiator/load.js';
 import { RpcClient, waitForRpcServer } from '../../src/rpc/client.js';
+import { type Qcow2Kind, type QsdExportSpec, imageLabel, isQcow2Kind, prepareImage, qcow2ImagePath, qsdQcow2Args, qsdRenewImage } from './qcow2.js';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 
-export type BdevKind = 'null' | 'malloc' | 'shm' | 'disk' | 'blockdev';
-export const BDEV_KINDS: readonly BdevKind[] = ['null', 'malloc', 'shm', 'disk', 'blockdev'];
+export type BdevKind = 'null' | 'malloc' | 'shm' | 'disk' | 'blockdev' | 'qcow2' | 'qcow2-fresh';
+export const BDEV_KINDS: readonly BdevKind[] = ['null', 'malloc', 'shm', 'disk', 'blockdev', 'qcow2', 'qcow2-fresh'];
 export type TargetKind = 'vhostd' | 'qsd' | 'spdk';
 export const TARGET_KINDS: readonly TargetKind[] = ['qsd', 'vhostd', 'spdk'];
 
@@ -25,6 +26,10 @@ export interface BenchFiles {
   /** A real block device (zram or a loop device with direct I/O: ./blockdev.ts). */
   blockdev?: string;
   sizeBytes: number;
+  /** The qcow2 rows (./qcow2.ts): where each target's images go, the fully allocated image they copy, or why not. */
+  qcow2Dir?: string;
+  qcow2?: string;
+  qcow2Unavailable?: string;
 }
 
 /**
@@ -43,6 +48,10 @@ export interface Target {
   /** Extra facts for the JSON report (versions, bdev details). */
   info(): Promise<Record<string, unknown>>;
   stop(): Promise<void>;
+  /** A new empty image under the row's bdev (`qcow2-fresh`), before each measured run. */
+  renew?(bdev: BdevKind): Promise<void>;
+  /** The image file of a qcow2 row (to see how much it grew). */
+  imagePath?(bdev: BdevKind): string | undefined;
   /** Lines the process wrote (stderr, and stdout for vhostd's --trace-gc). */
   readonly output: string[];
 }
@@ -135,6 +144,9 @@ export class VhostdTarget implements Target {
   private readonly endpoints = new Map<string, Endpoint>();
   methods = new Set<string>();
   private cpumask = '0x1';
+  private files: BenchFiles = { sizeBytes: 0 };
+  /** Images of the qcow2 rows (removed at stop). */
+  private readonly images = new Map<Qcow2Kind, string>();
 
   private constructor(
     private readonly proc: ChildProcess,
@@ -177,6 +189,7 @@ export class VhostdTarget implements Target {
     }
     t.methods = new Set(await t.rpc<string[]>('rpc_get_methods'));
     t.cpumask = `0x${(1 << o.core).toString(16)}`;
+    t.files = o.files;
     for (const b of o.bdevs) {
       const ep = await t.createBdev(b, o.files);
       t.endpoints.set(b, ep);
@@ -222,6 +235,14 @@ export class VhostdTarget implements Target {
         const mode = line ? /created on [^ ]+ \(([^)]+)\)/.exec(line)?.[1] : undefined;
         return { label: `${method.replace(/^bdev_|_create$/g, '')} ${file}${mode ? ` (${mode})` : ''}` };
       },
+      qcow2Bdev: async (name, k) => {
+        if (!this.methods.has('bdev_qcow2_create')) return { unavailable: 'not available: vhostd has no bdev_qcow2_create' };
+        const path = qcow2ImagePath(files.qcow2Dir ?? '', 'vhostd', k);
+        this.images.set(k, path);
+        prepareImage(k, path, files);
+        await this.rpc('bdev_qcow2_create', { name, filename: path });
+        return { label: imageLabel(k, path) };
+      },
       controller: async (ctrlr, name) => {
         await this.rpc('vhost_create_blk_controller', { ctrlr, dev_name: name, cpumask: this.cpumask });
         return join(this.dir, ctrlr);
@@ -240,6 +261,32 @@ export class VhostdTarget implements Target {
     return this.endpoints.get(copy === 0 ? bdev : `${bdev}#${copy}`) ?? { unavailable: 'not created' };
   }
 
+  imagePath(bdev: BdevKind): string | undefined {
+    return isQcow2Kind(bdev) ? this.images.get(bdev) : undefined;
+  }
+
+  /** The row's controller and qcow2 bdev go, the image is made anew, bdev and controller come back (same socket). */
+  async renew(bdev: BdevKind): Promise<void> {
+    const path = isQcow2Kind(bdev) ? this.images.get(bdev) : undefined;
+    if (!path || !isQcow2Kind(bdev)) return;
+    const ctrlr = `bench.${bdev}`;
+    const name = QCOW2_BDEV_NAMES[bdev];
+    // The initiator of the last run has just disconnected: the controller may still be busy (-16).
+    for (let i = 0; ; i++) {
+      try {
+        await this.rpc('vhost_delete_controller', { ctrlr });
+        break;
+      } catch (e) {
+        if ((e as { code?: number }).code !== -16 || i >= 100) throw e;
+        await sleep(20);
+      }
+    }
+    await this.rpc('bdev_qcow2_delete', { name });
+    prepareImage(bdev, path, this.files);
+    await this.rpc('bdev_qcow2_create', { name, filename: path });
+    await this.rpc('vhost_create_blk_controller', { ctrlr, dev_name: name, cpumask: this.cpumask });
+  }
+
   async info(): Promise<Record<string, unknown>> {
     const out: Record<string, unknown> = { pid: this.pid, description: this.description };
     try {
@@ -254,6 +301,7 @@ export class VhostdTarget implements Target {
   async stop(): Promise<void> {
     await stopProcess(this.proc, () => this.exited);
     rmSync(this.dir, { recursive: true, force: true });
+    for (const p of this.images.values()) rmSync(p, { force: true });
   }
 }
 
@@ -273,6 +321,10 @@ export class QsdTarget implements Target {
   readonly kind = 'qsd';
   readonly output: string[] = [];
   private exited = false;
+
+  /** Images of the qcow2 rows (removed at stop) and the exports over each, for renew(). */
+  private readonly images = new Map<Qcow2Kind, { path: string; node: string; exports: QsdExportSpec[] }>();
+  private files: BenchFiles = { sizeBytes: 0 };
 
   private constructor(
     private readonly proc: ChildProcess,
@@ -301,7 +353,21 @@ export class QsdTarget implements Target {
     const args = ['--object', 'iothread,id=iot0'];
     const endpoints = new Map<string, Endpoint>();
     const nodes = new Map<BdevKind, { node: string; label: string }>();
+    const images = new Map<Qcow2Kind, { path: string; node: string; exports: QsdExportSpec[] }>();
     for (const b of o.bdevs) {
+      if (isQcow2Kind(b)) {
+        if (o.files.qcow2Unavailable) {
+          for (const q of o.queues) endpoints.set(`${b}/${q}`, { unavailable: o.files.qcow2Unavailable });
+          continue;
+        }
+        const path = qcow2ImagePath(o.files.qcow2Dir ?? '', 'qsd', b);
+        const node = b === 'qcow2' ? 'qcow0' : 'qcowfresh0';
+        prepareImage(b, path, o.files);
+        images.set(b, { path, node, exports: [] });
+        args.push(...qsdQcow2Args(node, path));
+        nodes.set(b, { node, label: `${imageLabel(b, path).replace(/^qcow2 /, 'qcow2 over file ')}, aio=${aio}, cache.direct=on` });
+        continue;
+      }
       if (b === 'null') {
         args.push('--blockdev', `driver=null-co,node-name=null0,size=${o.files.sizeBytes},read-zeroes=off`);
         nodes.set('null', { node: 'null0', label: 'null-co, read-zeroes=off' });
@@ -327,6 +393,7 @@ export class QsdTarget implements Target {
             `type=vhost-user-blk,id=e-${kind}-q${q}${suffix},node-name=${n.node},addr.type=unix,addr.path=${sock},writable=on,num-queues=${q},iothread=iot0`,
           );
           endpoints.set(`${kind}/${q}${copy === 0 ? '' : `#${copy}`}`, { socket: sock, label: copy === 0 ? n.label : `${n.label}, export ${copy}` });
+          if (isQcow2Kind(kind)) images.get(kind)?.exports.push({ id: `e-${kind}-q${q}${suffix}`, node: n.node, socket: sock, queues: q, iothread: 'iot0' });
         }
       }
     }
@@ -337,11 +404,15 @@ export class QsdTarget implements Target {
         endpoints.set(`malloc/${q}`, e && 'socket' in e ? { socket: e.socket, label: `${e.label} (stand-in for malloc)` } : { unavailable: 'no /dev/shm image' });
       }
     }
+    // A monitor to swap the empty qcow2 image between runs (renew()).
+    if (images.has('qcow2-fresh')) args.push('--chardev', `socket,id=qmp0,path=${join(dir, 'qmp.sock')},server=on,wait=off`, '--monitor', 'chardev=qmp0');
     const pidfile = join(dir, 'qsd.pid');
     args.push('--pidfile', pidfile);
     const cmdline = `taskset -c ${o.core} qemu-storage-daemon ${args.join(' ')}`;
     const proc = spawn('taskset', ['-c', String(o.core), 'qemu-storage-daemon', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const t = new QsdTarget(proc, dir, `qemu-storage-daemon, iothread iot0, taskset -c ${o.core}`, endpoints, cmdline);
+    for (const [k, v] of images) t.images.set(k, v);
+    t.files = o.files;
     // QSD writes the pid file once every export listens.
     for (let i = 0; i < 400 && !existsSync(pidfile); i++) {
       if (t.exited) break;
@@ -358,6 +429,17 @@ export class QsdTarget implements Target {
     return this.endpoints.get(`${bdev}/${queues}${copy === 0 ? '' : `#${copy}`}`) ?? { unavailable: 'not exported' };
   }
 
+  imagePath(bdev: BdevKind): string | undefined {
+    return isQcow2Kind(bdev) ? this.images.get(bdev)?.path : undefined;
+  }
+
+  /** A new empty image under the row's exports (over QMP: exports and nodes removed and added back). */
+  async renew(bdev: BdevKind): Promise<void> {
+    const img = isQcow2Kind(bdev) ? this.images.get(bdev) : undefined;
+    if (!img || bdev !== 'qcow2-fresh') return;
+    await qsdRenewImage(join(this.dir, 'qmp.sock'), img.node, img.path, img.exports, this.files);
+  }
+
   async info(): Promise<Record<string, unknown>> {
     let version = '';
     try {
@@ -371,8 +453,12 @@ export class QsdTarget implements Target {
   async stop(): Promise<void> {
     await stopProcess(this.proc, () => this.exited);
     rmSync(this.dir, { recursive: true, force: true });
+    for (const i of this.images.values()) rmSync(i.path, { force: true });
   }
 }
+
+/** The bdev names of the qcow2 rows on vhostd. */
+const QCOW2_BDEV_NAMES: Record<Qcow2Kind, string> = { qcow2: 'Qcow0', 'qcow2-fresh': 'QcowFresh0' };
 
 /** How one SPDK-RPC target (vhostd, SPDK) creates the pieces of a bench row's bdev. */
 export interface RowBdevOps {
@@ -380,6 +466,8 @@ export interface RowBdevOps {
   mallocLabel: string;
   /** Creates bdev `name` over an image file or block device; its label, or why not. */
   fileBdev(name: string, file: string): Promise<{ label: string } | { unavailable: string }>;
+  /** Creates qcow2 bdev `name` over the target's own image of row `kind` (absent: the target has no qcow2 bdev). */
+  qcow2Bdev?(name: string, kind: Qcow2Kind): Promise<{ label: string } | { unavailable: string }>;
   /** Creates blk controller `ctrlr` over bdev `name`; its socket path. */
   controller(ctrlr: string, name: string): Promise<string>;
   /** After the controller exists: a suffix for the label ('' for none). */
@@ -411,6 +499,16 @@ export async function createRowBdev(kind: BdevKind, files: BenchFiles, ops: RowB
         if (!file) return { unavailable: kind === 'blockdev' ? 'no block device' : 'no image file' };
         name = { shm: 'Shm0', disk: 'Disk0', blockdev: 'Blk0' }[kind];
         const made = await ops.fileBdev(name, file);
+        if ('unavailable' in made) return made;
+        label = made.label;
+        break;
+      }
+      case 'qcow2':
+      case 'qcow2-fresh': {
+        if (files.qcow2Unavailable) return { unavailable: files.qcow2Unavailable };
+        if (!ops.qcow2Bdev) return { unavailable: 'not available: no qcow2 bdev' };
+        name = QCOW2_BDEV_NAMES[kind];
+        const made = await ops.qcow2Bdev(name, kind);
         if ('unavailable' in made) return made;
         label = made.label;
         break;
