@@ -110,8 +110,9 @@ const UNEXPECTED = /RPC method threw an unexpected error|RPC request handling fa
 const rpcErrorCode = (e: unknown) => (e instanceof VhostdError || e instanceof JSONRPCErrorException ? e.code : undefined);
 
 /** Methods that reach outside the process (a Ceph cluster): not fuzzed here. */
-// bdev_qcow2_create_image writes a new file wherever the (absolute) filename points: not with random names.
-const EXCLUDED = /^bdev_rbd_|^bdev_qcow2_create_image$/;
+// bdev_qcow2_create_image and bdev_qcow2_snapshot write a new file wherever the (absolute) filename
+// points: not with random names.
+const EXCLUDED = /^bdev_rbd_|^bdev_qcow2_create_image$|^bdev_qcow2_snapshot$/;
 
 describe('fuzz: RPC methods and server', () => {
   let file: string;

@@ -369,6 +369,17 @@ export const rpcCommands: readonly RpcCommandSpec[] = [
     output: 'json',
   },
   {
+    name: 'bdev_qcow2_snapshot',
+    description: 'Live external snapshot: create an overlay over the image of a qcow2 bdev in use and switch the bdev to it',
+    configure: (cmd) => {
+      cmd.argument('<name>', 'qcow2 bdev name');
+      cmd.argument('<snapshot_file>', 'Absolute path of the new overlay (must not exist)');
+      cmd.option('-c, --cluster-size <bytes>', 'Cluster size of the overlay (default 65536)', parseIntArg);
+    },
+    params: (a) => withTruthy({ name: a.name, snapshot_file: a.snapshot_file }, { cluster_size: a.clusterSize }),
+    output: 'json',
+  },
+  {
     name: 'bdev_rbd_register_cluster',
     description: 'Add a Rados cluster with ceph rbd backend',
     configure: (cmd) => {

@@ -10,6 +10,12 @@
 // with Atomics.compareExchange; a channel on a second thread fails its I/O while another thread
 // owns the image. destroy() waits for ENGINES to reach 0 (their close flushes metadata through
 // the fds) before it closes the fds.
+//
+// snapshot() (bdev_qcow2_snapshot) switches a bdev in use to a new overlay over its image: the
+// overlay is written and opened here, the reactors switch their engines over (switch.ts), then
+// the bdev describes, saves and serves the new chain. The engine that switched keeps reading the
+// old image through its read-write fd (its engine frozen read-only, caches warm): that fd is kept
+// until destroy(); engines opened later use the read-only fd of the new description.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Bdev, ChannelSpec, ConfigCall } from '../../bdev.js';
@@ -19,26 +25,12 @@ import { fileStat } from '../../../native/uring.js';
 import { type OpenedFile, openBackingFile } from '../uring/file-info.js';
 import { fileIoEnv, probeUring } from '../uring/uring.js';
 import { type ChainFile, type ImageFormat, inspectChain, qcow2RpcError } from './chain.js';
+import { CTL, type Qcow2FileShare, newDescBuffer, requestSwitch, switchBusy } from './switch.js';
 
-/** Int32 words of the spec's `ctl` SharedArrayBuffer. */
-export const CTL = { OWNER: 0, ENGINES: 1, WORDS: 2 } as const;
+export { CTL, type Qcow2FileShare } from './switch.js';
 
 /** The guest block size of every qcow2 bdev. */
 export const QCOW2_BLOCK_SIZE = 512;
-
-/** One file of the image or its chain as a reactor opens it (on the fd the bdev holds). */
-export interface Qcow2FileShare {
-  filename: string;
-  fd: number;
-  format: ImageFormat;
-  direct: boolean;
-  /** O_DIRECT alignment; 0 when buffered. */
-  dioAlign: number;
-  /** On a memory file system: read and written inline (the uring module's inline engine). */
-  inline: boolean;
-  /** Bytes the file provides to the guest (qcow2 virtual size, raw file size). */
-  virtualSize: number;
-}
 
 export interface Qcow2ChannelSpec extends ChannelSpec {
   module: 'qcow2';
@@ -49,8 +41,12 @@ export interface Qcow2ChannelSpec extends ChannelSpec {
   image: Qcow2FileShare;
   /** The backing chain, nearest first. */
   chain: Qcow2FileShare[];
-  /** CTL words. */
+  /** CTL words (switch.ts). */
   ctl: SharedArrayBuffer;
+  /** Chain descriptions of later generations (switch.ts). */
+  desc: SharedArrayBuffer;
+  /** The generation `image` and `chain` describe. */
+  gen: number;
   depth: number;
   backlog: number;
   useUring: boolean;
@@ -75,6 +71,9 @@ let nextId = 0;
 
 /** How long destroy() waits for reactors to close their engines (flush included). */
 const DESTROY_WAIT_MS = 30_000;
+
+/** How long a snapshot's switch request may wait for the reactor serving the image to take it. */
+const SWITCH_TAKE_MS = 5_000;
 
 /** Opens one file for the reactors: O_DIRECT only where aligned reads can never cross EOF. */
 function openForReactors(path: string, readonly: boolean, format: ImageFormat, log: Logger): OpenedFile {
@@ -101,7 +100,14 @@ export class Qcow2Bdev implements Bdev {
   readonly numBlocks: number;
   readonly id: string;
   private readonly ctl = new SharedArrayBuffer(4 * CTL.WORDS);
+  private readonly desc = newDescBuffer();
+  /** The generation of top + chain (CTL.GEN once the reactors switched). */
+  private gen = 0;
   private closed = false;
+  /** Read-write fds of images that became backing files (closed by destroy()). */
+  private readonly retired: number[] = [];
+  /** A snapshot under way (destroy waits for it). */
+  private switching: Promise<unknown> | undefined;
   /** Called once the bdev is destroyed (the module forgets its files). */
   onDestroyed: (() => void) | undefined;
 
@@ -109,10 +115,10 @@ export class Qcow2Bdev implements Bdev {
     readonly name: string,
     readonly uuid: string,
     readonly params: Qcow2BdevParams,
-    private readonly top: OpenFile,
-    private readonly chain: OpenFile[],
+    private top: OpenFile,
+    private chain: OpenFile[],
     /** Real paths of the image (first) and its chain: what the module's in-use check compares. */
-    readonly realpaths: string[],
+    public realpaths: string[],
     private readonly log: Logger,
   ) {
     this.numBlocks = Math.floor(top.file.virtualSize / QCOW2_BLOCK_SIZE);
@@ -189,6 +195,8 @@ export class Qcow2Bdev implements Bdev {
       image: this.share(this.top),
       chain: this.chain.map((o) => this.share(o)),
       ctl: this.ctl,
+      desc: this.desc,
+      gen: this.gen,
       depth: env.depth,
       backlog: env.backlog,
       useUring: env.useUring,
@@ -233,10 +241,78 @@ export class Qcow2Bdev implements Bdev {
     };
   }
 
+  /** The file the bdev writes and its cluster size. */
+  get image(): { path: string; virtualSize: number; clusterSize: number | undefined } {
+    return { path: this.top.file.path, virtualSize: this.top.file.virtualSize, clusterSize: this.top.file.clusterSize };
+  }
+
+  get snapshotBusy(): boolean {
+    return this.switching !== undefined || switchBusy(this.ctl);
+  }
+
+  /**
+   * Switches the bdev to `overlay`, an image just written whose backing file is this bdev's image
+   * (stored as `backingName`): opens it, has the reactors switch over (switch.ts), then serves,
+   * describes and saves the new chain. Throws an RPC error with the old image still served.
+   */
+  async snapshot(overlay: ChainFile, overlayReal: string): Promise<void> {
+    if (this.closed) throw qcow2RpcError('ENODEV', `bdev ${this.name} is being deleted`);
+    if (this.snapshotBusy) throw qcow2RpcError('EBUSY', `a snapshot of bdev ${this.name} is under way`);
+    const run = this.switchTo(overlay, overlayReal);
+    this.switching = run;
+    try {
+      await run;
+    } finally {
+      this.switching = undefined;
+    }
+  }
+
+  private async switchTo(overlay: ChainFile, overlayReal: string): Promise<void> {
+    const opened: OpenFile[] = [];
+    try {
+      opened.push({ file: overlay, opened: openForReactors(overlay.path, false, 'qcow2', this.log) });
+      // The old image from now on: read-only, on a fd of its own.
+      opened.push({ file: this.top.file, opened: openForReactors(this.top.file.path, true, 'qcow2', this.log) });
+    } catch (e) {
+      for (const o of opened) native.close(o.opened.fd);
+      throw e;
+    }
+    const [newTop, oldRo] = opened as [OpenFile, OpenFile];
+    const chain = [oldRo, ...this.chain];
+    const t0 = Date.now();
+    try {
+      await requestSwitch(
+        this.ctl,
+        this.desc,
+        { image: this.share(newTop), chain: chain.map((o) => this.share(o)) },
+        {
+          takeTimeoutMs: SWITCH_TAKE_MS,
+          onSlow: (ms) => this.log.warn({ bdev: this.name }, `qcow2 bdev ${this.name}: the switch to ${overlay.path} is still under way after ${ms} ms`),
+        },
+      );
+    } catch (e) {
+      for (const o of opened) native.close(o.opened.fd);
+      throw e;
+    }
+    const old = this.top;
+    this.top = newTop;
+    this.chain = chain;
+    this.gen++;
+    this.realpaths = [overlayReal, ...this.realpaths];
+    this.params.filename = overlay.name;
+    // The engine that switched reads the old image on through it (never writing: frozen).
+    if (old.opened.fd >= 0) this.retired.push(old.opened.fd);
+    this.log.info(
+      { bdev: this.name, overlay: overlay.path, backing: old.file.path, ms: Date.now() - t0 },
+      `qcow2 bdev ${this.name} switched to ${overlay.path} over ${old.file.path} (live snapshot)`,
+    );
+  }
+
   /** Waits for the reactors' engines to close (bounded), then closes the fds. */
   async destroy(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.switching?.catch(() => undefined);
     const words = new Int32Array(this.ctl);
     const deadline = Date.now() + DESTROY_WAIT_MS;
     for (;;) {
@@ -250,6 +326,7 @@ export class Qcow2Bdev implements Bdev {
       await new Promise((r) => setTimeout(r, 5));
     }
     for (const o of [this.top, ...this.chain]) if (o.opened.fd >= 0) native.close(o.opened.fd);
+    for (const fd of this.retired) native.close(fd);
     this.onDestroyed?.();
     this.log.info({ bdev: this.name }, `qcow2 bdev ${this.name} closed ${this.params.filename}`);
   }

@@ -116,7 +116,8 @@ const ZERO_CHUNK = 1 << 20;
 
 export class Qcow2Image {
   readonly name: string;
-  readonly readonly: boolean;
+  /** Opened read-only, or frozen (freeze()). */
+  private ro: boolean;
   readonly header: Qcow2Header;
   readonly virtualSize: number;
   readonly clusterSize: number;
@@ -147,7 +148,7 @@ export class Qcow2Image {
     refcounts: Refcounts,
   ) {
     this.name = opts.name ?? 'qcow2 image';
-    this.readonly = opts.readonly;
+    this.ro = opts.readonly;
     this.header = header;
     this.virtualSize = header.virtualSize;
     this.clusterSize = header.clusterSize;
@@ -339,6 +340,32 @@ export class Qcow2Image {
       else if (this.hostOut !== host0 - (offset - first * cs) + (gc - first) * cs) return -1;
     }
     return host0;
+  }
+
+  /**
+   * The write fast path, an overwrite in place: when every cluster of [offset, offset + length)
+   * is a data cluster only this mapping references (the L2 entry's COPIED flag and a cached
+   * refcount of 1), its L2 table is cached, the run is contiguous in the file and no other
+   * request holds those clusters, it locks them and returns the host offset of `offset` and the
+   * lock's release (the caller writes the data there, then releases). The mapping does not
+   * change, so there is nothing to commit. undefined: use prepareWrite.
+   */
+  tryOverwriteCached(offset: number, length: number): { host: number; release: () => void } | undefined {
+    this.checkWritable();
+    const host = this.tryMapDataCached(offset, length);
+    if (host < 0) return undefined;
+    const cs = this.clusterSize;
+    const first = Math.floor(offset / cs);
+    const last = Math.floor((offset + length - 1) / cs);
+    const hostFirst = host - (offset - first * cs);
+    for (let gc = first; gc <= last; gc++) {
+      const t = this.l2Cache.get(this.l2TableOffset(Math.floor(gc / this.l2PerTable)));
+      if (t === undefined || (t.view.getUint32((gc % this.l2PerTable) * 8) & COPIED_HI) === 0) return undefined;
+      const h = hostFirst + (gc - first) * cs;
+      if (this.refcounts.getCached(h / cs) !== 1 || this.isMetadataCluster(h)) return undefined;
+    }
+    const release = this.clusterLocks.tryAcquire(first, last + 1);
+    return release === undefined ? undefined : { host, release };
   }
 
   /** Translates [offset, offset + length) into extents, loading L2 tables as needed. */
@@ -571,12 +598,17 @@ export class Qcow2Image {
     const cs = this.clusterSize;
     const buf = new Uint8Array(to - from);
     const guest = ch.guestCluster * cs + from;
+    /** Whether buf is still all zeros without looking (nothing was read into it). */
+    let untouched = true;
     switch (ch.source) {
       case 'backing':
         if (this.backingRead !== undefined) {
           // Past the virtual size there is nothing to copy.
           const inDisk = Math.max(0, Math.min(buf.byteLength, this.virtualSize - guest));
-          if (inDisk > 0) await this.backingRead(buf.subarray(0, inDisk), guest);
+          if (inDisk > 0) {
+            await this.backingRead(buf.subarray(0, inDisk), guest);
+            untouched = false;
+          }
         }
         break;
       case 'zeros':
@@ -584,14 +616,16 @@ export class Qcow2Image {
       case 'compressed': {
         const c = await this.readCompressedCluster(ch.oldOffset, ch.oldLength);
         buf.set(c.subarray(from, to));
+        untouched = false;
         break;
       }
       case 'host':
         await this.file.read(buf, ch.oldOffset + from);
+        untouched = false;
         break;
     }
     // A new cluster past the end of the file already reads as zeros.
-    if (ch.host + from >= this.file.size() && buf.every((b) => b === 0)) return;
+    if (ch.host + from >= this.file.size() && (untouched || isAllZero(buf))) return;
     await this.file.write(buf, ch.host + from);
   }
 
@@ -774,6 +808,23 @@ export class Qcow2Image {
     await this.meta.run(() => this.writeBackLocked());
   }
 
+  get readonly(): boolean {
+    return this.ro;
+  }
+
+  /**
+   * Writes the metadata back (as flush), then refuses writes from now on: the image becomes the
+   * read-only backing file of a new overlay (bdev_qcow2_snapshot), its caches kept warm. Call it
+   * with no write under way.
+   */
+  async freeze(): Promise<void> {
+    if (this.closed || this.ro) return;
+    await this.meta.run(async () => {
+      await this.writeBackLocked();
+      this.ro = true;
+    });
+  }
+
   /** Flushes (read-write) and refuses further requests. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -791,4 +842,15 @@ function push(out: Extent[], kind: number, guestOffset: number, length: number, 
     }
   }
   out.push({ kind: KIND_NAMES[kind]!, guestOffset, length, hostOffset, compressedLength });
+}
+
+/** Whether every byte of buf is 0, 8 bytes at a time where it can (a cluster is up to 2 MiB). */
+function isAllZero(buf: Uint8Array): boolean {
+  const head = Math.min(buf.byteLength, (8 - (buf.byteOffset % 8)) % 8);
+  for (let i = 0; i < head; i++) if (buf[i] !== 0) return false;
+  const words = Math.floor((buf.byteLength - head) / 8);
+  const w = new BigUint64Array(buf.buffer, buf.byteOffset + head, words);
+  for (let i = 0; i < words; i++) if (w[i] !== 0n) return false;
+  for (let i = head + words * 8; i < buf.byteLength; i++) if (buf[i] !== 0) return false;
+  return true;
 }

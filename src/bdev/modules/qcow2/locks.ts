@@ -44,6 +44,17 @@ export class ClusterRangeLock {
     });
   }
 
+  /**
+   * Takes [start, end) now if nothing holds or waits for an overlapping range (the write fast
+   * path must not wait); returns its release function, or undefined.
+   */
+  tryAcquire(start: number, end: number): (() => void) | undefined {
+    const r: Range = { start, end };
+    if (this.blocked(r, this.waiting.length)) return undefined;
+    this.held.push(r);
+    return () => this.release(r);
+  }
+
   private blocked(r: Range, waitersBefore: number): boolean {
     const overlaps = (o: Range) => o.start < r.end && r.start < o.end;
     if (this.held.some(overlaps)) return true;

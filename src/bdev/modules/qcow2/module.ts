@@ -1,20 +1,20 @@
-// The qcow2 bdev module: bdev_qcow2_create / bdev_qcow2_delete, and bdev_qcow2_create_image for
-// new images. Failures reply -errno with strerror() followed by what was wrong with which file
+// The qcow2 bdev module: bdev_qcow2_create / bdev_qcow2_delete, bdev_qcow2_create_image for
+// new images, and bdev_qcow2_snapshot (a live external snapshot of a bdev in use). Failures reply -errno with strerror() followed by what was wrong with which file
 // ("No such file or directory: backing file base.qcow2 of top.qcow2 does not exist ..."), as the
 // uring module's RPCs do; a Qcow2Error keeps the engine's message; decoding failures reply like
 // the other bdev methods.
 //
 // A file is used by one qcow2 bdev for writing at a time: a writable image may not be any other
 // qcow2 bdev's image or backing file, and no bdev may read through a file another one writes.
-import { rm, stat } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { realpath, rm, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import type { BdevModule, BdevModuleContext, BdevRpcMethod } from '../../module.js';
 import { DECODE_FAILED } from '../../module.js';
 import type { BdevRegistry } from '../../registry.js';
 import { decodeParams, optional, required } from '../../../util/decode.js';
 import { VhostdError } from '../../../util/errors.js';
 import { Qcow2Bdev, type Qcow2BdevParams } from './bdev.js';
-import { inspectChain, probeFormat, qcow2RpcError, toRpcError } from './chain.js';
+import { type ChainFile, inspectChain, probeFormat, qcow2RpcError, toRpcError } from './chain.js';
 import { Qcow2Channel } from './channel.js';
 import { createImage } from './create.js';
 import { FsImageFile } from './fs-file.js';
@@ -85,6 +85,77 @@ export async function deleteQcow2Bdev(bdevs: BdevRegistry, name: string): Promis
   }
 }
 
+export interface SnapshotParams {
+  name: string;
+  /** The new overlay (absolute path; must not exist). */
+  snapshotFile: string;
+  clusterSize?: number;
+}
+
+/**
+ * The name the overlay stores for its backing file (the bdev's current image): relative to the
+ * overlay's directory when both are in the same directory (as `qemu-img create -b base.qcow2`
+ * would store it, and QEMU resolves it), else the absolute path.
+ */
+export function backingNameFor(overlay: string, image: string): string {
+  return dirname(resolve(image)) === dirname(resolve(overlay)) ? basename(image) : resolve(image);
+}
+
+/**
+ * bdev_qcow2_snapshot: writes `snapshotFile`, an overlay over the bdev's current image, and
+ * switches the bdev to it while it serves I/O (Qcow2Bdev.snapshot). On any failure the overlay is
+ * removed again and the bdev serves the old image on. Returns the overlay's path.
+ */
+export async function snapshotQcow2Bdev(bdevs: BdevRegistry, p: SnapshotParams): Promise<string> {
+  let bdev;
+  try {
+    bdev = bdevs.get(p.name);
+  } catch {
+    throw qcow2RpcError('ENODEV', `bdev ${p.name} does not exist`);
+  }
+  if (!(bdev instanceof Qcow2Bdev)) throw qcow2RpcError('ENODEV', `bdev ${p.name} is a ${bdev.module} bdev, not qcow2`);
+  if (bdev.readonly) throw qcow2RpcError('EROFS', `bdev ${p.name} is read-only: a snapshot moves writing to the new overlay, so only writable bdevs take one`);
+  if (bdev.params.backingFile !== undefined) {
+    throw qcow2RpcError('ENOTSUP', `bdev ${p.name} was created with backing_file overriding its image's header: its chain cannot be saved under an overlay, so it takes no snapshot`);
+  }
+  if (!isAbsolute(p.snapshotFile)) throw qcow2RpcError('EINVAL', `snapshot_file ${JSON.stringify(p.snapshotFile)} must be an absolute path`);
+  if (bdev.snapshotBusy) throw qcow2RpcError('EBUSY', `a snapshot of bdev ${p.name} is under way`);
+  const cur = bdev.image;
+  const backingName = backingNameFor(p.snapshotFile, cur.path);
+  let f: FsImageFile;
+  try {
+    f = await FsImageFile.open(p.snapshotFile, { create: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw qcow2RpcError('EEXIST', `${p.snapshotFile} already exists`);
+    throw toRpcError(e, `cannot create ${p.snapshotFile}`);
+  }
+  const uses = usesOf(bdevs);
+  const use = uses.get(bdev.name);
+  try {
+    const clusterSize = p.clusterSize ?? 65536;
+    try {
+      await createImage(f, { size: cur.virtualSize, clusterSize, backingFile: backingName, backingFormat: 'qcow2' });
+      await f.close();
+    } catch (e) {
+      await f.close().catch(() => undefined);
+      throw toRpcError(e, `cannot write ${p.snapshotFile}`);
+    }
+    const real = await realpath(p.snapshotFile);
+    for (const [other, u] of uses) {
+      if (u.realpaths.includes(real)) throw qcow2RpcError('EBUSY', `${p.snapshotFile} is in use by qcow2 bdev ${other}`);
+    }
+    const overlay: ChainFile = { path: resolve(p.snapshotFile), name: p.snapshotFile, format: 'qcow2', virtualSize: cur.virtualSize, clusterSize };
+    await bdev.snapshot(overlay, real);
+    // The old image is a read-only backing file from now on: other bdevs may read it.
+    if (use !== undefined) uses.set(bdev.name, { realpaths: bdev.realpaths, writable: true });
+    return p.snapshotFile;
+  } catch (e) {
+    // The overlay was made here: nothing uses it (the bdev serves the old image on).
+    await rm(p.snapshotFile, { force: true }).catch(() => undefined);
+    throw e instanceof VhostdError ? e : toRpcError(e, `snapshot of bdev ${p.name}`);
+  }
+}
+
 export interface CreateImageParams {
   filename: string;
   size: number;
@@ -147,6 +218,12 @@ const createSchema = {
 
 const deleteSchema = { name: required('string') };
 
+const snapshotSchema = {
+  name: required('string'),
+  snapshot_file: required('string'),
+  cluster_size: optional('uint32'),
+};
+
 const createImageSchema = {
   filename: required('string'),
   size: required('uint64'),
@@ -178,6 +255,19 @@ function rpcMethods(ctx: BdevModuleContext): BdevRpcMethod[] {
         await deleteQcow2Bdev(ctx.bdevs, p.name);
         ctx.logger.info({ bdev: p.name }, `qcow2 bdev ${p.name} deleted`);
         return true;
+      },
+    },
+    {
+      name: 'bdev_qcow2_snapshot',
+      async handler(params) {
+        const p = decodeParams(params, snapshotSchema, { message: DECODE_FAILED });
+        const file = await snapshotQcow2Bdev(ctx.bdevs, {
+          name: p.name,
+          snapshotFile: p.snapshot_file,
+          ...(p.cluster_size !== undefined ? { clusterSize: p.cluster_size } : {}),
+        });
+        ctx.logger.info({ bdev: p.name, snapshot_file: file }, `qcow2 bdev ${p.name}: live snapshot, now writing ${file}`);
+        return file;
       },
     },
     {
