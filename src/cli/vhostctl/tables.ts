@@ -19,22 +19,26 @@ function render(head: string[], rows: string[][]): string {
   return table.toString();
 }
 
+const mib = (bytes: number) => (Number.isFinite(bytes) ? String(Math.round((bytes / 2 ** 20) * 100) / 100) : '');
+
+/**
+ * One row per bdev; a qcow2 bdev is followed by its image files as a tree (the image, then its
+ * backing chain, each with its format and the bytes allocated in the file).
+ */
 export function bdevTable(bdevs: Row[]): string {
-  return render(
-    ['Name', 'Product', 'Block size', 'Blocks', 'Size (MiB)', 'UUID', 'Claimed'],
-    bdevs.map((b) => {
-      const bytes = Number(b.block_size) * Number(b.num_blocks);
-      return [
-        str(b.name),
-        str(b.product_name),
-        str(b.block_size),
-        str(b.num_blocks),
-        Number.isFinite(bytes) ? String(Math.round((bytes / 2 ** 20) * 100) / 100) : '',
-        str(b.uuid),
-        b.claimed ? 'yes' : 'no',
-      ];
-    }),
-  );
+  const rows: string[][] = [];
+  for (const b of bdevs) {
+    const bytes = Number(b.block_size) * Number(b.num_blocks);
+    rows.push([str(b.name), str(b.product_name), str(b.block_size), str(b.num_blocks), mib(bytes), '', str(b.uuid), b.claimed ? 'yes' : 'no']);
+    const q = ((b.driver_specific ?? {}) as { qcow2?: Row }).qcow2;
+    if (q === undefined) continue;
+    const files: Row[] = [{ filename: q.filename, format: q.readonly ? 'qcow2, read-only' : 'qcow2', virtual_size: q.virtual_size, allocated_bytes: q.allocated_bytes }];
+    if (Array.isArray(q.backing_chain)) files.push(...(q.backing_chain as Row[]).map((f) => ({ ...f, format: `${str(f.format)}, backing` })));
+    files.forEach((f, depth) => {
+      rows.push([`${'   '.repeat(depth)}└─ ${str(f.filename)} (${str(f.format)})`, '', '', '', mib(Number(f.virtual_size)), mib(Number(f.allocated_bytes)), '', '']);
+    });
+  }
+  return render(['Name', 'Product', 'Block size', 'Blocks', 'Size (MiB)', 'Allocated (MiB)', 'UUID', 'Claimed'], rows);
 }
 
 /** "blk: Malloc0 (ro)" or "scsi: 0:Malloc0 1:Malloc1" from SPDK's backend_specific object. */
