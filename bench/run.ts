@@ -201,6 +201,23 @@ const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 const QUIET_CORES = 0.15;
 
 /** One row's run with SPDK's bdevperf as the initiator (bench/lib/bdevperf.ts), shaped like the load generator's. */
+/**
+ * SPDK's target busy-polls its core even with nothing to serve, and every target runs on the same
+ * core: while another target is measured it is stopped (SIGSTOP), or it would take half that
+ * core from the measured one (vhostd's null QD 1 rows fell from ~1.8 M to ~0.9 M IO/s beside it).
+ * `measured` undefined: every target runs again (before they are stopped).
+ */
+function onlyMeasured(targets: Map<TargetKind, { pid: number }>, measured: TargetKind | undefined): void {
+  for (const [kind, t] of targets) {
+    if (kind !== 'spdk' || t.pid <= 0) continue;
+    try {
+      process.kill(t.pid, measured === undefined || measured === kind ? 'SIGCONT' : 'SIGSTOP');
+    } catch {
+      // already gone
+    }
+  }
+}
+
 async function runBdevperfRow(socket: string, spec: RowSpec, o: BenchOptions, targetPid: number): Promise<LoadResult> {
   const run = { spdkDir: o.spdkDir ?? '', sockets: [socket], queues: spec.queues, qd: spec.qd, rw: spec.rw, durationS: o.duration, core: o.initiatorCore, targetPid };
   return asLoadResult(await runBdevperf(run), run);
@@ -285,7 +302,10 @@ export async function main(argv: string[]): Promise<number> {
     log(`${sig}: stopping the targets`);
     migrationLive.stopping = true;
     Promise.allSettled([...migrationLive.guests].map((g) => g.kill()))
-      .then(() => Promise.allSettled([...targets.values(), ...migrationLive.targets].map((t) => t.stop())))
+      .then(() => {
+        onlyMeasured(targets, undefined);
+        return Promise.allSettled([...targets.values(), ...migrationLive.targets].map((t) => t.stop()));
+      })
       .finally(() => {
         removeImage(files.shm);
         removeImage(files.qcow2);
@@ -395,6 +415,7 @@ export async function main(argv: string[]): Promise<number> {
             if (spec.bdev === 'qcow2-fresh') await t.renew?.(spec.bdev);
             const image = spec.bdev === 'qcow2-fresh' ? t.imagePath?.(spec.bdev) : undefined;
             const imageBytes = image ? statSync(image).size : 0;
+            onlyMeasured(targets, kind);
             if (o.quietWait > 0) await noise.waitQuiet(QUIET_CORES, o.quietWait * 1000, log);
             const linkBefore = coreLink.probe();
             noise.begin();
@@ -428,6 +449,7 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
 
+    onlyMeasured(targets, 'vhostd'); // the allocation and wake-up checks do not measure SPDK
     const vhostd = targets.get('vhostd');
     if (wantAlloc && vhostd instanceof VhostdTarget) {
       log(`allocation check: ${o.allocRequests} requests against vhostd's null bdev (QD 32, 1 queue)`);
@@ -453,6 +475,7 @@ export async function main(argv: string[]): Promise<number> {
     }
   } finally {
     coreLink.close();
+    onlyMeasured(targets, undefined);
     for (const t of targets.values()) await t.stop().catch(() => undefined);
     removeImage(files.shm);
     removeImage(files.qcow2);
