@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { VhostdProcess } from '../lib/vhostd.js';
 import { qemuCheck, qemuImg, qemuMap } from '../unit/qcow2/qemu.js';
-import { GuestSession, REPO_ROOT, assertGuestOk, buildGuest, guestScript, vhostUserBlkArgs } from './lib/guest.js';
+import { GuestSession, REPO_ROOT, buildGuest, guestScript, vhostUserBlkArgs } from './lib/guest.js';
 
 const BS = 65536;
 const SLOTS = 4096; // 256 MiB of numbered blocks (one L2 table), fio above them

@@ -5,34 +5,17 @@
 // qemu-img convert reads it equal to what the initiator wrote and read. Also the round trip with
 // qemu-io, thin allocation and discard, the RPC errors, bdev_get_bdevs and save_config.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { BlkReqType, BlkStatus } from '../../src/devices/blk/blk-spec.js';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
 import { RpcError } from '../../src/rpc/client.js';
+import { runLoad as load } from '../lib/vhost-load.js';
 import { VhostdProcess } from '../lib/vhostd.js';
 import { MiB, pattern, qemuCheck, qemuCompare, qemuImg, qemuIo, qemuMap, qemuRaw, tempDir } from '../unit/qcow2/qemu.js';
 
-const run = promisify(execFile);
-const root = new URL('../../', import.meta.url).pathname;
-
-interface LoadOut {
-  ios: number;
-  errors: number;
-  verifyErrors: number;
-  writes: number;
-  reads: number;
-}
-
-/** vhost-load against one controller, as a separate process. */
-async function load(socket: string, args: string[]): Promise<LoadOut> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', socket, '--json', '--rescue-ms', '0', ...args], { cwd: root, timeout: 60_000 });
-  return JSON.parse(stdout) as LoadOut;
-}
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 

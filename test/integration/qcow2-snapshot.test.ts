@@ -8,34 +8,17 @@
 // the switch, recreating the bdev from the saved config, a snapshot of a bdev without channels
 // (the control thread switches), and the RPC errors with the bdev serving on.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { BlkReqType, BlkStatus } from '../../src/devices/blk/blk-spec.js';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
 import { RpcError } from '../../src/rpc/client.js';
+import { runLoad as load } from '../lib/vhost-load.js';
 import { VhostdProcess } from '../lib/vhostd.js';
 import { MiB, pattern, qemuCheck, qemuCompare, qemuImg, qemuIo, qemuRaw, tempDir } from '../unit/qcow2/qemu.js';
 
-const run = promisify(execFile);
-const root = new URL('../../', import.meta.url).pathname;
-
-interface LoadOut {
-  ios: number;
-  errors: number;
-  verifyErrors: number;
-  writes: number;
-  reads: number;
-}
-
-/** vhost-load against one controller, as a separate process. */
-async function load(socket: string, args: string[]): Promise<LoadOut> {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', socket, '--json', '--rescue-ms', '0', ...args], { cwd: root, timeout: 60_000 });
-  return JSON.parse(stdout) as LoadOut;
-}
 
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

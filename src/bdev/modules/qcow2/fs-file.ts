@@ -1,6 +1,6 @@
 // ImageFile over node:fs/promises, for the control thread only: validating an image and its
 // backing chain at bdev_qcow2_create, and writing new images (bdev_qcow2_create_image). The
-// reactors serve images through io_uring instead (uring-file.ts).
+// reactors serve images through io_uring instead (uring-file.ts). The engine's tests use it too.
 import { type FileHandle, open } from 'node:fs/promises';
 import type { ImageFile } from './image-file.js';
 
@@ -8,18 +8,19 @@ export class FsImageFile implements ImageFile {
   private constructor(
     private readonly fh: FileHandle,
     private length: number,
+    private readonly sync: boolean,
   ) {}
 
   /**
-   * Opens `path`: read-only, or `create` a new file (refused when it exists: 'wx'). Rejects with
-   * the node:fs error (code ENOENT, EEXIST, ...).
+   * Opens `path`: read-only, or `writable`, or `create` a new file (refused when it exists: 'wx').
+   * `sync: false` makes flush() a no-op (tests). Rejects with the node:fs error (ENOENT, EEXIST, ...).
    */
-  static async open(path: string, opts: { create?: boolean } = {}): Promise<FsImageFile> {
-    const fh = await open(path, opts.create ? 'wx' : 'r');
+  static async open(path: string, opts: { create?: boolean; writable?: boolean; sync?: boolean } = {}): Promise<FsImageFile> {
+    const fh = await open(path, opts.create ? 'wx' : opts.writable ? 'r+' : 'r');
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: st.isDirectory() ? 'EISDIR' : 'EINVAL' });
-      return new FsImageFile(fh, st.size);
+      return new FsImageFile(fh, st.size, opts.sync ?? true);
     } catch (e) {
       await fh.close();
       throw e;
@@ -48,7 +49,7 @@ export class FsImageFile implements ImageFile {
   }
 
   async flush(): Promise<void> {
-    await this.fh.datasync();
+    if (this.sync) await this.fh.datasync();
   }
 
   size(): number {
