@@ -22,6 +22,16 @@ expect write_cache "$(cat "/sys/block/$DEV/queue/write_cache")" "write back"
 fio --name=bg --filename="/dev/$DEV" --rw=randwrite --randrepeat=0 --bs=4k --direct=1 --ioengine=libaio --iodepth=8 \
   --offset=$((SLOTS * BS)) --time_based --runtime=900 --output=/tmp/bg.txt >/dev/null 2>&1 &
 BG=$!
+# fio starts slowly under TCG: the writers start (and the host arms its kill) only once fio has
+# completed writes of its own, so that every round has unflushed allocations in flight.
+writes() { awk '{print $5}' "/sys/block/$DEV/stat"; }
+base=$(writes)
+tries=0
+while [ $(($(writes) - base)) -lt 64 ] && [ $tries -lt 600 ]; do
+  sleep 0.05
+  tries=$((tries + 1))
+done
+note "background fio: $(($(writes) - base)) writes completed before the writers start"
 
 writer() {
   local w=$1 n=$((FIRST + $1)) slot

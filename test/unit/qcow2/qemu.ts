@@ -10,7 +10,7 @@ export const KiB = 1024;
 export const MiB = 1024 * 1024;
 
 export function qemuImg(...args: string[]): string {
-  return execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('qemu-img', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 256 * MiB });
 }
 
 export function qemuIo(path: string, ...cmds: string[]): string {
