@@ -234,35 +234,39 @@ export class Qcow2Image {
    */
   private hostOut = 0;
   private lenOut = 0;
+  /** Where an L2 entry is, for error messages (built only when one is thrown: classify runs per request). */
+  private l2Where(t: CachedTable, i: number, gc: number): string {
+    return `L2 table at ${hex(t.offset)}, entry ${i} (guest offset ${hex(gc * this.clusterSize)})`;
+  }
+
   private classify(t: CachedTable, i: number, gc: number): number {
     const hi = t.view.getUint32(i * 8);
     const lo = t.view.getUint32(i * 8 + 4);
     this.hostOut = 0;
     this.lenOut = 0;
     if (hi === 0 && lo === 0) return KIND_UNALLOCATED;
-    const where = () => `L2 table at ${hex(t.offset)}, entry ${i} (guest offset ${hex(gc * this.clusterSize)})`;
     if (hi & COMPRESSED_HI) {
       const d = decodeCompressed(hi, lo, this.clusterBits);
       if (d.offset < this.clusterSize || d.offset >= this.imageEnd()) {
-        throw this.corrupt(`${where()}: compressed data at ${hex(d.offset)} is ${d.offset < this.clusterSize ? 'inside the image header' : `past the end of the file (size ${this.file.size()})`}`);
+        throw this.corrupt(`${this.l2Where(t, i, gc)}: compressed data at ${hex(d.offset)} is ${d.offset < this.clusterSize ? 'inside the image header' : `past the end of the file (size ${this.file.size()})`}`);
       }
       this.hostOut = d.offset;
       this.lenOut = d.length;
       return KIND_COMPRESSED;
     }
-    if (l2ReservedBits(hi, lo)) throw this.corrupt(`${where()} has reserved bits set`);
+    if (l2ReservedBits(hi, lo)) throw this.corrupt(`${this.l2Where(t, i, gc)} has reserved bits set`);
     const host = entryOffset(hi, lo);
     const zero = (lo & ZERO_LO) !== 0;
-    if (zero && this.header.version === 2) throw this.corrupt(`${where()} has the zero flag set in a version 2 image`);
+    if (zero && this.header.version === 2) throw this.corrupt(`${this.l2Where(t, i, gc)} has the zero flag set in a version 2 image`);
     if (host === 0) {
       if (zero) return KIND_ZERO;
       // Offset 0 with bit 63 is only valid with an external data file.
-      throw this.corrupt(`${where()} maps to host offset 0`);
+      throw this.corrupt(`${this.l2Where(t, i, gc)} maps to host offset 0`);
     }
-    if (host % this.clusterSize !== 0) throw this.corrupt(`${where()}: data cluster at ${hex(host)} is not aligned to a cluster`);
-    if (host >= this.imageEnd()) throw this.corrupt(`${where()}: data cluster at ${hex(host)} is past the end of the file (size ${this.file.size()})`);
+    if (host % this.clusterSize !== 0) throw this.corrupt(`${this.l2Where(t, i, gc)}: data cluster at ${hex(host)} is not aligned to a cluster`);
+    if (host >= this.imageEnd()) throw this.corrupt(`${this.l2Where(t, i, gc)}: data cluster at ${hex(host)} is past the end of the file (size ${this.file.size()})`);
     const meta = this.overlapsFixedMetadata(host, this.clusterSize);
-    if (meta !== undefined) throw this.corrupt(`${where()}: data cluster at ${hex(host)} points into ${meta}`);
+    if (meta !== undefined) throw this.corrupt(`${this.l2Where(t, i, gc)}: data cluster at ${hex(host)} points into ${meta}`);
     this.hostOut = host;
     return zero ? KIND_ZERO : KIND_DATA;
   }
