@@ -29,8 +29,8 @@ export async function main(argv: string[]): Promise<void> {
       return n;
     }, 1000)
     .addOption(
-      new Option('--backend-wait <mode>', 'how a polling reactor waits for backend I/O: adaptive (spin on fast devices, nap or sleep on slow ones, by their measured latency) or spin (always poll, lowest latency, a full core)')
-        .choices(['adaptive', 'spin'])
+      new Option('--backend-wait <mode>', 'how a polling reactor waits for backend I/O: adaptive (spin on fast devices, sleep on slow ones, by their measured latency), spin (always poll: lowest latency on a fast device, a full core) or sleep (always sleep on the completions: least CPU, like SPDK\'s interrupt mode)')
+        .choices(['adaptive', 'spin', 'sleep'])
         .default('adaptive'),
     )
     .addOption(new Option('--socket-mode <mode>', 'permissions of the RPC and controller sockets (octal)').argParser(parseMode).default(0o600, '0600'))

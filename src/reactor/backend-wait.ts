@@ -2,18 +2,27 @@
 // librbd): spin, or sleep on the completions' eventfd. Spinning gives the lowest latency on a
 // fast device but burns the core for the whole device time: on a device that is the bottleneck,
 // a full core for what an event loop (QSD) serves with a fraction of one. The policy learns the
-// backend's mean latency L from what the reactor sees (Little's law: requests out × time /
-// completions) and sleeps at once when waking costs little against it:
+// backend's mean latency L, timed from the pass that started each request to the pass that saw it
+// complete, and sleeps at once when waking costs little against it:
 //   - with 2 or more requests out and L ≥ SLEEP_LATENCY_MS (a disk at QD 32: ~450 µs), the
 //     device stays busy with the others while the reactor is off the CPU, and completions batch
 //     up behind one wake-up: same IOPS, a third of the CPU (bench disk rows);
 //   - with 1 request out, every wake-up (20-50 µs here) adds to each request's latency, so only
 //     for L ≥ SLEEP_LATENCY_QD1_MS (RBD, a congested disk);
-//   - otherwise (a fast device: L ≈ 15-40 µs) it spins as before, up to BACKEND_WAIT_MS.
+//   - otherwise (a fast device: L ≈ 15-40 µs) it tries both and keeps the faster. Spinning is
+//     not always the faster: a loop device or an io_uring worker needs this very core to
+//     complete the request, and a spinning reactor takes it from them (a loop device at QD 1:
+//     30-40k IO/s spinning, 51-54k sleeping, QSD 46-52k). So the reactor measures L in windows
+//     spent spinning and in windows spent sleeping, keeps the mode with the lower L (sleep on a
+//     tie within 5%: it costs no CPU) and re-measures the other mode one window in
+//     EXPLORE_MIN..EXPLORE_MAX, less often while it keeps losing (a device where a wake-up
+//     costs more than it frees spends 4 windows in 260 measuring that).
 // Tried and dropped: napping (clock_nanosleep) for half of L, as Linux's hybrid polling does: a
 // nap on these VMs overshoots by 15-25 µs when the core is quiet and by hundreds of µs when the
 // device's kernel threads share it, which ate the gain.
 // All state is in a Float64Array: doubles stored in object fields would allocate per pass.
+
+import type { BackendWaitMode } from './messages.js';
 
 /** Backend latency from which the reactor sleeps at once while 2 or more requests are out. */
 const SLEEP_LATENCY_MS = 0.15;
@@ -32,17 +41,36 @@ const WINDOW_MS = 5;
 /** Weight of a new window in the moving average. */
 const ALPHA = 0.25;
 
-const AREA = 0; // Σ requests out × ms in the current window
+/** Weight of a new window in a mode's latency. */
+const ALPHA_MODE = 0.5;
+/** Sleeping must be within this factor of spinning's latency to be chosen (it saves the CPU). */
+const SLEEP_TIE = 1.05;
+/** The mode not chosen is measured every this many windows; doubled while it keeps losing. */
+const EXPLORE_MIN = 16;
+const EXPLORE_MAX = 256;
+/** Windows in a row that measure the mode not chosen. */
+const EXPLORE_WINDOWS = 4;
+
+const LAT_SUM = 0; // Σ latency (ms) of the current window's completions
 const DONE = 1; // backend completions in the current window
 const SPAN = 2; // ms in the current window
 const LATENCY = 3; // estimated backend latency (ms), 0 until measured
 const ASLEEP = 4; // 1 while the latency says: sleep on the eventfd
 const SLEEPS = 5; // times it chose to sleep
+const SPIN_LATENCY = 6; // latency (ms) measured in windows spent spinning, 0 until measured
+const SLEEP_LATENCY = 7; // the same, sleeping
+const WINDOW_SLEEPS = 8; // 1 while the current window, on a fast device, sleeps
+const SINCE_EXPLORE = 9; // windows since the other mode was last measured
+const EXPLORE_EVERY = 10; // current exploration interval (windows)
+const EXPLORING = 11; // windows left in the current measurement of the mode not chosen
+const BLOCK_SUM = 12; // Σ latency of that measurement's windows so far
 
 export class BackendWait {
-  private readonly s = new Float64Array(6);
+  private readonly s = new Float64Array(13);
 
-  constructor(private readonly enabled: boolean) {}
+  constructor(private readonly mode: BackendWaitMode) {
+    this.s[EXPLORE_EVERY] = EXPLORE_MIN;
+  }
 
   /** Estimated backend latency in ms (0 until measured). */
   get latencyMs(): number {
@@ -50,34 +78,84 @@ export class BackendWait {
   }
 
   /** For framework_get_reactors: the learned latency (µs) and how often it slept on it. */
-  stats(): { latencyUs: number; sleeps: number } {
-    return { latencyUs: Math.round(this.s[LATENCY] * 1000), sleeps: this.s[SLEEPS] };
+  stats(): { latencyUs: number; sleeps: number; spinLatencyUs: number; sleepLatencyUs: number } {
+    const s = this.s;
+    return { latencyUs: us(s[LATENCY]), sleeps: s[SLEEPS], spinLatencyUs: us(s[SPIN_LATENCY]), sleepLatencyUs: us(s[SLEEP_LATENCY]) };
   }
 
-  /** `dtMs` of polling (or sleep) during which `out` requests were at backends, and `done` backend completions. */
-  sample(out: number, dtMs: number, done: number): void {
+  /**
+   * `dtMs` of polling (or sleep) after which `out` requests are at backends, and `done` backend
+   * completions that took `latencySumMs` in all (from the pass that started each to the pass that
+   * saw it complete: a sleeping reactor's wake-up counts, as the guest waits for it too).
+   */
+  sample(out: number, dtMs: number, done: number, latencySumMs: number): void {
     const s = this.s;
     if (out === 0 && done === 0) return;
-    s[AREA] += out * dtMs;
+    s[LAT_SUM] += latencySumMs;
     s[DONE] += done;
     s[SPAN] += dtMs;
     if (s[DONE] >= WINDOW_DONE || (s[SPAN] >= WINDOW_MS && s[DONE] > 0)) {
-      const l = s[AREA] / s[DONE];
-      s[LATENCY] = s[LATENCY] === 0 ? l : s[LATENCY] + ALPHA * (l - s[LATENCY]);
-      s[AREA] = 0;
+      const l = s[LAT_SUM] / s[DONE];
+      // A window measuring the mode not chosen says nothing about the one the reactor runs in.
+      if (s[EXPLORING] === 0 || s[ASLEEP] !== 0) s[LATENCY] = s[LATENCY] === 0 ? l : s[LATENCY] + ALPHA * (l - s[LATENCY]);
+      // A window the threshold slept through measured no choice between the modes.
+      if (s[ASLEEP] === 0) this.chooseFastMode(l);
+      s[LAT_SUM] = 0;
       s[DONE] = 0;
       s[SPAN] = 0;
     }
   }
 
+  /**
+   * At the end of a window of latency `l` on a fast device: records it for its mode and picks the
+   * next window's. The mode not chosen is measured over EXPLORE_WINDOWS windows in a row: one
+   * window of a loop device spinning is either ~2 µs or ~30 µs, by where the scheduler put the
+   * device's kernel thread, and a single one would decide by chance.
+   */
+  private chooseFastMode(l: number): void {
+    const s = this.s;
+    const explored = s[WINDOW_SLEEPS] !== 0 ? SLEEP_LATENCY : SPIN_LATENCY;
+    if (s[EXPLORING] === 0) {
+      s[explored] = s[explored] === 0 ? l : s[explored] + ALPHA * (l - s[explored]);
+    } else {
+      s[BLOCK_SUM] += l;
+      if (--s[EXPLORING] > 0) return;
+      const mean = s[BLOCK_SUM] / EXPLORE_WINDOWS;
+      s[BLOCK_SUM] = 0;
+      s[explored] = s[explored] === 0 ? mean : s[explored] + ALPHA_MODE * (mean - s[explored]);
+      // The mode just measured lost again: measure it less often; it won: it is now chosen.
+      const won = (s[WINDOW_SLEEPS] !== 0) === this.prefersSleep();
+      s[EXPLORE_EVERY] = won ? EXPLORE_MIN : Math.min(EXPLORE_MAX, s[EXPLORE_EVERY] * 2);
+    }
+    const preferSleep = this.prefersSleep() ? 1 : 0;
+    if (++s[SINCE_EXPLORE] >= s[EXPLORE_EVERY]) {
+      s[SINCE_EXPLORE] = 0;
+      s[EXPLORING] = EXPLORE_WINDOWS;
+      s[WINDOW_SLEEPS] = 1 - preferSleep;
+    } else {
+      s[WINDOW_SLEEPS] = preferSleep;
+    }
+  }
+
+  private prefersSleep(): boolean {
+    const s = this.s;
+    return s[SLEEP_LATENCY] !== 0 && s[SPIN_LATENCY] !== 0 && s[SLEEP_LATENCY] <= s[SPIN_LATENCY] * SLEEP_TIE;
+  }
+
   /** Whether a pass that found no work while `out` (> 0) requests are at backends should sleep at once. */
   sleepNow(out: number): boolean {
     const s = this.s;
-    if (!this.enabled || s[LATENCY] === 0) return false;
+    if (this.mode !== 'adaptive') return this.mode === 'sleep';
+    if (s[LATENCY] === 0) return false;
     const base = out > 1 ? SLEEP_LATENCY_MS : SLEEP_LATENCY_QD1_MS;
     const threshold = s[ASLEEP] !== 0 ? base * STAY_ASLEEP + WAKE_MS : base;
     s[ASLEEP] = s[LATENCY] >= threshold ? 1 : 0;
-    if (s[ASLEEP] !== 0) s[SLEEPS]++;
-    return s[ASLEEP] !== 0;
+    const sleep = s[ASLEEP] !== 0 || s[WINDOW_SLEEPS] !== 0;
+    if (sleep) s[SLEEPS]++;
+    return sleep;
   }
+}
+
+function us(ms: number): number {
+  return Math.round(ms * 1000);
 }

@@ -44,7 +44,7 @@ export interface ReactorStats {
   /** Interrupt → poll transitions. */
   wakeups: number;
   /** How it waits for backend I/O (backend-wait.ts): the learned latency, times it slept on it. */
-  backendWait: { mode: BackendWaitMode; latencyUs: number; sleeps: number };
+  backendWait: { mode: BackendWaitMode; latencyUs: number; sleeps: number; spinLatencyUs: number; sleepLatencyUs: number };
   gcCount: number;
   heapUsed: number;
   queues: QueueStats[];
@@ -68,4 +68,4 @@ export interface ReactorInit {
   backendWait: BackendWaitMode;
 }
 
-export type BackendWaitMode = 'adaptive' | 'spin';
+export type BackendWaitMode = 'adaptive' | 'spin' | 'sleep';

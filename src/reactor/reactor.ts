@@ -55,7 +55,7 @@ export class Reactor implements DeviceHost {
     this.log = pino({ level: init.logLevel, base: { reactor: init.index } }, pino.destination({ fd: 2, sync: true }));
     this.idleMs = init.pollIdleUs / 1000;
     this.backendWaitMs = Math.min(this.idleMs, BACKEND_WAIT_MS);
-    this.backendWait = new BackendWait(init.backendWait === 'adaptive');
+    this.backendWait = new BackendWait(init.backendWait);
     const rc = native.setAffinity([init.core]);
     if (rc < 0) this.log.warn({ core: init.core, errno: -rc }, 'could not pin reactor to its core');
     new PerformanceObserver((list) => {
@@ -234,17 +234,20 @@ export class Reactor implements DeviceHost {
     const runners = this.runners;
     let out = 0;
     let done = 0;
+    let latencySum = 0;
     for (let i = 0; i < runners.length; i++) {
       const r = runners[i];
       out += r.inFlight;
       done += r.backendCompleted;
+      latencySum += r.backendLatencyMs[0];
       r.backendCompleted = 0;
+      r.backendLatencyMs[0] = 0;
     }
     const times = this.times;
     // Asleep, the requests out stayed out until the first completion woke the reactor.
     const outMeanwhile = this.outAtSleep > 0 ? this.outAtSleep : out;
     this.outAtSleep = 0;
-    this.backendWait.sample(outMeanwhile, now - times[LAST_SAMPLE_AT], done);
+    this.backendWait.sample(outMeanwhile, now - times[LAST_SAMPLE_AT], done, latencySum);
     times[LAST_SAMPLE_AT] = now;
     return out;
   }

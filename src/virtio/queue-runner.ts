@@ -88,6 +88,10 @@ export class QueueRunner {
    * the reactor last read and cleared it: what its backend-wait policy learns latency from.
    */
   backendCompleted = 0;
+  /** [0]: Σ ms those completions took, from the poll pass that started each (for the reactor's backend-wait policy). */
+  readonly backendLatencyMs = new Float64Array(1);
+  /** Clock (ms) of the pass that started each head in flight. */
+  private readonly startedAt: Float64Array;
   private drainWaiters: Array<() => void> = [];
   // Interrupt coalescing (all in ms / requests per stats interval).
   private irqDelayBaseMs = 0;
@@ -120,6 +124,7 @@ export class QueueRunner {
     this.chain = new Chain(cfg.chainCapacity);
     this.walker = new ChainWalker(mem, cfg.indirect);
     this.heads = new Uint8Array(cfg.size);
+    this.startedAt = new Float64Array(cfg.size);
     if (cfg.coalescing) this.setCoalescing(cfg.coalescing);
   }
 
@@ -163,6 +168,7 @@ export class QueueRunner {
         if (log !== undefined) this.tracker!.taken(head);
         if (this.heads[head] !== 0) throw new QueueError(`descriptor head ${head} made available again while in flight`);
         this.heads[head] = 1;
+        this.startedAt[head] = clock[0];
         this.inFlight++;
         started++;
         try {
@@ -237,7 +243,10 @@ export class QueueRunner {
     this.heads[head] = 0;
     this.inFlight--;
     this.completed++;
-    if (!this.polling) this.backendCompleted++;
+    if (!this.polling) {
+      this.backendCompleted++;
+      this.backendLatencyMs[0] += clock[0] - this.startedAt[head];
+    }
     this.queue.pushUsed(head, len);
     this.pendingUsed++;
     if (!this.polling) this.host.scheduleFlush(this);

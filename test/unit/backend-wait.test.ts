@@ -6,71 +6,115 @@ import { BackendWait } from '../../src/reactor/backend-wait.js';
 
 /**
  * Feeds passes of `passMs` for `ms` of a backend with latency `latencyMs` kept at `qd` requests:
- * completions arrive at qd / latency per ms (Little's law), spread over the passes.
+ * completions arrive at qd / latency per ms (Little's law), spread over the passes. A latency
+ * given as [spinning, sleeping] depends on what the reactor chooses to do in each pass; the
+ * result is the share of passes it slept.
  */
-function drive(w: BackendWait, latencyMs: number, qd: number, ms: number, passMs = 0.002): void {
-  const rate = qd / latencyMs;
+function drive(w: BackendWait, latencyMs: number | readonly [number, number], qd: number, ms: number, passMs = 0.002): number {
   let due = 0;
+  let passes = 0;
+  let slept = 0;
   for (let t = 0; t < ms; t += passMs) {
-    due += rate * passMs;
+    let latency = latencyMs as number;
+    if (typeof latencyMs !== 'number') {
+      const sleeps = w.sleepNow(qd);
+      latency = latencyMs[sleeps ? 1 : 0];
+      slept += sleeps ? 1 : 0;
+    }
+    passes++;
+    due += (qd / latency) * passMs;
     const done = Math.floor(due);
     due -= done;
-    w.sample(qd, passMs, done);
+    w.sample(qd, passMs, done, done * latency);
   }
+  return slept / passes;
 }
 
 describe('backend wait policy', () => {
-  test('learns the backend latency from requests out and completions (Little)', () => {
+  test('learns the backend latency from the time its completions took', () => {
     for (const [latency, qd] of [
       [0.015, 1],
       [0.16, 32],
       [1.2, 1],
     ] as const) {
-      const w = new BackendWait(true);
+      const w = new BackendWait('adaptive');
       drive(w, latency, qd, 200);
       assert.ok(Math.abs(w.latencyMs - latency) / latency < 0.1, `latency ${latency} ms at QD ${qd}: estimated ${w.latencyMs}`);
     }
   });
 
-  test('a fast device spins at any depth (15 µs, 40 µs)', () => {
-    for (const latency of [0.015, 0.04]) {
-      const w = new BackendWait(true);
-      drive(w, latency, 4, 50);
-      assert.equal(w.sleepNow(1), false);
-      assert.equal(w.sleepNow(4), false);
+  test('a fast device where a wake-up adds to the latency spins at any depth, and rarely measures sleeping', () => {
+    for (const [spin, sleep] of [
+      [0.015, 0.045],
+      [0.04, 0.07],
+      [0.005, 0.02],
+    ] as const) {
+      for (const qd of [1, 4]) {
+        const w = new BackendWait('adaptive');
+        drive(w, [spin, sleep], qd, 200);
+        const share = drive(w, [spin, sleep], qd, 2000);
+        assert.ok(share < 0.06, `spin ${spin} ms, sleep ${sleep} ms, QD ${qd}: slept in ${(share * 100).toFixed(1)}% of passes`);
+        assert.ok(Math.abs(w.stats().spinLatencyUs - spin * 1000) <= spin * 100, `spin latency ${w.stats().spinLatencyUs} µs`);
+      }
     }
   });
 
+  test('a device that completes faster while the reactor sleeps (a loop device needs its core) is served sleeping', () => {
+    for (const qd of [1, 2]) {
+      const w = new BackendWait('adaptive');
+      const share = drive(w, [0.028, 0.018], qd, 500);
+      assert.ok(share > 0.85, `QD ${qd}: slept in ${(share * 100).toFixed(1)}% of passes`);
+      assert.ok(Math.abs(w.stats().sleepLatencyUs - 18) <= 2, `sleep latency ${w.stats().sleepLatencyUs} µs`);
+      // ...and goes back to spinning when that changes (the other load on the core left).
+      drive(w, [0.012, 0.018], qd, 500);
+      assert.ok(drive(w, [0.012, 0.018], qd, 500) < 0.1, 'spins again once spinning is faster');
+    }
+  });
+
+  test('equal latencies: it sleeps, which costs no CPU', () => {
+    const w = new BackendWait('adaptive');
+    drive(w, [0.02, 0.0205], 1, 100);
+    assert.ok(drive(w, [0.02, 0.0205], 1, 500) > 0.85);
+  });
+
   test('a disk at QD 32 (450 µs) sleeps at once; at QD 1 it takes a slower backend (RBD, 1.2 ms)', () => {
-    const disk = new BackendWait(true);
+    const disk = new BackendWait('adaptive');
     drive(disk, 0.45, 32, 50);
     assert.equal(disk.sleepNow(32), true);
-    const mid = new BackendWait(true);
-    drive(mid, 0.2, 1, 50);
-    assert.equal(mid.sleepNow(1), false, '200 µs at QD 1: a wake-up would add 10-25% to every request');
+    const mid = new BackendWait('adaptive');
+    drive(mid, [0.2, 0.24], 1, 3000);
+    assert.ok(drive(mid, [0.2, 0.24], 1, 2000) < 0.06, '200 µs at QD 1: a wake-up would add 10-25% to every request');
     assert.equal(mid.sleepNow(8), true, 'the same latency with 8 out keeps the device busy meanwhile');
-    const rbd = new BackendWait(true);
+    const rbd = new BackendWait('adaptive');
     drive(rbd, 1.2, 1, 300);
     assert.equal(rbd.sleepNow(1), true);
     assert.equal(rbd.stats().sleeps, 1);
   });
 
   test('hysteresis: asleep, it allows for its own wake-ups but does not keep itself asleep with them', () => {
-    const w = new BackendWait(true);
+    const w = new BackendWait('adaptive');
     drive(w, 0.16, 8, 50);
     assert.equal(w.sleepNow(8), true);
-    drive(w, 0.17, 8, 200); // asleep: the device's 130 µs plus a 40 µs wake-up
-    assert.equal(w.sleepNow(8), true);
-    drive(w, 0.14, 8, 200); // a 90 µs device plus the wake-up: spinning pays
-    assert.equal(w.sleepNow(8), false);
-    drive(w, 0.14, 8, 200);
-    assert.equal(w.sleepNow(8), false, 'from spinning, 140 µs is below the threshold');
+    // Asleep: the device's 130 µs plus a 40 µs wake-up.
+    assert.equal(drive(w, [0.13, 0.17], 8, 200), 1);
+    // A 90 µs device plus the wake-up: spinning pays.
+    drive(w, [0.09, 0.14], 8, 200);
+    assert.ok(drive(w, [0.09, 0.14], 8, 500) < 0.05);
+    assert.ok(drive(w, [0.14, 0.18], 8, 500) < 0.05, 'from spinning, 140 µs is below the threshold');
   });
 
   test('spin mode (--backend-wait spin) and an unmeasured backend never sleep early', () => {
-    const spin = new BackendWait(false);
+    const spin = new BackendWait('spin');
     drive(spin, 1.2, 1, 300);
     assert.equal(spin.sleepNow(1), false);
-    assert.equal(new BackendWait(true).sleepNow(4), false);
+    assert.equal(new BackendWait('adaptive').sleepNow(4), false);
+  });
+
+  test('sleep mode (--backend-wait sleep) sleeps at once, even before a measurement and on a fast device', () => {
+    const sleep = new BackendWait('sleep');
+    assert.equal(sleep.sleepNow(1), true);
+    drive(sleep, 0.01, 1, 300);
+    assert.equal(sleep.sleepNow(1), true);
+    assert.equal(sleep.sleepNow(32), true);
   });
 });

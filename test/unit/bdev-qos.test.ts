@@ -8,6 +8,7 @@ import { BdevLayer } from '../../src/bdev/bdev-layer.js';
 import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
 import { LayerChannel } from '../../src/bdev/layer-channel.js';
 import { BdevQos, QosGate } from '../../src/bdev/qos.js';
+import { beginPass, endPass, tick } from '../../src/native/clock.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -99,9 +100,13 @@ describe('layer channel under QoS', () => {
     const order: number[] = [];
     const statuses: IoStatus[] = [];
     const t0 = performance.now();
+    // One reactor poll pass: its submissions share the pass's clock read, however long the loop takes.
+    tick();
+    beginPass();
     for (let i = 0; i < 40; i++) {
       ch.submit({ type: IoType.READ, offset: i * 4096, length: 4096, iov: new IoVecs(1), complete: (s) => (statuses.push(s), order.push(i)) });
     }
+    endPass();
     const immediate = inner.submitted;
     assert.ok(ch.waiting >= 36, `${ch.waiting} held`);
     // Released by the channel's own 1 ms timer, nobody polling: 40 I/O at 2 per ms ≈ 20 ms.

@@ -38,7 +38,13 @@ export function reactorMethods(ctx: RpcContext): RpcMethodDef[] {
             in_interrupt: r.inInterrupt,
             irq_count: r.wakeups,
             // vhostd extension: how the reactor waits for backend I/O (--backend-wait).
-            backend_wait: { mode: r.backendWait.mode, latency_us: r.backendWait.latencyUs, sleeps: r.backendWait.sleeps },
+            backend_wait: {
+              mode: r.backendWait.mode,
+              latency_us: r.backendWait.latencyUs,
+              sleeps: r.backendWait.sleeps,
+              spin_latency_us: r.backendWait.spinLatencyUs,
+              sleep_latency_us: r.backendWait.sleepLatencyUs,
+            },
             lw_threads: [{ name: `reactor_${r.core}`, id: r.index + 1, cpumask: (1n << BigInt(r.core)).toString(16), elapsed: r.busyUs + r.idleUs }],
             // vhostd extension: the virtqueues this reactor serves.
             queues: r.queues.map((q) => ({ device: q.device, queue: q.qid, in_flight: q.inFlight, completed: q.completed })),
