@@ -100,6 +100,7 @@ export class VhostdApp {
     this.metrics = undefined;
     await this.rpc.close().catch(() => undefined);
     await this.vhost.close();
+    for (const f of await this.bdevs.destroyAll()) this.log.error({ bdev: f.bdev, err: f.error }, `bdev ${f.bdev} could not be closed cleanly at shutdown`);
     await this.pool.close();
     this.log.info('vhostd stopped');
   }

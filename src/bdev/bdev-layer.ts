@@ -40,6 +40,11 @@ export class BdevLayer {
     this.ctl = new Int32Array(control);
   }
 
+  /** The backend was opened unclean (Bdev.uncleanOpen): devices fail a resumed session's first FLUSH. */
+  markUnclean(): void {
+    Atomics.store(this.ctl, Ctl.UNCLEAN_OPEN, 1);
+  }
+
   get histogramEnabled(): boolean {
     return Atomics.load(this.ctl, Ctl.HIST_TYPES) !== 0;
   }

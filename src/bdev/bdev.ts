@@ -53,6 +53,12 @@ export interface Bdev {
   readonly uuid: string;
   supportsIo(type: IoType): boolean;
   /**
+   * The backend was opened from state a killed process left with writes it had acknowledged
+   * possibly lost (a qcow2 image with the dirty bit): a reconnecting front-end's FLUSHes, which
+   * would vouch for those writes, must fail (devices/blk/unclean-resume.ts).
+   */
+  readonly uncleanOpen?: boolean;
+  /**
    * The spec a reactor opens this backend's channel from. A vbdev puts its base in it as
    * `open(base)`: the base's I/O then goes through the base's own layer (stats, QoS) too.
    */

@@ -19,5 +19,10 @@ export const Ctl = {
   RESET_MAXMIN_GEN: 12,
   /** Channels that hold I/O for QoS right now (the oldest held I/O goes first, whichever channel). */
   QOS_WAITING: 13,
+  /**
+   * 1 while the bdev's backend was opened unclean (a process died with acknowledged writes not
+   * yet durable: Bdev.uncleanOpen) and no front-end has started fresh since.
+   */
+  UNCLEAN_OPEN: 14,
   WORDS: 16,
 } as const;

@@ -99,7 +99,9 @@ export class BdevRegistry {
   add(bdev: Bdev): Bdev {
     BdevRegistry.checkName(bdev.name);
     if (this.bdevs.has(bdev.name)) throw VhostdError.errno('EEXIST', `bdev ${bdev.name} already exists`);
-    this.layers.set(bdev, new BdevLayer());
+    const layer = new BdevLayer();
+    if (bdev.uncleanOpen === true) layer.markUnclean();
+    this.layers.set(bdev, layer);
     this.bdevs.set(bdev.name, bdev);
     return bdev;
   }
@@ -242,5 +244,23 @@ export class BdevRegistry {
     // Claims the deleted bdev held (a vbdev over its base) go with it, whatever its destroy does.
     for (const [claimed, c] of this.claims) if (c.vbdev === bdev.name) this.claims.delete(claimed);
     await bdev.destroy();
+  }
+
+  /**
+   * At shutdown, once the controllers are closed: deletes every bdev (vbdevs first), as SPDK's
+   * bdev layer does when the app stops, so that backends holding state in memory (a qcow2 image's
+   * metadata cache) write it back before the reactors go. Returns the failures, one per bdev.
+   */
+  async destroyAll(): Promise<Array<{ bdev: string; error: unknown }>> {
+    const failed: Array<{ bdev: string; error: unknown }> = [];
+    for (const name of [...this.bdevs.keys()]) {
+      if (!this.bdevs.has(name)) continue; // went with a base deleted before it
+      try {
+        await this.delete(name);
+      } catch (error) {
+        failed.push({ bdev: name, error });
+      }
+    }
+    return failed;
   }
 }

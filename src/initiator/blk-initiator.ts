@@ -137,6 +137,8 @@ export interface NegotiateOptions {
   packed?: boolean;
   /** Negotiate VHOST_USER_PROTOCOL_F_LOG_SHMFD when offered, as QEMU does for migration (default false). */
   logShmfd?: boolean;
+  /** Negotiate VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD when offered, as QEMU's vhost-user-blk does (default false). */
+  inflight?: boolean;
   /** Back the driver memory with a file on this hugetlbfs mount instead of a memfd (SPDK's target needs hugepages). */
   hugetlbfs?: string;
   /**
@@ -195,6 +197,7 @@ export class BlkInitiator {
       init.offeredProtocolFeatures = proto;
       let wantProto = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG);
       if (opts.logShmfd) wantProto |= bit(ProtocolFeature.LOG_SHMFD);
+      if (opts.inflight) wantProto |= bit(ProtocolFeature.INFLIGHT_SHMFD);
       init.protocolFeatures = proto & wantProto;
       fe.send(Req.SET_PROTOCOL_FEATURES, encodeU64(init.protocolFeatures));
       if (init.protocolFeatures & bit(ProtocolFeature.MQ)) {
@@ -246,6 +249,21 @@ export class BlkInitiator {
     v.setBigUint64(24, BigInt(r.userspaceAddr), true);
     v.setBigUint64(32, BigInt(r.mmapOffset), true);
     await this.ack(Req.SET_MEM_TABLE, p, [this.mem.fd]);
+  }
+
+  /**
+   * SET_INFLIGHT_FD with the caller's buffer (`size` bytes of memfd `fd`): what QEMU sends a
+   * restarted back-end when it reconnects, without GET_INFLIGHT_FD first.
+   */
+  async setInflightFd(fd: number, size: number, numQueues: number, queueSize: number): Promise<void> {
+    const p = new Uint8Array(24);
+    const v = new DataView(p.buffer);
+    v.setBigUint64(0, BigInt(size), true);
+    v.setBigUint64(8, 0n, true);
+    v.setUint16(16, numQueues, true);
+    v.setUint16(18, queueSize, true);
+    // vhost-user.rst: SET_INFLIGHT_FD has no reply unless REPLY_ACK asks for one.
+    await this.ack(Req.SET_INFLIGHT_FD, p, [fd]);
   }
 
   /** Sets up and enables queue `q` (SET_VRING_NUM/BASE/ADDR/KICK/CALL/ENABLE). */

@@ -14,10 +14,14 @@ interface InflightBuffer {
   mappingId: number;
   numQueues: number;
   queueSize: number;
+  /** Handed over by the front-end without this session having made it: a reconnect after a restart. */
+  resumed: boolean;
 }
 
 export class InflightShm {
   private current: InflightBuffer | undefined;
+  /** Whether this session made a buffer (GET_INFLIGHT_FD): QEMU then hands it back with SET_INFLIGHT_FD. */
+  private made = false;
 
   constructor(
     private readonly maxQueues: number,
@@ -39,7 +43,8 @@ export class InflightShm {
     if (size > MAX_BYTES) throw new ProtocolError(`GET_INFLIGHT_FD: ${size} bytes is too large`);
     const fd = check('memfd_create', native.memfdCreate('vhostd-inflight', size));
     try {
-      this.set({ ...this.map(fd, size, 0), numQueues, queueSize });
+      this.set({ ...this.map(fd, size, 0), numQueues, queueSize, resumed: false });
+      this.made = true;
     } catch (e) {
       native.close(fd);
       throw e;
@@ -64,7 +69,7 @@ export class InflightShm {
       if (size === 0 || size > MAX_BYTES || offset % 4096 !== 0 || size < inflightQueueBytes(queueSize, true) * numQueues) {
         throw new ProtocolError(`SET_INFLIGHT_FD: ${size} bytes at ${offset} for ${numQueues} queues of ${queueSize}`);
       }
-      this.set({ ...this.map(fd, size, offset), numQueues, queueSize });
+      this.set({ ...this.map(fd, size, offset), numQueues, queueSize, resumed: !this.made });
     } finally {
       native.close(fd);
     }
@@ -78,7 +83,7 @@ export class InflightShm {
       this.log.warn({ queue: index, size }, 'in-flight buffer does not cover this queue; it is not tracked');
       return undefined;
     }
-    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize, true) };
+    return { buffer: inf.buffer, offset: index * inflightQueueBytes(inf.queueSize, true), resumed: inf.resumed };
   }
 
   release(): void {

@@ -24,7 +24,12 @@ export interface QueueConfig {
   /** Scatter-list capacity of one chain (seg_max plus header/status room). */
   chainCapacity: number;
   /** This queue's region of the INFLIGHT_SHMFD buffer (split rings), when the front-end gave one. */
-  inflight?: { buffer: SharedArrayBuffer; offset: number };
+  inflight?: {
+    buffer: SharedArrayBuffer;
+    offset: number;
+    /** The front-end reconnected: it handed over a buffer (SET_INFLIGHT_FD) this session never made (GET_INFLIGHT_FD). */
+    resumed: boolean;
+  };
   coalescing?: Coalescing;
 }
 
@@ -107,6 +112,8 @@ export class QueueRunner {
   private activeLog: DirtyLog | undefined = undefined;
   private tracker: QueueDirtyTracker | undefined;
   private readonly cfg: QueueConfig;
+  /** The front-end reconnected to a restarted back-end (QueueConfig.inflight.resumed). */
+  readonly resumed: boolean;
 
   constructor(
     readonly mem: GuestMemory,
@@ -115,6 +122,7 @@ export class QueueRunner {
     private readonly host: RunnerHost,
   ) {
     this.cfg = cfg;
+    this.resumed = cfg.inflight?.resumed === true;
     this.qid = cfg.qid;
     this.callFd = cfg.callFd;
     this.queue = cfg.packed

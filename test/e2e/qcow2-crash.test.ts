@@ -122,3 +122,58 @@ test('qcow2 under SIGKILL: four kills during flushed writes; qemu-img check clea
     await d.stop();
   }
 });
+
+// The same workload with a guest that stays: QEMU (reconnect=1) reconnects to the restarted vhostd
+// and hands it its in-flight requests. The killed process had acknowledged writes whose metadata
+// it had not written back; the image's dirty bit tells the new process so, and it fails every
+// FLUSH of the resumed session (devices/blk/unclean-resume.ts), so the guest's writers report
+// WRITE-ERROR from then on instead of FLUSHED for a block that is gone. Every block reported
+// FLUSHED, before or after the kill, is in the image.
+test('qcow2 under SIGKILL with a guest that reconnects: no FLUSH vouches for a lost write', { timeout: 300_000 }, async () => {
+  await buildGuest();
+  let d = await VhostdProcess.start(['-m', '0x1']);
+  const dir = d.dir;
+  const img = join(dir, 'resume.qcow2');
+  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', img, SIZE);
+  await d.rpc('bdev_qcow2_create', { name: 'Q', filename: img });
+  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Q' });
+  const config = join(dir, 'config.json');
+  writeFileSync(config, execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostctl.ts', '-s', d.rpcSocket, 'save_config'], { cwd: REPO_ROOT }));
+  const g = await GuestSession.start({
+    name: 'qcow2-crash-resume',
+    script: guestScript('qcow2-crash-writer.sh'),
+    env: { SLOTS: String(SLOTS), WRITERS: '3', FIRST: '0' },
+    devices: vhostUserBlkArgs(d.socket('vhost.0'), { numQueues: 1, reconnectS: 1 }),
+  });
+  let output = '';
+  try {
+    await g.waitForMark('running', 60_000);
+    await g.waitFor(/^FLUSHED /m, 30_000);
+    await sleep(300 + Math.floor(Math.random() * 700));
+    await d.kill();
+    const flushedBeforeKill = flushedBlocks(g.output).size;
+    d = await VhostdProcess.start(['-m', '0x1', '--json', config], { dir });
+    await d.waitForLog(/vhost-user connection accepted/, 30_000);
+    const unclean = d.logsMatching(/was not closed cleanly/).length > 0;
+    if (unclean) await g.waitFor(/^WRITE-ERROR /m, 60_000);
+    else await sleep(3000);
+    g.send('stop');
+    const r = await g.waitExit(120_000);
+    output = r.output;
+    assert.match(output, /RESULT bg_errors=0/, 'the background writes (no FLUSH) never failed');
+    const flushed = flushedBlocks(output);
+    const errors = [...output.matchAll(/^WRITE-ERROR (\d+)$/gm)].length;
+    if (unclean) {
+      assert.ok(errors > 0, 'the resumed session refused FLUSH');
+      assert.equal(d.logsMatching(/failing every FLUSH of the reconnected front-end/).length, 1);
+    } else {
+      assert.equal(errors, 0, 'a clean image: the resumed session flushes normally');
+    }
+    assert.equal(await d.stop({ keepDir: true }), 0);
+    checkImage(dir, img, flushed, 'after the reconnect');
+    console.log(`# ${flushedBeforeKill} blocks flushed before the kill, ${flushed.size} in all, all present; image ${unclean ? 'unclean' : 'clean'} at the kill; ${errors} writes refused a FLUSH after the reconnect`);
+  } finally {
+    await g.kill();
+    await d.stop();
+  }
+});

@@ -6,6 +6,7 @@ import type { QueueRunner, RequestHandler } from '../../virtio/queue-runner.js';
 import { type Device, type DeviceKind, type DeviceSpec, unknownControl } from '../device.js';
 import { BlkHandler } from './blk-handler.js';
 import type { BlkDeviceSpec } from './blk-spec.js';
+import { flushesLost } from './unclean-resume.js';
 
 export class BlkDevice implements Device {
   private readonly channel: LayerChannel;
@@ -18,7 +19,7 @@ export class BlkDevice implements Device {
   }
 
   handlerFor(runner: QueueRunner): RequestHandler {
-    return new BlkHandler(runner, this.channel, this.spec, this.warn);
+    return new BlkHandler(runner, this.channel, this.spec, this.warn, flushesLost(this.spec.bdev.layer.control, runner.resumed));
   }
 
   poll(): number {

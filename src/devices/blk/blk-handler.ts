@@ -16,6 +16,7 @@ export class BlkHandler implements RequestHandler {
   private readonly scratchView = new DataView(this.scratch.buffer);
   private readonly scratchWords = new Uint32Array(this.scratch.buffer);
   private readonly serial: Uint8Array;
+  private flushesRefused = 0;
 
   /** `channel`: the device's bdev layer channel (it queues what the backend cannot take yet). */
   constructor(
@@ -23,6 +24,8 @@ export class BlkHandler implements RequestHandler {
     private readonly channel: BdevChannel,
     private readonly spec: BlkDeviceSpec,
     private readonly warn: (msg: string) => void,
+    /** Every FLUSH fails: a resumed session over writes the killed process lost (unclean-resume.ts). */
+    private readonly flushesLost = false,
   ) {
     // checkRange relies on a power-of-two block size (every bdev module guarantees one).
     if (spec.blockSize < SECTOR_SIZE || (spec.blockSize & (spec.blockSize - 1)) !== 0) throw new Error(`block size ${spec.blockSize} is not a power of two >= 512`);
@@ -84,6 +87,14 @@ export class BlkHandler implements RequestHandler {
         return;
       }
       case BlkReqType.FLUSH:
+        if (this.flushesLost) {
+          if (this.flushesRefused++ === 0) {
+            this.warn(
+              `queue ${req.runner.qid}: failing every FLUSH of the reconnected front-end: its bdev was opened from an image the killed vhostd left unclean, so writes acknowledged before the kill are lost (a new front-end starts clean)`,
+            );
+          }
+          return req.finish(BlkStatus.IOERR);
+        }
         req.type = IoType.FLUSH;
         req.offset = 0;
         req.length = 0;

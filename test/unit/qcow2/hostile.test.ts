@@ -94,10 +94,21 @@ describe('qcow2 hostile headers', () => {
     await assert.rejects(openRw(f), isQcow2Error(/corrupt/));
   });
 
-  it('dirty bit: read-only is fine, read-write asks for a repair', async () => {
-    const f = mutated((_b, v) => v.setBigUint64(72, 1n));
+  it('dirty bit with lazy refcounts (QEMU crashed: refcounts may be too low): read-only is fine, read-write asks for a repair', async () => {
+    const f = mutated((_b, v) => (v.setBigUint64(72, 1n), v.setBigUint64(80, 1n)));
     await openRw(f, true);
-    await assert.rejects(openRw(f), isQcow2Error(/dirty/));
+    await assert.rejects(openRw(f), isQcow2Error(/dirty with lazy refcounts.*qemu-img check -r all/));
+  });
+
+  it('dirty bit without lazy refcounts (vhostd was killed: at most leaks): opens read-write, unclean, and the next flush clears the bit', async () => {
+    const f = mutated((_b, v) => v.setBigUint64(72, 1n));
+    const ro = await openRw(f, true);
+    assert.equal(ro.openedUnclean, false, 'read-only: nothing to resume');
+    const img = await openRw(f);
+    assert.equal(img.openedUnclean, true);
+    await img.flush();
+    assert.equal(dv(f.data).getBigUint64(72), 0n);
+    await img.close();
   });
 
   it('unknown autoclear bits are cleared when opened read-write', async () => {

@@ -2,6 +2,7 @@
 // clusters, zeroing, discard, refcount table growth. Afterwards `qemu-img check` finds no
 // corruption and `qemu-img compare` matches a raw model kept by the test.
 import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Qcow2Image } from '../../../src/bdev/modules/qcow2/image.js';
@@ -173,6 +174,41 @@ describe('qcow2 write', () => {
     await close();
     assertClean(p);
     assertSame(p, model);
+  });
+
+  it('dirty bit: set before a metadata change is acknowledged, cleared by the flush; an overwrite in place leaves it alone', async () => {
+    const p = join(dir, 'dirty.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', p, '4M');
+    const dirtyOnDisk = () => (readFileSync(p).readBigUInt64BE(72) & 1n) === 1n;
+    const { img, close } = await openImage(p);
+    assert.equal(img.openedUnclean, false);
+    assert.equal(dirtyOnDisk(), false);
+    await img.write(pattern(4096, 1), 8192); // allocates: L2 and refcounts only in memory
+    assert.equal(dirtyOnDisk(), true, 'an acknowledged allocation leaves the bit set');
+    // What a killed process leaves: qemu-img accepts it (leaks at most), and the engine opens it unclean.
+    const check = qemuCheck(p);
+    assert.ok([0, 3].includes(check.code), `qemu-img check of the dirty image: ${check.out}`);
+    const again = await openImage(p, { readonly: true });
+    assert.equal(again.img.header.dirty, true);
+    await again.close();
+    await img.flush();
+    assert.equal(dirtyOnDisk(), false, 'the write-back clears it');
+    await img.write(pattern(4096, 2), 8192); // in place: no metadata change
+    assert.equal(dirtyOnDisk(), false);
+    await img.discard(8192, 4096);
+    assert.equal(dirtyOnDisk(), true, 'a discard changes the L2 table');
+    await close();
+    assert.equal(dirtyOnDisk(), false, 'close flushes');
+    assertClean(p);
+    const unclean = join(dir, 'unclean.qcow2');
+    copyFileSync(p, unclean);
+    const b = readFileSync(unclean);
+    b.writeBigUInt64BE(b.readBigUInt64BE(72) | 1n, 72);
+    writeFileSync(unclean, b);
+    const reopened = await openImage(unclean);
+    assert.equal(reopened.img.openedUnclean, true);
+    await reopened.close();
+    assert.equal((readFileSync(unclean).readBigUInt64BE(72) & 1n) === 1n, false);
   });
 
   it('refuses writes on a read-only image and needs a backing reader for copy-on-write', async () => {

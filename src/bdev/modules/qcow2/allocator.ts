@@ -14,6 +14,12 @@ export class ClusterAllocator {
   private end: number;
   /** Cluster indices with refcount 0, sorted. */
   private readonly free: number[] = [];
+  /**
+   * Whether the last allocate() took its clusters past the end of the file as it was at open and
+   * everything allocated since: nothing ever wrote them, so they read as zeros (a reused cluster
+   * holds what its previous owner wrote).
+   */
+  lastFresh = false;
 
   constructor(
     private readonly refcounts: Refcounts,
@@ -31,6 +37,7 @@ export class ClusterAllocator {
   async allocate(count: number): Promise<number> {
     const reused = this.takeFreeRun(count);
     if (reused >= 0) {
+      this.lastFresh = false;
       for (let c = reused; c < reused + count; c++) await this.refcounts.add(c, 1);
       return reused * this.clusterSize;
     }
@@ -44,6 +51,7 @@ export class ClusterAllocator {
     }
     const first = this.end;
     this.end += count;
+    this.lastFresh = true;
     for (let c = first; c < first + count; c++) await this.refcounts.add(c, 1);
     return first * this.clusterSize;
   }

@@ -120,6 +120,8 @@ export class Qcow2Bdev implements Bdev {
     /** Real paths of the image (first) and its chain: what the module's in-use check compares. */
     public realpaths: string[],
     private readonly log: Logger,
+    /** The image had the dirty bit: the vhostd that wrote it last was killed (image.ts). */
+    readonly uncleanOpen: boolean,
   ) {
     this.numBlocks = Math.floor(top.file.virtualSize / QCOW2_BLOCK_SIZE);
     this.id = `${uuid}#${++nextId}`;
@@ -145,7 +147,13 @@ export class Qcow2Bdev implements Bdev {
     }
     const env = fileIoEnv();
     if (env.useUring && probeUring() < 0) log.warn({ bdev: p.name }, 'io_uring unavailable: qcow2 file I/O uses synchronous preadv/pwritev');
-    const bdev = new Qcow2Bdev(p.name, p.uuid ?? randomUUID(), { ...p, readonly }, opened[0]!, opened.slice(1), inspected.realpaths, log);
+    const bdev = new Qcow2Bdev(p.name, p.uuid ?? randomUUID(), { ...p, readonly }, opened[0]!, opened.slice(1), inspected.realpaths, log, inspected.unclean);
+    if (inspected.unclean) {
+      log.warn(
+        { bdev: p.name, filename: p.filename },
+        `${p.filename} was not closed cleanly (the dirty bit is set: the process that wrote it was killed): writes it acknowledged without a FLUSH may be lost and clusters may have leaked (qemu-img check -r leaks reclaims them); a front-end that reconnects gets an error for every FLUSH (restart its guest)`,
+      );
+    }
     log.info(
       { bdev: p.name, filename: p.filename, readonly, virtualSize: inspected.top.virtualSize, clusterSize: inspected.top.clusterSize, chain: inspected.chain.map((c) => `${c.path} (${c.format})`) },
       `qcow2 bdev ${p.name} created on ${p.filename}${inspected.chain.length > 0 ? ` over a backing chain of ${inspected.chain.length}` : ''}`,

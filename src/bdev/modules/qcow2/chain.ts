@@ -8,7 +8,7 @@ import { basename, dirname, isAbsolute, resolve } from 'node:path';
 import { VhostdError } from '../../../util/errors.js';
 import { Qcow2Error } from './errors.js';
 import { FsImageFile } from './fs-file.js';
-import { QCOW2_MAGIC } from './header.js';
+import { QCOW2_MAGIC, writeRefusal } from './header.js';
 import { Qcow2Image } from './image.js';
 
 export type ImageFormat = 'qcow2' | 'raw';
@@ -68,6 +68,8 @@ interface Inspected {
   virtualSize: number;
   clusterSize: number;
   backing: { file: string; format?: string } | undefined;
+  /** Opened for writing with the dirty bit set (image.ts: a process died with metadata unwritten). */
+  unclean: boolean;
 }
 
 /** Opens a qcow2 image read-only with the engine (header, L1 and refcount tables checked). */
@@ -83,12 +85,11 @@ async function inspectQcow2(path: string, name: string, forWriting: boolean): Pr
     const h = img.header;
     if (forWriting) {
       // What the engine refuses when it opens the image for writing (image.ts), said up front.
-      if (h.corrupt) throw qcow2RpcError('EROFS', `${name}: the image is marked corrupt (incompatible feature bit 1); it can only be opened read-only (repair it with qemu-img check -r all)`);
-      if (h.dirty) throw qcow2RpcError('EROFS', `${name}: the image is marked dirty (its refcounts may be stale after a crash with lazy refcounts); repair it with qemu-img check -r all before writing`);
-      if (h.nbSnapshots > 0) throw qcow2RpcError('EROFS', `${name}: the image has ${h.nbSnapshots} internal snapshot(s); writing to images with internal snapshots is not supported`);
+      const refusal = writeRefusal(h, name);
+      if (refusal !== undefined) throw qcow2RpcError('EROFS', refusal.message);
     }
     await img.close();
-    return { virtualSize: img.virtualSize, clusterSize: img.clusterSize, backing: img.backing };
+    return { virtualSize: img.virtualSize, clusterSize: img.clusterSize, backing: img.backing, unclean: forWriting && h.dirty };
   } catch (e) {
     throw toRpcError(e, `cannot read ${path}`);
   } finally {
@@ -102,6 +103,8 @@ export interface InspectedChain {
   chain: ChainFile[];
   /** Real paths of every file (top first), for the module's in-use checks. */
   realpaths: string[];
+  /** The top image is writable and was not closed cleanly. */
+  unclean: boolean;
 }
 
 /**
@@ -149,5 +152,5 @@ export async function inspectChain(filename: string, opts: { readonly: boolean; 
     parentPath = path;
     next = info.backing;
   }
-  return { top, chain, realpaths };
+  return { top, chain, realpaths, unclean: topInfo.unclean };
 }

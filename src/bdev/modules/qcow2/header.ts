@@ -29,6 +29,9 @@ export const INCOMPAT = {
   compressionType: 1n << 3n,
   extendedL2: 1n << 4n,
 } as const;
+export const COMPAT = {
+  lazyRefcounts: 1n << 0n,
+} as const;
 const KNOWN_INCOMPAT = INCOMPAT.dirty | INCOMPAT.corrupt | INCOMPAT.externalData | INCOMPAT.compressionType | INCOMPAT.extendedL2;
 
 export const EXT = {
@@ -68,8 +71,13 @@ export interface Qcow2Header {
   backingFormat?: string;
   featureNames: FeatureName[];
   hasBitmapsExtension: boolean;
-  /** Incompatible bit 0: refcounts may be stale (a crash with lazy refcounts). */
+  /**
+   * Incompatible bit 0: the image was not closed cleanly. With lazy refcounts (QEMU) its refcounts
+   * may be too low; without (vhostd sets it while metadata waits in its cache) clusters may leak.
+   */
   dirty: boolean;
+  /** Compatible bit 0: refcount updates may be deferred (QEMU's lazy_refcounts=on). */
+  lazyRefcounts: boolean;
   /** Incompatible bit 1: QEMU found corruption; must not be written. */
   corrupt: boolean;
 }
@@ -276,8 +284,22 @@ export function parseHeader(cluster0: Uint8Array, fileSize: number, name: string
     featureNames,
     hasBitmapsExtension,
     dirty: (incompatibleFeatures & INCOMPAT.dirty) !== 0n,
+    lazyRefcounts: (compatibleFeatures & COMPAT.lazyRefcounts) !== 0n,
     corrupt: (incompatibleFeatures & INCOMPAT.corrupt) !== 0n,
   };
+}
+
+/**
+ * Why the image cannot be opened for writing, or undefined. A dirty image without lazy refcounts
+ * is writable: its refcounts were written before the references (only leaks are possible).
+ */
+export function writeRefusal(h: Qcow2Header, name: string): { kind: 'corrupt' | 'unsupported'; message: string } | undefined {
+  if (h.corrupt) return { kind: 'corrupt', message: `${name}: the image is marked corrupt (incompatible feature bit 1); it can only be opened read-only (repair it with qemu-img check -r all)` };
+  if (h.dirty && h.lazyRefcounts) {
+    return { kind: 'unsupported', message: `${name}: the image is marked dirty with lazy refcounts (its refcounts may be stale after a crash); repair it with qemu-img check -r all before writing` };
+  }
+  if (h.nbSnapshots > 0) return { kind: 'unsupported', message: `${name}: the image has ${h.nbSnapshots} internal snapshot(s); writing to images with internal snapshots is not supported` };
+  return undefined;
 }
 
 /** A big-endian u64 field as bytes, for rewriting one header field in place. */

@@ -13,6 +13,15 @@
 //      may those clusters be reused.
 // Refcount blocks and tables that have to be created are written through immediately (see
 // refcounts.ts). A crash at any point therefore leaves at most leaked clusters.
+//
+// The dirty bit (v3). A write acknowledged with its metadata still in memory is lost if the
+// process dies, and that is allowed until the guest's next FLUSH returns. But a front-end that
+// reconnects to a restarted vhostd resubmits the requests it had in flight, a FLUSH among them,
+// and that FLUSH must not succeed over writes that vanished. So before the first metadata change
+// after a write-back is acknowledged, the header gets the dirty bit (one header write, no flush:
+// a killed process leaves its writes in the page cache); the write-back clears it. An image
+// opened with the bit set (and no lazy refcounts: then QEMU's meaning applies and it is refused)
+// is `openedUnclean`: the devices fail the FLUSHes of a resumed session (devices/blk/unclean-resume.ts).
 import { constants as zlibConstants, inflateRawSync } from 'node:zlib';
 import { ClusterAllocator } from './allocator.js';
 import {
@@ -26,7 +35,7 @@ import {
   l2ReservedBits,
 } from './entries.js';
 import { Qcow2Error, hex } from './errors.js';
-import { HEADER_OFFSET, type Qcow2Header, l2Entries, readHeader, u64Bytes } from './header.js';
+import { HEADER_OFFSET, INCOMPAT, type Qcow2Header, l2Entries, readHeader, u64Bytes, writeRefusal } from './header.js';
 import type { ImageFile } from './image-file.js';
 import { type CachedTable, MetadataCache } from './l2-cache.js';
 import { ClusterRangeLock, Mutex } from './locks.js';
@@ -103,6 +112,8 @@ interface ClusterChange {
   releaseOld: boolean;
   /** host was allocated for this write (freed again on abort); false for a reused preallocated zero cluster. */
   allocated: boolean;
+  /** host was allocated where nothing was ever written (ClusterAllocator.lastFresh): it reads as zeros. */
+  fresh?: boolean;
 }
 
 const KIND_DATA = 0;
@@ -140,6 +151,11 @@ export class Qcow2Image {
   /** The last decompressed cluster (reads of one compressed cluster come in pieces). */
   private lastCompressed: { offset: number; data: Uint8Array } | undefined;
 
+  /** Whether the header in the file has the dirty bit now. */
+  private dirtyOnDisk: boolean;
+  /** Opened for writing with the dirty bit set: a process died with metadata unwritten (see the top). */
+  readonly openedUnclean: boolean;
+
   private constructor(
     private readonly file: ImageFile,
     header: Qcow2Header,
@@ -161,17 +177,16 @@ export class Qcow2Image {
     this.refcounts = refcounts;
     this.allocator = new ClusterAllocator(refcounts, this.clusterSize, file.size());
     this.backingRead = opts.backingRead;
+    this.dirtyOnDisk = header.dirty;
+    this.openedUnclean = header.dirty && !opts.readonly;
   }
 
   /** Opens an image: validates the header, loads the L1 and refcount tables. Throws Qcow2Error when refused. */
   static async open(file: ImageFile, opts: OpenOptions): Promise<Qcow2Image> {
     const name = opts.name ?? 'qcow2 image';
     const header = await readHeader(file, name);
-    if (!opts.readonly) {
-      if (header.corrupt) throw new Qcow2Error('corrupt', `${name}: the image is marked corrupt (incompatible feature bit 1); it can only be opened read-only (repair it with qemu-img check -r all)`, { errno: 'EROFS' });
-      if (header.dirty) throw new Qcow2Error('unsupported', `${name}: the image is marked dirty (its refcounts may be stale after a crash with lazy refcounts); repair it with qemu-img check -r all before writing`, { errno: 'EROFS' });
-      if (header.nbSnapshots > 0) throw new Qcow2Error('unsupported', `${name}: the image has ${header.nbSnapshots} internal snapshot(s); writing to images with internal snapshots is not supported`, { errno: 'EROFS' });
-    }
+    const refusal = opts.readonly ? undefined : writeRefusal(header, name);
+    if (refusal !== undefined) throw new Qcow2Error(refusal.kind, refusal.message, { errno: 'EROFS' });
     const l1 = new Uint8Array(header.l1Size * 8);
     await file.read(l1, header.l1TableOffset);
     const refcounts = await Refcounts.load(file, {
@@ -508,8 +523,10 @@ export class Qcow2Image {
         const flushRun = async () => {
           if (run.length === 0) return;
           const base = await this.allocator.allocate(run.length);
+          const fresh = this.allocator.lastFresh;
           run.forEach((ch, k) => {
             ch.host = base + k * cs;
+            ch.fresh = fresh;
             hosts[ch.guestCluster - first] = ch.host;
           });
           run = [];
@@ -587,6 +604,7 @@ export class Qcow2Image {
               this.pendingFrees.push({ offset: ch.host, bytes: cs, discardHost: true });
             }
           }
+          if (commit && changes.length > 0) await this.markDirtyLocked();
         });
         await this.trimCaches();
       } finally {
@@ -628,8 +646,9 @@ export class Qcow2Image {
         untouched = false;
         break;
     }
-    // A new cluster past the end of the file already reads as zeros.
-    if (ch.host + from >= this.file.size() && (untouched || isAllZero(buf))) return;
+    // A cluster nothing ever wrote (taken at the end of the file: writes to other new clusters may
+    // have moved the end past it since) already reads as zeros.
+    if ((ch.fresh === true || ch.host + from >= this.file.size()) && (untouched || isAllZero(buf))) return;
     await this.file.write(buf, ch.host + from);
   }
 
@@ -712,6 +731,7 @@ export class Qcow2Image {
     const unlock = await this.clusterLocks.acquire(first, end);
     try {
       await this.meta.run(async () => {
+        let changed = false;
         for (let gc = first; gc < end; gc++) {
           const l1i = Math.floor(gc / this.l2PerTable);
           const needZeroFlag = mode !== 'unallocate' && this.backing !== undefined;
@@ -733,9 +753,11 @@ export class Qcow2Image {
           if (keepHost !== 0) this.setL2(t, gc, COPIED_HI | Math.floor(keepHost / TWO32), (keepHost >>> 0) | ZERO_LO);
           else if (needZeroFlag || (mode === 'keep' && this.header.version === 3)) this.setL2(t, gc, 0, ZERO_LO);
           else this.setL2(t, gc, 0, 0);
+          changed = true;
           if (keepHost === 0 && kind === KIND_COMPRESSED) this.pendingFrees.push({ offset: host, bytes: len, discardHost: false });
           else if (keepHost === 0 && host !== 0) this.pendingFrees.push({ offset: host, bytes: cs, discardHost: true });
         }
+        if (changed) await this.markDirtyLocked();
       });
       await this.trimCaches();
     } finally {
@@ -791,6 +813,22 @@ export class Qcow2Image {
       await this.file.flush();
       if (this.file.discard !== undefined) for (const c of discard) await this.file.discard(c * this.clusterSize, this.clusterSize);
     }
+    await this.markCleanLocked();
+  }
+
+  /** Sets the dirty bit before a metadata change that is only in memory is acknowledged (see the top). */
+  private async markDirtyLocked(): Promise<void> {
+    if (this.dirtyOnDisk || this.header.version < 3) return;
+    await this.file.write(u64Bytes(this.header.incompatibleFeatures | INCOMPAT.dirty), HEADER_OFFSET.incompatibleFeatures);
+    this.dirtyOnDisk = true;
+  }
+
+  /** Clears the dirty bit once every metadata change is written back and flushed. */
+  private async markCleanLocked(): Promise<void> {
+    if (!this.dirtyOnDisk || this.l2Cache.hasDirty() || this.l1Dirty.size > 0 || this.refcounts.hasDirty() || this.pendingFrees.length > 0) return;
+    // Not flushed itself: a clear that is lost only makes the next open think it unclean.
+    await this.file.write(u64Bytes(this.header.incompatibleFeatures & ~INCOMPAT.dirty), HEADER_OFFSET.incompatibleFeatures);
+    this.dirtyOnDisk = false;
   }
 
   /** Writes the dirty L1 entries, one 512-byte sector per group. */
