@@ -27,6 +27,8 @@ export interface LayerShare {
 export interface OpenSpec {
   backend: ChannelSpec;
   layer: LayerShare;
+  /** Bdev.threadAffinity of the bdev, for the device's queue placement. */
+  affinity?: string;
 }
 
 export interface BdevChannel {
@@ -58,6 +60,12 @@ export interface Bdev {
    * would vouch for those writes, must fail (devices/blk/unclean-resume.ts).
    */
   readonly uncleanOpen?: boolean;
+  /**
+   * Set when the backend must see all its I/O from one reactor (a writable qcow2 image: one
+   * engine holds its metadata): devices on it put all their queues on one reactor, the same for
+   * every device with this key.
+   */
+  readonly threadAffinity?: string;
   /**
    * The spec a reactor opens this backend's channel from. A vbdev puts its base in it as
    * `open(base)`: the base's I/O then goes through the base's own layer (stats, QoS) too.

@@ -115,7 +115,8 @@ export class BdevRegistry {
 
   /** What a reactor opens the bdev from (channels.ts openBdev): backend spec plus layer share. */
   openSpec(bdev: Bdev): OpenSpec {
-    return { backend: bdev.channelSpec((base) => this.openSpec(base)), layer: this.layerOf(bdev).share };
+    const affinity = bdev.threadAffinity;
+    return { backend: bdev.channelSpec((base) => this.openSpec(base)), layer: this.layerOf(bdev).share, ...(affinity !== undefined ? { affinity } : {}) };
   }
 
   has(name: string): boolean {

@@ -8,6 +8,8 @@ export interface DeviceSpec {
   readonly kind: string;
   /** Controller name, for logs and statistics. */
   readonly name: string;
+  /** Serve every queue on one reactor, the same for every device with this key (Bdev.threadAffinity). */
+  readonly affinity?: string;
 }
 
 /** A device as one reactor runs it. */

@@ -23,7 +23,8 @@ export class DevicePlane implements DataPlane {
     cores: number[],
     private spec: DeviceSpec,
   ) {
-    this.reactors = pool.select(cores);
+    const reactors = pool.select(cores);
+    this.reactors = spec.affinity === undefined ? reactors : [pool.affine(spec.affinity, reactors)];
   }
 
   /** Which reactor serves queue `qid`. */

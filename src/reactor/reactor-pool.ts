@@ -68,6 +68,8 @@ export const DEFAULT_POLL_IDLE_US = 1000;
 
 export class ReactorPool {
   readonly reactors: ReactorHandle[] = [];
+  /** DeviceSpec.affinity key -> the reactor its devices are on. */
+  private readonly affinity = new Map<string, ReactorHandle>();
   private readonly listeners = new Set<(e: ReactorEvent) => void>();
 
   constructor(
@@ -94,6 +96,18 @@ export class ReactorPool {
 
   private dispatch(e: ReactorEvent): void {
     for (const l of this.listeners) l(e);
+  }
+
+  /**
+   * The reactor for devices with affinity `key` (DeviceSpec.affinity) among `candidates` (least
+   * loaded first): the one the key was given before, while it is a candidate, else the first.
+   */
+  affine(key: string, candidates: ReactorHandle[]): ReactorHandle {
+    const before = this.affinity.get(key);
+    if (before !== undefined && candidates.includes(before)) return before;
+    const chosen = candidates[0]!;
+    this.affinity.set(key, chosen);
+    return chosen;
   }
 
   /** The reactors on `cores` (which must all belong to the daemon's mask), least loaded first. */

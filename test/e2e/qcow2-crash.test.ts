@@ -62,18 +62,28 @@ function checkImage(dir: string, img: string, flushed: Map<number, number>, what
   return Number(/(\d+) leaked clusters/.exec(c.out)?.[1] ?? 0);
 }
 
-test('qcow2 under SIGKILL: four kills during flushed writes; qemu-img check clean (leaks at most), every flushed block present', { timeout: 300_000 }, async () => {
+/**
+ * Builds the guest image, starts vhostd serving a fresh 64 KiB-cluster image `name`
+ * as controller vhost.0 (bdev Q), and saves its config for the restarts.
+ */
+async function serveFreshImage(name: string): Promise<{ d: VhostdProcess; dir: string; img: string; config: string }> {
   await buildGuest();
-  let d = await VhostdProcess.start(['-m', '0x1']);
-  const dir = d.dir;
-  const img = join(dir, 'crash.qcow2');
+  const d = await VhostdProcess.start(['-m', '0x1']);
+  const img = join(d.dir, name);
   qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', img, SIZE);
   await d.rpc('bdev_qcow2_create', { name: 'Q', filename: img });
   await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Q' });
-  const config = join(dir, 'config.json');
+  const config = join(d.dir, 'config.json');
   const saved = execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostctl.ts', '-s', d.rpcSocket, 'save_config'], { cwd: REPO_ROOT });
   writeFileSync(config, saved);
   assert.match(saved.toString(), /bdev_qcow2_create/);
+  return { d, dir: d.dir, img, config };
+}
+
+test('qcow2 under SIGKILL: four kills during flushed writes; qemu-img check clean (leaks at most), every flushed block present', { timeout: 300_000 }, async () => {
+  const served = await serveFreshImage('crash.qcow2');
+  const { dir, img, config } = served;
+  let d = served.d;
   const all = new Map<number, number>();
   const report: string[] = [];
   // Different moments: early in the first allocations, later with more metadata cached, ...
@@ -130,15 +140,9 @@ test('qcow2 under SIGKILL: four kills during flushed writes; qemu-img check clea
 // WRITE-ERROR from then on instead of FLUSHED for a block that is gone. Every block reported
 // FLUSHED, before or after the kill, is in the image.
 test('qcow2 under SIGKILL with a guest that reconnects: no FLUSH vouches for a lost write', { timeout: 300_000 }, async () => {
-  await buildGuest();
-  let d = await VhostdProcess.start(['-m', '0x1']);
-  const dir = d.dir;
-  const img = join(dir, 'resume.qcow2');
-  qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', img, SIZE);
-  await d.rpc('bdev_qcow2_create', { name: 'Q', filename: img });
-  await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.0', dev_name: 'Q' });
-  const config = join(dir, 'config.json');
-  writeFileSync(config, execFileSync(process.execPath, ['--import', 'tsx', 'src/cli/vhostctl.ts', '-s', d.rpcSocket, 'save_config'], { cwd: REPO_ROOT }));
+  const served = await serveFreshImage('resume.qcow2');
+  const { dir, img, config } = served;
+  let d = served.d;
   const g = await GuestSession.start({
     name: 'qcow2-crash-resume',
     script: guestScript('qcow2-crash-writer.sh'),

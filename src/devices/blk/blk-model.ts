@@ -66,6 +66,7 @@ export class BlkModel implements DeviceModel {
       maxWriteZeroesSectors: MAX_DISCARD_SECTORS,
       unmap,
       writeZeroes,
+      ...(bdevSpec.affinity !== undefined ? { affinity: bdevSpec.affinity } : {}),
     };
   }
 

@@ -26,7 +26,11 @@ export class ScsiModel implements DeviceModel {
   constructor(readonly name: string) {}
 
   spec(): ScsiDeviceSpec {
-    return { kind: 'scsi', name: this.name, segMax: SEG_MAX, hotplug: true, targets: [...this.targets.values()] };
+    const targets = [...this.targets.values()];
+    // A LUN whose bdev wants one reactor (a writable qcow2 image) keeps the session's queues on it;
+    // one attached later to a session spread over reactors is served only from its owner's.
+    const affinity = targets.find((t) => t.bdev.affinity !== undefined)?.bdev.affinity;
+    return { kind: 'scsi', name: this.name, segMax: SEG_MAX, hotplug: true, targets, ...(affinity !== undefined ? { affinity } : {}) };
   }
 
   readConfig(): Uint8Array {

@@ -165,6 +165,11 @@ export class Qcow2Bdev implements Bdev {
     return this.params.readonly ?? false;
   }
 
+  /** A writable image is served by one engine, on one reactor (channel.ts). */
+  get threadAffinity(): string | undefined {
+    return this.readonly ? undefined : this.id;
+  }
+
   supportsIo(type: IoType): boolean {
     switch (type) {
       case IoType.READ:
