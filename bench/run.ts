@@ -37,6 +37,7 @@ import { type BlockDevice, setupBlockDevice } from './lib/blockdev.js';
 import { SpdkTarget, spdkMissing } from './lib/spdk.js';
 import { INITIATORS, type InitiatorKind, asLoadResult, bdevperfWorkload, runBdevperf } from './lib/bdevperf.js';
 import { type ManyCtrlReport, formatManyCtrl, runManyCtrl } from './lib/manyctrl.js';
+import { type RssReport, formatRss, runRss } from './lib/rss.js';
 import type { GuestSession } from '../test/e2e/lib/guest.js';
 import { FAR_LINK_NS, type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
 import { renderChart } from './lib/svg.js';
@@ -120,7 +121,7 @@ interface BenchOptions {
 }
 
 /** Parts of a bench run `--only` picks from. */
-export const SECTIONS = ['io', 'alloc', 'wakeup', 'layer', 'manyctrl', 'migration'] as const;
+export const SECTIONS = ['io', 'alloc', 'wakeup', 'layer', 'manyctrl', 'rss', 'migration'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): BenchOptions {
@@ -293,6 +294,7 @@ export async function main(argv: string[]): Promise<number> {
   let migration: MigrationReport | undefined;
   let layer: LayerReport | undefined;
   let manyctrl: ManyCtrlReport | undefined;
+  let rss: RssReport | undefined;
   let blockdev: BlockDevice | undefined;
   // The migration section's own targets and image while it runs.
   const migrationLive = { targets: new Set<Target>(), guests: new Set<GuestSession>(), files: new Set<string>(), stopping: false };
@@ -503,6 +505,15 @@ export async function main(argv: string[]): Promise<number> {
         manyctrl = { params, rows: [], skipped: `failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}` };
       }
     }
+    if (sections.has('rss')) {
+      const params = { spdkDir: o.spdkDir, targets: o.targets, core: o.targetCore, sizeBytes: o.size, dist: o.dist };
+      try {
+        rss = await runRss(params, log, migrationLive);
+      } catch (e) {
+        log(`rss section failed: ${e instanceof Error ? e.stack : String(e)}`);
+        rss = { params, rows: [{ target: 'vhostd', status: 'error', reason: e instanceof Error ? e.message.split('\n')[0] : String(e), rssBytes: 0, hugetlbBytes: 0, rssBytesMany: 0, hugetlbBytesMany: 0, perControllerBytes: 0 }] };
+      }
+    }
     if (sections.has('migration')) {
       const params = defaultMigrationParams({
         targetCore: o.targetCore,
@@ -562,6 +573,7 @@ export async function main(argv: string[]): Promise<number> {
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);
   if (layer) process.stdout.write(`\n${formatLayer(layer)}\n`);
   if (manyctrl) process.stdout.write(`\n${formatManyCtrl(manyctrl)}\n`);
+  if (rss) process.stdout.write(`\n${formatRss(rss)}\n`);
   if (migration) process.stdout.write(`\n${formatMigration(migration)}\n`);
   for (const p of profiles) {
     // The reactor is the data path; the control thread only matters when it is busy; the module
@@ -600,6 +612,7 @@ export async function main(argv: string[]): Promise<number> {
     wakeups,
     layer,
     manyctrl,
+    rss,
     migration,
     profiles: profiles.map((p) => p.summary),
   };
@@ -630,7 +643,8 @@ export async function main(argv: string[]): Promise<number> {
   const migrationFailed = migration?.summary.some((s) => s.status === 'error') ?? false;
   const layerFailed = layer !== undefined && (layer.skipped !== undefined || layer.rows.some((r) => r.status === 'error'));
   const manyctrlFailed = manyctrl?.rows.some((r) => r.status === 'error') ?? false;
-  return rows.some((r) => r.status === 'error') || migrationFailed || layerFailed || manyctrlFailed ? 1 : 0;
+  const rssFailed = rss?.rows.some((r) => r.status === 'error') ?? false;
+  return rows.some((r) => r.status === 'error') || migrationFailed || layerFailed || manyctrlFailed || rssFailed ? 1 : 0;
 }
 
 main(process.argv).then(

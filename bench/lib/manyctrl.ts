@@ -49,7 +49,8 @@ export interface ManyCtrlReport {
   rows: ManyCtrlRow[];
 }
 
-async function startTarget(kind: TargetKind, n: number, p: ManyCtrlParams): Promise<{ t: Target; sockets: string[] }> {
+/** The target on its core with `n` blk controllers, each over its own null bdev (QSD: `n` exports of one null-co node). */
+export async function startTarget(kind: TargetKind, n: number, p: Pick<ManyCtrlParams, 'spdkDir' | 'core' | 'sizeBytes' | 'dist'>): Promise<{ t: Target; sockets: string[] }> {
   const numBlocks = Math.floor(p.sizeBytes / 512);
   if (kind === 'qsd') {
     if (!QsdTarget.available()) throw new Error('qemu-storage-daemon is not installed');
