@@ -40,7 +40,7 @@ export class BdevLayer {
     this.ctl = new Int32Array(control);
   }
 
-  /** The backend was opened unclean (Bdev.uncleanOpen): devices fail a resumed session's first FLUSH. */
+  /** The backend was opened unclean (Bdev.uncleanOpen): devices fail a resumed session's FLUSHes. */
   markUnclean(): void {
     Atomics.store(this.ctl, Ctl.UNCLEAN_OPEN, 1);
   }

@@ -14,8 +14,8 @@
 //     complete the request, and a spinning reactor takes it from them (a loop device at QD 1:
 //     30-40k IO/s spinning, 51-54k sleeping, QSD 46-52k). So the reactor measures L in windows
 //     spent spinning and in windows spent sleeping, keeps the mode with the lower L (sleep on a
-//     tie within 5%: it costs no CPU) and re-measures the other mode one window in
-//     EXPLORE_MIN..EXPLORE_MAX, less often while it keeps losing (a device where a wake-up
+//     tie within 5%: it costs no CPU) and re-measures the other mode for EXPLORE_WINDOWS windows
+//     every EXPLORE_MIN..EXPLORE_MAX windows, less often while it keeps losing (a device where a wake-up
 //     costs more than it frees spends 4 windows in 260 measuring that).
 // Tried and dropped: napping (clock_nanosleep) for half of L, as Linux's hybrid polling does: a
 // nap on these VMs overshoots by 15-25 µs when the core is quiet and by hundreds of µs when the

@@ -164,8 +164,8 @@ export class Reactor implements DeviceHost {
     if (this.polling) return;
     this.polling = true;
     this.wakeups++;
-    // Asleep with requests out, the time counts towards their latency; asleep with none, the
-    // backend-wait sample starts again now.
+    // Asleep with requests out, the sleep belongs to the backend-wait window under way; asleep
+    // with none, the window's time starts again now.
     if (this.outAtSleep === 0) this.times[LAST_SAMPLE_AT] = this.times[LAST_WORK_AT];
     for (const r of this.runners) r.quiesce();
     setImmediate(this.loop);
@@ -244,10 +244,7 @@ export class Reactor implements DeviceHost {
       r.backendLatencyMs[0] = 0;
     }
     const times = this.times;
-    // Asleep, the requests out stayed out until the first completion woke the reactor.
-    const outMeanwhile = this.outAtSleep > 0 ? this.outAtSleep : out;
-    this.outAtSleep = 0;
-    this.backendWait.sample(outMeanwhile, now - times[LAST_SAMPLE_AT], done, latencySum);
+    this.backendWait.sample(out, now - times[LAST_SAMPLE_AT], done, latencySum);
     times[LAST_SAMPLE_AT] = now;
     return out;
   }

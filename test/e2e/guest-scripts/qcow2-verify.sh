@@ -43,22 +43,8 @@ EOF
     --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=1 --exitall_on_error=1 \
     --randrepeat=0 $args >/tmp/fio.out 2>&1
   rc=$?
-  sed 's/^/# fio: /' /tmp/fio.out
-  result fio_rc "$rc"
   result fio_jobs "$jobs"
-  [ "$rc" -eq 0 ] || fail "fio exited $rc"
-  errs=$(sed -n 's/.*: err= *\([0-9]*\).*/\1/p' /tmp/fio.out | awk '{s += $1} END {print s + 0}')
-  nsum=$(grep -c ': err= *[0-9]' /tmp/fio.out)
-  result fio_errors "$errs"
-  [ "$errs" -eq 0 ] || fail "fio reported errors ($errs)"
-  [ "$nsum" -eq "$jobs" ] || fail "expected $jobs fio job summaries, found $nsum"
-  grep -qi 'verify failed\|bad magic\|crc32c: verify' /tmp/fio.out && fail "fio verify failure"
-  ios=$(sed -n 's/.*issued rwts: total=\([0-9]*\),\([0-9]*\),.*/\1 \2/p' /tmp/fio.out)
-  wr=$(echo "$ios" | awk '{s += $2} END {print s + 0}')
-  rd=$(echo "$ios" | awk '{s += $1} END {print s + 0}')
-  result fio_write_ios "$wr"
-  result fio_verify_ios "$rd"
-  [ "$wr" -gt 0 ] && [ "$rd" -eq "$wr" ] || fail "verify reads ($rd) != writes ($wr)"
+  check_fio_verify /tmp/fio.out "$rc" "$jobs"
   mark fio-done
 fi
 

@@ -14,12 +14,6 @@ export class ClusterAllocator {
   private end: number;
   /** Cluster indices with refcount 0, sorted. */
   private readonly free: number[] = [];
-  /**
-   * Whether the last allocate() took its clusters past the end of the file as it was at open and
-   * everything allocated since: nothing ever wrote them, so they read as zeros (a reused cluster
-   * holds what its previous owner wrote).
-   */
-  lastFresh = false;
 
   constructor(
     private readonly refcounts: Refcounts,
@@ -33,13 +27,17 @@ export class ClusterAllocator {
     return this.end * this.clusterSize;
   }
 
-  /** Allocates `count` contiguous clusters (refcount 1 each) and returns the host offset of the first. */
-  async allocate(count: number): Promise<number> {
+  /**
+   * Allocates `count` contiguous clusters (refcount 1 each): the host offset of the first, and
+   * whether they are fresh, i.e. taken past the end of the file as it was at open and of
+   * everything allocated since: nothing ever wrote them, so they read as zeros (a reused cluster
+   * holds what its previous owner wrote).
+   */
+  async allocate(count: number): Promise<{ offset: number; fresh: boolean }> {
     const reused = this.takeFreeRun(count);
     if (reused >= 0) {
-      this.lastFresh = false;
       for (let c = reused; c < reused + count; c++) await this.refcounts.add(c, 1);
-      return reused * this.clusterSize;
+      return { offset: reused * this.clusterSize, fresh: false };
     }
     for (;;) {
       const e = this.end;
@@ -51,9 +49,8 @@ export class ClusterAllocator {
     }
     const first = this.end;
     this.end += count;
-    this.lastFresh = true;
     for (let c = first; c < first + count; c++) await this.refcounts.add(c, 1);
-    return first * this.clusterSize;
+    return { offset: first * this.clusterSize, fresh: true };
   }
 
   /**

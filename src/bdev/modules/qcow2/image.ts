@@ -112,8 +112,8 @@ interface ClusterChange {
   releaseOld: boolean;
   /** host was allocated for this write (freed again on abort); false for a reused preallocated zero cluster. */
   allocated: boolean;
-  /** host was allocated where nothing was ever written (ClusterAllocator.lastFresh): it reads as zeros. */
-  fresh?: boolean;
+  /** host was allocated where nothing was ever written (ClusterAllocator.allocate): it reads as zeros. */
+  fresh: boolean;
 }
 
 const KIND_DATA = 0;
@@ -473,7 +473,7 @@ export class Qcow2Image {
     const off = this.l2TableOffset(l1i);
     if (off !== 0) return this.l2Cache.load(off, true);
     if (!create) return undefined;
-    const host = await this.allocator.allocate(1);
+    const { offset: host } = await this.allocator.allocate(1);
     // Written (zeroed) in step 3 of the write-back, before the L1 entry in step 4.
     const t = this.l2Cache.insertNew(host);
     this.l2Tables?.add(host);
@@ -522,8 +522,7 @@ export class Qcow2Image {
         let run: ClusterChange[] = [];
         const flushRun = async () => {
           if (run.length === 0) return;
-          const base = await this.allocator.allocate(run.length);
-          const fresh = this.allocator.lastFresh;
+          const { offset: base, fresh } = await this.allocator.allocate(run.length);
           run.forEach((ch, k) => {
             ch.host = base + k * cs;
             ch.fresh = fresh;
@@ -542,18 +541,18 @@ export class Qcow2Image {
               await flushRun();
               hosts[gc - first] = e.host;
               // A preallocated zero cluster: fill the rest with zeros, clear the flag at commit.
-              if (e.kind === KIND_ZERO) found.push({ guestCluster: gc, host: e.host, source: 'zeros', oldOffset: 0, oldLength: 0, releaseOld: false, allocated: false });
+              if (e.kind === KIND_ZERO) found.push({ guestCluster: gc, host: e.host, source: 'zeros', oldOffset: 0, oldLength: 0, releaseOld: false, allocated: false, fresh: false });
               continue;
             }
-            const ch: ClusterChange = { guestCluster: gc, host: 0, source: e.kind === KIND_ZERO ? 'zeros' : 'host', oldOffset: e.host, oldLength: cs, releaseOld: true, allocated: true };
+            const ch: ClusterChange = { guestCluster: gc, host: 0, source: e.kind === KIND_ZERO ? 'zeros' : 'host', oldOffset: e.host, oldLength: cs, releaseOld: true, allocated: true, fresh: false };
             found.push(ch);
             run.push(ch);
             continue;
           }
           const ch: ClusterChange =
             e.kind === KIND_COMPRESSED
-              ? { guestCluster: gc, host: 0, source: 'compressed', oldOffset: e.host, oldLength: e.len, releaseOld: true, allocated: true }
-              : { guestCluster: gc, host: 0, source: e.kind === KIND_ZERO ? 'zeros' : 'backing', oldOffset: 0, oldLength: 0, releaseOld: false, allocated: true };
+              ? { guestCluster: gc, host: 0, source: 'compressed', oldOffset: e.host, oldLength: e.len, releaseOld: true, allocated: true, fresh: false }
+              : { guestCluster: gc, host: 0, source: e.kind === KIND_ZERO ? 'zeros' : 'backing', oldOffset: 0, oldLength: 0, releaseOld: false, allocated: true, fresh: false };
           const covered = (gc > first || offset % cs === 0) && (gc < last || (offset + length) % cs === 0 || offset + length === this.virtualSize);
           if (!covered && ch.source === 'backing' && this.backing !== undefined && this.backingRead === undefined) {
             throw new Qcow2Error('unsupported', `${this.name}: writing needs copy-on-write from the backing file ${this.backing.file}, but no backing reader was given at open`);
@@ -648,7 +647,7 @@ export class Qcow2Image {
     }
     // A cluster nothing ever wrote (taken at the end of the file: writes to other new clusters may
     // have moved the end past it since) already reads as zeros.
-    if ((ch.fresh === true || ch.host + from >= this.file.size()) && (untouched || isAllZero(buf))) return;
+    if ((ch.fresh || ch.host + from >= this.file.size()) && (untouched || isAllZero(buf))) return;
     await this.file.write(buf, ch.host + from);
   }
 

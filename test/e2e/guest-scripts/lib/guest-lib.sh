@@ -110,3 +110,27 @@ is_zero_at() {
   dd if="/dev/$1" bs=64K iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" status=none |
     cmp -s -n "$3" - /dev/zero
 }
+
+# check_fio_verify OUT RC JOBS: the checks of a fio write+verify run whose output is in OUT
+# and whose exit status was RC, with JOBS job summaries expected: prints the output (as notes)
+# and the fio_* results, and records a failure for an exit status, an error count, a missing
+# job summary, a verify failure, or verify reads that do not match the writes.
+check_fio_verify() {
+  sed 's/^/# fio: /' "$1"
+  result fio_rc "$2"
+  [ "$2" -eq 0 ] || fail "fio exited $2"
+  # each job's summary line: "verify: (groupid=0, jobs=1): err= 0: pid=..."
+  errs=$(sed -n 's/.*: err= *\([0-9]*\).*/\1/p' "$1" | awk '{s += $1} END {print s + 0}')
+  nsum=$(grep -c ': err= *[0-9]' "$1")
+  result fio_errors "$errs"
+  [ "$errs" -eq 0 ] || fail "fio reported errors ($errs)"
+  [ "$nsum" -eq "$3" ] || fail "expected $3 fio job summaries, found $nsum"
+  grep -qi 'verify failed\|bad magic\|crc32c: verify' "$1" && fail "fio verify failure"
+  # issued rwts: total=READS,WRITES,... : the verify reads must equal the writes, per job
+  ios=$(sed -n 's/.*issued rwts: total=\([0-9]*\),\([0-9]*\),.*/\1 \2/p' "$1")
+  wr=$(echo "$ios" | awk '{s += $2} END {print s + 0}')
+  rd=$(echo "$ios" | awk '{s += $1} END {print s + 0}')
+  result fio_write_ios "$wr"
+  result fio_verify_ios "$rd"
+  [ "$wr" -gt 0 ] && [ "$rd" -eq "$wr" ] || fail "verify reads ($rd) != writes ($wr)"
+}
