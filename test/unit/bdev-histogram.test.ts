@@ -47,7 +47,15 @@ class Instant implements BdevChannel {
 class Slow implements BdevChannel {
   constructor(private readonly ms: number) {}
   submit(io: BdevIo): void {
-    setTimeout(() => io.complete(IoStatus.SUCCESS), this.ms);
+    // A timer counts from the event loop's cached time, which can be behind the submission by
+    // a busy turn: it then fires early. Re-arm until the full time has passed.
+    const due = performance.now() + this.ms;
+    const fire = () => {
+      const left = due - performance.now();
+      if (left > 0) setTimeout(fire, left);
+      else io.complete(IoStatus.SUCCESS);
+    };
+    setTimeout(fire, this.ms);
   }
   close(): void {}
 }
