@@ -36,6 +36,12 @@ export interface RowResult extends RowSpec {
   p99Us: number;
   targetCpuPct?: number;
   iopsPerTargetCpuSec?: number;
+  /**
+   * µs per I/O of CPU that neither the bench nor a target used, median over samples: on block
+   * device rows the device's kernel threads (a loop device's workers, block softirqs), which run
+   * on the same two cores and are part of what an I/O costs the machine.
+   */
+  otherCpuUsPerIo?: number;
   initiatorCpuPct: number;
   initiatorBusyPct: number;
   initiatorSaturated: boolean;
@@ -81,10 +87,11 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-export function summarize(row: Omit<RowResult, 'iops' | 'p50Us' | 'p99Us' | 'initiatorCpuPct' | 'initiatorBusyPct' | 'initiatorSaturated' | 'stalls' | 'initiatorHiccupMs' | 'errors'>): RowResult {
+export function summarize(row: Omit<RowResult, 'iops' | 'p50Us' | 'p99Us' | 'otherCpuUsPerIo' | 'initiatorCpuPct' | 'initiatorBusyPct' | 'initiatorSaturated' | 'stalls' | 'initiatorHiccupMs' | 'errors'>): RowResult {
   const s = row.samples;
   const tgt = s.filter((x) => x.targetProc);
   const busy = median(s.map((x) => x.initiator.busyPct));
+  const other = s.flatMap((x, i) => (x.iops > 0 && row.foreignCores[i] !== undefined ? [(row.foreignCores[i] * 1e6) / x.iops] : []));
   return {
     ...row,
     iops: median(s.map((x) => x.iops)),
@@ -92,6 +99,7 @@ export function summarize(row: Omit<RowResult, 'iops' | 'p50Us' | 'p99Us' | 'ini
     p99Us: round2(median(s.map((x) => x.latency.p99Us))),
     targetCpuPct: tgt.length ? median(tgt.map((x) => x.targetProc?.cpuPct ?? 0)) : undefined,
     iopsPerTargetCpuSec: tgt.length ? median(tgt.map((x) => x.targetProc?.iopsPerCpuSec ?? 0)) : undefined,
+    otherCpuUsPerIo: other.length ? median(other) : undefined,
     initiatorCpuPct: median(s.map((x) => x.initiator.cpuPct)),
     initiatorBusyPct: busy,
     initiatorSaturated: s.length > 0 && busy >= SATURATED_BUSY_PCT,
@@ -188,6 +196,7 @@ export function tableHead(rows: Pick<RowResult, 'target' | 'initiator'>[]): stri
     ...(withInitiator ? ['initiator'] : []),
     'IOPS',
     'target CPU µs/IO',
+    'other CPU µs/IO',
     'p50 µs',
     'p99 µs',
     'target CPU%',
@@ -215,7 +224,7 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
     lastGroup = group;
     const base = [r.target, r.bdev, r.rw, String(r.qd), String(r.queues), ...(withInitiator ? [r.initiator ?? 'load'] : [])];
     if (r.status !== 'ok') {
-      t.push([...base, '—', '—', '—', '—', '—', '—', '—', ...others.flatMap(() => ['', '', '']), `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
+      t.push([...base, '—', '—', '—', '—', '—', '—', '—', '—', ...others.flatMap(() => ['', '', '']), `${r.status === 'error' ? 'ERROR: ' : ''}${r.reason ?? 'n/a'}`]);
       continue;
     }
     const bdevperf = r.initiator === 'bdevperf';
@@ -239,6 +248,7 @@ export function renderTable(rows: RowResult[], pairList: PairResult[]): string {
       ...base,
       fmtInt(r.iops),
       cpuUs === undefined ? '?' : cpuUs.toFixed(2),
+      r.otherCpuUsPerIo === undefined ? '?' : r.otherCpuUsPerIo.toFixed(2),
       Number.isFinite(r.p50Us) ? fmtUs(r.p50Us) : '?',
       Number.isFinite(r.p99Us) ? fmtUs(r.p99Us) : '?',
       r.targetCpuPct === undefined ? '?' : r.targetCpuPct.toFixed(0),

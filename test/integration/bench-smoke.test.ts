@@ -7,6 +7,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { summarize } from '../../bench/lib/report.js';
+import type { LoadResult } from '../../src/initiator/load.js';
 import { hasCommand, runBench } from '../lib/bench.js';
 
 test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeout: 120_000 }, async () => {
@@ -40,7 +42,7 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     assert.ok(json, `no JSON in ${files.join(', ')}`);
     assert.ok(svg, `no SVG in ${files.join(', ')}`);
     const report = JSON.parse(readFileSync(join(out, json), 'utf8')) as {
-      rows: Array<{ target: string; status: string; iops: number; samples: unknown[]; coreLinkNs: number[][] }>;
+      rows: Array<{ target: string; status: string; iops: number; samples: unknown[]; coreLinkNs: number[][]; otherCpuUsPerIo?: number }>;
       wakeups: Array<{ target: string; afterIdleUs: number[]; warmUs: number[] }>;
     };
     const wake = report.wakeups.find((w) => w.target === 'vhostd');
@@ -48,6 +50,9 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     const ok = report.rows.filter((x) => x.status === 'ok');
     assert.equal(ok.length, qsd ? 2 : 1, JSON.stringify(report.rows.map((x) => [x.target, x.status])));
     for (const x of ok) assert.ok(x.iops > 0 && x.samples.length === 1, `${x.target}: ${x.iops}`);
+    // CPU outside the bench and its targets, per I/O: a number for every measured row.
+    for (const x of ok) assert.ok(typeof x.otherCpuUsPerIo === 'number' && x.otherCpuUsPerIo >= 0, `${x.target}: other CPU ${x.otherCpuUsPerIo}`);
+    assert.match(r.stdout, /other CPU µs\/IO/);
     // The core-to-core probe ran around each sample and says so in the row's notes.
     for (const x of ok) assert.ok(x.coreLinkNs.length === 1 && x.coreLinkNs[0].every((ns) => ns > 10 && ns < 100_000), JSON.stringify(x.coreLinkNs));
     assert.match(r.stdout, /line \d+(-\d+)? ns/);
@@ -58,4 +63,15 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
+});
+
+test('bench rows: CPU used outside the bench and targets, per I/O, is the median over samples', () => {
+  // Just what summarize() reads of a load generator result.
+  const sample = (iops: number) =>
+    ({ iops, errors: 0, verifyErrors: 0, latency: { p50Us: 1, p99Us: 1 }, initiator: { busyPct: 1, cpuPct: 1, rescueKicks: 0, hiccupMs: 0 } }) as unknown as LoadResult;
+  const row = (foreignCores: number[]) =>
+    summarize({ id: 'blockdev/randwrite/qd32/q1', bdev: 'blockdev', rw: 'randwrite', qd: 32, queues: 1, target: 'vhostd', bdevLabel: '', status: 'ok', coreLinkNs: [], samples: [sample(100_000), sample(200_000), sample(100_000)], foreignCores });
+  // 0.5 cores at 100k IOPS is 5 µs per I/O, 0.2 at 200k is 1, 0.2 at 100k is 2: the median is 2 (the mean 2.67).
+  assert.equal(row([0.5, 0.2, 0.2]).otherCpuUsPerIo, 2);
+  assert.equal(row([]).otherCpuUsPerIo, undefined, 'no measurement, no number');
 });
