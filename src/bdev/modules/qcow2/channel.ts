@@ -186,7 +186,12 @@ class Engine {
 
   private async open(prior: Promise<void> | undefined): Promise<void> {
     // The engine this one replaces on this thread must have written its metadata back first.
-    if (prior !== undefined) await prior;
+    // That write-back can grow the files (new L2 tables and refcount blocks at their end): the
+    // sizes taken when this engine was made are stale, and the image would look truncated.
+    if (prior !== undefined) {
+      await prior;
+      for (const l of [this.top, ...this.chain]) l.file.grew(sizeOf(l.share.fd));
+    }
     for (let i = this.chain.length - 1; i >= 0; i--) {
       const l = this.chain[i]!;
       if (l.share.format !== 'qcow2') continue;
