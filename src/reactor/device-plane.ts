@@ -27,6 +27,11 @@ export class DevicePlane implements DataPlane {
     this.reactors = spec.affinity === undefined ? reactors : [pool.affine(spec.affinity, reactors)];
   }
 
+  /** The cores whose reactors serve this session's queues (one per reactor, queues round robin). */
+  get cores(): number[] {
+    return this.reactors.map((r) => r.core);
+  }
+
   /** Which reactor serves queue `qid`. */
   reactorFor(qid: number): ReactorHandle {
     return this.reactors[qid % this.reactors.length];

@@ -166,6 +166,11 @@ export class Controller {
     await Promise.all([...this.sessions].map((s) => fn(s.plane)));
   }
 
+  /** The cores serving each live session (DevicePlane.cores). */
+  sessionCores(): number[][] {
+    return [...this.sessions].map((s) => s.plane.cores);
+  }
+
   /** Whether a data-plane device id belongs to this controller (for reactor error events). */
   ownsDevice(devId: number): boolean {
     for (const s of this.sessions) if (s.plane.devId === devId) return true;

@@ -146,6 +146,19 @@ export class VhostService implements VhostControllerService {
     }
     if (!Number.isInteger(t) || t < 0 || t >= MAX_SCSI_TARGETS) throw VhostdError.errno('EINVAL', `target ${targetNum} is not in 0..${MAX_SCSI_TARGETS - 1}`);
     if (e.targets.has(t)) throw VhostdError.errno('EEXIST', `controller ${ctrlr} target ${t} is already occupied`);
+    // A bdev served by one reactor thread (a writable qcow2 image) cannot join a running session
+    // spread over several: every reactor of the session would open it, one would win the image
+    // and the guest's commands on the others' queues would fail. New sessions follow the target.
+    const affinity = this.bdevs.has(bdevName) ? this.bdevs.get(bdevName).threadAffinity : undefined;
+    const spread = affinity === undefined ? undefined : e.controller.sessionCores().find((cores) => cores.length > 1);
+    if (spread !== undefined) {
+      throw VhostdError.errno(
+        'EBUSY',
+        `bdev ${bdevName} is served by one reactor thread (a writable qcow2 image), and the running session of controller ${ctrlr} ` +
+          `has its queues on cores ${spread.join(', ')}: add the target before the VM connects (its queues then share one core), ` +
+          'or create the controller with a one-core cpumask',
+      );
+    }
     const owner = `${ctrlr}/target${t}`;
     // Deleting the bdev hot-detaches the target, as SPDK does.
     const bdev = this.bdevs.open(bdevName, owner, () => this.scsiRemoveTarget(ctrlr, t));

@@ -8,7 +8,10 @@ import { VirtioScsiResponse } from '../../src/devices/scsi/scsi-spec.js';
 import { BlkInitiator } from '../../src/initiator/blk-initiator.js';
 import { DriverRing } from '../../src/initiator/driver-ring.js';
 import { check, native } from '../../src/native/index.js';
+import { join } from 'node:path';
+import type { RpcError } from '../../src/rpc/client.js';
 import { VhostdProcess } from '../lib/vhostd.js';
+import { pattern, qemuCheck, qemuImg, tempDir } from '../unit/qcow2/qemu.js';
 
 let d: VhostdProcess;
 
@@ -171,6 +174,65 @@ describe('virtio-scsi request handling', () => {
       assert.equal(resp(await c2.request(2, [cmdReq(0, [0x00])], [108])).status, 0, 'TEST UNIT READY on a fresh session');
     } finally {
       c2.close();
+    }
+  });
+});
+
+describe('a writable qcow2 image as a SCSI target on a two-core vhostd', () => {
+  // One reactor thread serves a writable image. A session whose queues are spread over both
+  // reactors would open it on both, and the guest's commands on one of them would fail.
+  test('hot-attach to a running spread session is refused (EBUSY); attached before the session, its queues share one core and I/O works', { timeout: 60_000 }, async () => {
+    const { dir, cleanup } = tempDir();
+    const v = await VhostdProcess.start(['-m', '0x3']);
+    try {
+      const img = join(dir, 'lun.qcow2');
+      qemuImg('create', '-q', '-f', 'qcow2', img, '16M');
+      await v.rpc('bdev_qcow2_create', { name: 'Q', filename: img });
+      await v.rpc('vhost_create_scsi_controller', { ctrlr: 'spread' });
+      const add = () => v.rpc('vhost_scsi_controller_add_target', { ctrlr: 'spread', scsi_target_num: 0, bdev_name: 'Q' });
+      const c = await ScsiClient.connect(v.socket('spread'));
+      try {
+        // As SPDK's vhost RPCs answer an errno: INVALID_PARAMS with its text.
+        await assert.rejects(add(), (e: RpcError) => e.code === -32602 && e.message === 'Device or resource busy');
+        await v.waitForLog(/bdev Q is served by one reactor thread .*queues on cores (0, 1|1, 0)/);
+        // Nothing was attached: the target is still free.
+        const ctrl = await v.rpc<Array<{ backend_specific: { scsi: Array<unknown> } }>>('vhost_get_controllers', { name: 'spread' });
+        assert.equal(ctrl[0]!.backend_specific.scsi.length, 0);
+      } finally {
+        c.close();
+      }
+      // Once the session is gone the target can be added; the next session puts its queues on one core.
+      let added = false;
+      for (let i = 0; i < 100 && !added; i++) {
+        try {
+          await add();
+          added = true;
+        } catch (e) {
+          if ((e as RpcError).message !== 'Device or resource busy') throw e;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      assert.ok(added, 'the target is added once the spread session has closed');
+      const c2 = await ScsiClient.connect(v.socket('spread'));
+      try {
+        const data = pattern(512, 7);
+        const w = resp(await c2.request(2, [cmdReq(0, [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0]), data], [108]));
+        assert.equal(w.status, 0, 'WRITE(10)');
+        const r = await c2.request(2, [cmdReq(0, [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0])], [108, 512]);
+        assert.equal(resp(r).status, 0, 'READ(10)');
+        assert.deepEqual(r.ins[1], data);
+        const reactors = await v.rpc<{ reactors: Array<{ lcore: number; queues: Array<{ device: string }> }> }>('framework_get_reactors');
+        const cores = reactors.reactors.filter((x) => x.queues.some((q) => q.device === 'spread')).map((x) => x.lcore);
+        assert.equal(cores.length, 1, `the session's queues share one core: ${JSON.stringify(cores)}`);
+      } finally {
+        c2.close();
+      }
+      await v.deleteController('spread');
+      await v.rpc('bdev_qcow2_delete', { name: 'Q' });
+      assert.equal(qemuCheck(img).code, 0);
+    } finally {
+      assert.equal(await v.stop(), 0);
+      cleanup();
     }
   });
 });
