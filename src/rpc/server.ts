@@ -269,7 +269,7 @@ export class RpcServer {
   private logMethodError(err: unknown): void {
     if (err instanceof VhostdError) {
       // Expected failures (bad params, EEXIST, ...) are the client's business; keep them quiet.
-      this.logger.info({ code: err.code, msg: err.message, detail: err.detail }, 'RPC method failed');
+      this.logger.info({ code: err.code, error: err.message, detail: err.detail }, 'RPC method failed');
     } else {
       this.logger.error({ err }, 'RPC method threw an unexpected error');
     }

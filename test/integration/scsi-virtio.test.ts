@@ -194,7 +194,11 @@ describe('a writable qcow2 image as a SCSI target on a two-core vhostd', () => {
       try {
         // As SPDK's vhost RPCs answer an errno: INVALID_PARAMS with its text.
         await assert.rejects(add(), (e: RpcError) => e.code === -32602 && e.message === 'Device or resource busy');
-        await v.waitForLog(/bdev Q is served by one reactor thread .*queues on cores (0, 1|1, 0)/);
+        const line = await v.waitForLog(/bdev Q is served by one reactor thread .*queues on cores (0, 1|1, 0)/);
+        // One JSON object with one "msg" (a second key of that name hid the first from log tools).
+        assert.equal(line.match(/"msg":/g)?.length, 1, line);
+        const entry = JSON.parse(line) as { msg: string; error: string };
+        assert.deepEqual([entry.msg, entry.error], ['RPC method failed', 'Device or resource busy']);
         // Nothing was attached: the target is still free.
         const ctrl = await v.rpc<Array<{ backend_specific: { scsi: Array<unknown> } }>>('vhost_get_controllers', { name: 'spread' });
         assert.equal(ctrl[0]!.backend_specific.scsi.length, 0);
