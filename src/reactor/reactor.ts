@@ -34,7 +34,7 @@ export class Reactor implements DeviceHost {
   private flushScheduled = false;
   private readonly log: pino.Logger;
   private polling = false;
-  /** Requests out at backends when the reactor last went to sleep (0 once sampled after waking). */
+  /** Requests out at backends when the reactor last went to sleep: a wake-up tells from it whether the sleep was a backend wait. */
   private outAtSleep = 0;
   /** lastWorkAt, busy ms, last backend sample: doubles in a typed array, since field stores would allocate. */
   private readonly times = new Float64Array(3);

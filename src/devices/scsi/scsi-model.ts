@@ -27,8 +27,8 @@ export class ScsiModel implements DeviceModel {
 
   spec(): ScsiDeviceSpec {
     const targets = [...this.targets.values()];
-    // A LUN whose bdev wants one reactor (a writable qcow2 image) keeps the session's queues on it;
-    // one attached later to a session spread over reactors is served only from its owner's.
+    // A LUN whose bdev wants one reactor (a writable qcow2 image) keeps the session's queues on it
+    // (hot-attaching one to a running session spread over reactors is refused: vhost-service.ts).
     const affinity = targets.find((t) => t.bdev.affinity !== undefined)?.bdev.affinity;
     return { kind: 'scsi', name: this.name, segMax: SEG_MAX, hotplug: true, targets, ...(affinity !== undefined ? { affinity } : {}) };
   }
