@@ -38,6 +38,7 @@ import { SpdkTarget, spdkMissing } from './lib/spdk.js';
 import { INITIATORS, type InitiatorKind, asLoadResult, bdevperfWorkload, runBdevperf } from './lib/bdevperf.js';
 import { type ManyCtrlReport, formatManyCtrl, runManyCtrl } from './lib/manyctrl.js';
 import { type RssReport, formatRss, runRss } from './lib/rss.js';
+import { type HotPathReport, formatHotPath, runHotPath } from './lib/hotpath.js';
 import type { GuestSession } from '../test/e2e/lib/guest.js';
 import { FAR_LINK_NS, type RowResult, type RowSpec, SATURATED_BUSY_PCT, pairs, renderTable, summarize } from './lib/report.js';
 import { renderChart } from './lib/svg.js';
@@ -102,7 +103,7 @@ interface BenchOptions {
   allocRequests: number;
   wakeupTries: number;
   profile?: boolean;
-  dist?: boolean;
+  dist?: boolean | string;
   histogram?: boolean;
   quietWait: number;
   only: Section[];
@@ -121,7 +122,7 @@ interface BenchOptions {
 }
 
 /** Parts of a bench run `--only` picks from. */
-export const SECTIONS = ['io', 'alloc', 'wakeup', 'layer', 'manyctrl', 'rss', 'migration'] as const;
+export const SECTIONS = ['io', 'alloc', 'wakeup', 'hotpath', 'layer', 'manyctrl', 'rss', 'migration'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 function parseArgs(argv: string[]): BenchOptions {
@@ -149,7 +150,7 @@ function parseArgs(argv: string[]): BenchOptions {
     .option('--wakeup-tries <n>', 'first requests after 200 ms idle to time per target (0: skip) [VHOSTD_BENCH_WAKEUP]', (v) => Number(v), Number(env.VHOSTD_BENCH_WAKEUP ?? 10))
     .option('--profile', "run vhostd under node --cpu-prof and summarize where the reactor's time goes")
     .option('--vhostd-args <args>', "extra vhostd arguments, space-separated (e.g. '--backend-wait spin') [VHOSTD_BENCH_VHOSTD_ARGS]", env.VHOSTD_BENCH_VHOSTD_ARGS ?? '')
-    .option('--dist', 'run vhostd from dist/ (npm run build) instead of the sources through tsx')
+    .option('--dist [dir]', 'run vhostd from dist/ (npm run build), or from another tsc output directory under the project (A/B of two builds), instead of the sources through tsx')
     .option('--histogram', 'keep latency histogram buckets in the JSON')
     .option('--quiet-wait <s>', 'before each run, wait up to this long for other processes to leave the cores (0: do not wait) [VHOSTD_BENCH_QUIET_WAIT]', seconds, Number(env.VHOSTD_BENCH_QUIET_WAIT ?? 10))
     .option('--only <sections>', `run only these sections (${SECTIONS.join(',')}) [VHOSTD_BENCH_ONLY]`, list(SECTIONS, 'section'), list(SECTIONS, 'section')(env.VHOSTD_BENCH_ONLY ?? SECTIONS.join(',')))
@@ -295,6 +296,7 @@ export async function main(argv: string[]): Promise<number> {
   let layer: LayerReport | undefined;
   let manyctrl: ManyCtrlReport | undefined;
   let rss: RssReport | undefined;
+  let hotpath: HotPathReport | undefined;
   let blockdev: BlockDevice | undefined;
   // The migration section's own targets and image while it runs.
   const migrationLive = { targets: new Set<Target>(), guests: new Set<GuestSession>(), files: new Set<string>(), stopping: false };
@@ -505,6 +507,10 @@ export async function main(argv: string[]): Promise<number> {
         manyctrl = { params, rows: [], skipped: `failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}` };
       }
     }
+    if (sections.has('hotpath')) {
+      const rws = o.rw.filter((rw): rw is 'randread' | 'randwrite' => rw === 'randread' || rw === 'randwrite');
+      hotpath = runHotPath({ rws, qds: o.qd.filter((q) => q <= 32), ms: Math.min(1000, o.duration * 1000), repeat: Math.max(3, o.repeat) }, log);
+    }
     if (sections.has('rss')) {
       const params = { spdkDir: o.spdkDir, targets: o.targets, core: o.targetCore, sizeBytes: o.size, dist: o.dist };
       try {
@@ -573,6 +579,7 @@ export async function main(argv: string[]): Promise<number> {
   if (wakeups.length > 0) process.stdout.write(`\n${formatWakeup(wakeups)}\n`);
   if (layer) process.stdout.write(`\n${formatLayer(layer)}\n`);
   if (manyctrl) process.stdout.write(`\n${formatManyCtrl(manyctrl)}\n`);
+  if (hotpath) process.stdout.write(`\n${formatHotPath(hotpath)}\n`);
   if (rss) process.stdout.write(`\n${formatRss(rss)}\n`);
   if (migration) process.stdout.write(`\n${formatMigration(migration)}\n`);
   for (const p of profiles) {
@@ -613,6 +620,7 @@ export async function main(argv: string[]): Promise<number> {
     layer,
     manyctrl,
     rss,
+    hotpath,
     migration,
     profiles: profiles.map((p) => p.summary),
   };

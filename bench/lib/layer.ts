@@ -40,7 +40,7 @@ export interface LayerParams {
   repeat: number;
   spinUs: number;
   quietWaitS: number;
-  dist?: boolean;
+  dist?: boolean | string;
   log: (m: string) => void;
 }
 

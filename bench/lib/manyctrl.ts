@@ -23,7 +23,7 @@ export interface ManyCtrlParams {
   sizeBytes: number;
   durationS: number;
   repeat: number;
-  dist?: boolean;
+  dist?: boolean | string;
 }
 
 export interface ManyCtrlRow {

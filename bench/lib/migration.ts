@@ -48,7 +48,7 @@ export interface MigrationParams {
   qemuCpus: string;
   /** Wait up to this long (s) for other processes to leave the cores before each guest. */
   quietWaitS: number;
-  dist?: boolean;
+  dist?: boolean | string;
 }
 
 export function defaultMigrationParams(p: Partial<MigrationParams> & Pick<MigrationParams, 'targetCore' | 'repeat'>): MigrationParams {

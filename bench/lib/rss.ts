@@ -19,7 +19,7 @@ export interface RssParams {
   targets: TargetKind[];
   core: number;
   sizeBytes: number;
-  dist?: boolean;
+  dist?: boolean | string;
 }
 
 export interface RssRow {

@@ -106,8 +106,8 @@ export interface VhostdOptions {
   core: number;
   files: BenchFiles;
   bdevs: BdevKind[];
-  /** Run dist/src/cli/vhostd.js instead of the sources through tsx. */
-  dist?: boolean;
+  /** Run dist/src/cli/vhostd.js (or that file under the directory given) instead of the sources through tsx. */
+  dist?: boolean | string;
   /** Write V8 CPU profiles (main thread and reactor) into this directory. */
   cpuProfDir?: string;
   /** Count GCs per isolate from --trace-gc output. */
@@ -177,10 +177,11 @@ export class VhostdTarget implements Target {
       nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`);
     }
     if (o.traceGc) nodeArgs.push('--trace-gc');
-    const entry = o.dist ? [join(ROOT, 'dist/src/cli/vhostd.js')] : ['--import', 'tsx', join(ROOT, 'src/cli/vhostd.ts')];
+    const distDir = typeof o.dist === 'string' ? o.dist : 'dist';
+    const entry = o.dist ? [join(ROOT, distDir, 'src/cli/vhostd.js')] : ['--import', 'tsx', join(ROOT, 'src/cli/vhostd.ts')];
     const args = ['-c', String(o.core), process.execPath, ...nodeArgs, ...entry, '-S', dir, '-r', rpcSocket, '-m', `0x${(1 << o.core).toString(16)}`, '-L', 'info', ...(o.extraArgs ?? [])];
     const proc = spawn('taskset', args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    const t = new VhostdTarget(proc, dir, rpcSocket, `vhostd (${o.dist ? 'dist' : 'tsx sources'}), taskset -c ${o.core}, -m 0x${(1 << o.core).toString(16)}`);
+    const t = new VhostdTarget(proc, dir, rpcSocket, `vhostd (${o.dist ? distDir : 'tsx sources'}), taskset -c ${o.core}, -m 0x${(1 << o.core).toString(16)}`);
     try {
       await waitForRpcServer(rpcSocket, 15_000, () => t.exited);
     } catch (e) {

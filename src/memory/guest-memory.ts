@@ -39,11 +39,19 @@ export class GuestRegion {
 
 export class GuestMemory {
   private regions: GuestRegion[] = [];
+  /** The region of the last translation: checked first by the next one. */
+  private hot: GuestRegion | undefined;
   /**
-   * The region of the last translation: hot paths check it inline (a guest's buffers nearly
-   * always lie in the same region) and call translate() only when it misses.
+   * The window of the last translation as the guest-physical range [hotLo, hotHi) it covers,
+   * with its views; byte `gpa` of that range is at offset gpa - hotWindowGpa. The descriptor walk
+   * locates a buffer inside it inline (a guest's buffers nearly always lie in one window) with
+   * two compares and a subtraction, and calls translate() only when it misses. hotHi = 0: none.
    */
-  hot: GuestRegion | undefined;
+  hotLo = 0;
+  hotHi = 0;
+  hotWindowGpa = 0;
+  hotWin: Uint8Array = new Uint8Array(0);
+  hotWords: Uint32Array = new Uint32Array(0);
 
   // Results of the last successful translate().
   win: Uint8Array = new Uint8Array(0);
@@ -59,6 +67,8 @@ export class GuestMemory {
   update(shares: RegionShare[]): void {
     this.regions = shares.map((s) => new GuestRegion(s));
     this.hot = undefined;
+    this.hotLo = 0;
+    this.hotHi = 0;
   }
 
   get regionCount(): number {
@@ -96,6 +106,14 @@ export class GuestMemory {
     this.words = r.words[w];
     this.off = off;
     this.len = len;
+    const windowGpa = gpa - off;
+    if (windowGpa !== this.hotWindowGpa || this.hotHi === 0) {
+      this.hotWindowGpa = windowGpa;
+      this.hotLo = Math.max(r.gpa, windowGpa);
+      this.hotHi = Math.min(r.end, windowGpa + this.win.length);
+      this.hotWin = this.win;
+      this.hotWords = this.words;
+    }
     return true;
   }
 

@@ -1,7 +1,7 @@
 // Smoke test of `npm run bench`: the null-bdev rows only, about a second of measurement, against
 // both targets (vhostd and qemu-storage-daemon). Checks the table has an IOPS > 0 row per target,
-// the allocation check and the wake-up lines are printed, and the JSON results and the SVG chart
-// were written. No migration row (it boots guests: test/e2e/bench-migration.test.ts).
+// the allocation check, the wake-up lines and the one-thread data path table are printed, and the
+// JSON results and the SVG chart were written. No migration row (it boots guests: test/e2e/bench-migration.test.ts).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -56,6 +56,11 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     // The core-to-core probe ran around each sample and says so in the row's notes.
     for (const x of ok) assert.ok(x.coreLinkNs.length === 1 && x.coreLinkNs[0].every((ns) => ns > 10 && ns < 100_000), JSON.stringify(x.coreLinkNs));
     assert.match(r.stdout, /line \d+(-\d+)? ns/);
+    // The one-thread data path section: a plausible ns per request for the row's rw and QD.
+    const hot = (report as unknown as { hotpath?: { rows: Array<{ rw: string; qd: number; nsPerRequest: number[] }> } }).hotpath;
+    assert.deepEqual(hot?.rows.map((x) => [x.rw, x.qd, x.nsPerRequest.length]), [['randread', 16, 3]]);
+    assert.ok(hot.rows[0].nsPerRequest.every((ns) => ns > 10 && ns < 100_000), JSON.stringify(hot.rows));
+    assert.match(r.stdout, /vhostd's data path on one thread/);
     const chart = readFileSync(join(out, svg), 'utf8');
     assert.match(chart, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     assert.match(chart, /<title>vhostd null randread QD16 x1: \d+ IOPS<\/title>/);
