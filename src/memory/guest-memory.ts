@@ -106,14 +106,14 @@ export class GuestMemory {
     this.words = r.words[w];
     this.off = off;
     this.len = len;
+    // Two regions' windows can start at the same guest-physical address (their mappings' offsets
+    // differ): the window is taken again even when that address did not change.
     const windowGpa = gpa - off;
-    if (windowGpa !== this.hotWindowGpa || this.hotHi === 0) {
-      this.hotWindowGpa = windowGpa;
-      this.hotLo = Math.max(r.gpa, windowGpa);
-      this.hotHi = Math.min(r.end, windowGpa + this.win.length);
-      this.hotWin = this.win;
-      this.hotWords = this.words;
-    }
+    this.hotWindowGpa = windowGpa;
+    this.hotLo = Math.max(r.gpa, windowGpa);
+    this.hotHi = Math.min(r.end, windowGpa + this.win.length);
+    this.hotWin = this.win;
+    this.hotWords = this.words;
     return true;
   }
 

@@ -153,7 +153,6 @@ describe('qcow2 live snapshot (bdev_qcow2_snapshot)', { timeout: 300_000 }, () =
         console.log(`# requests held ${ms} ms, ${drained} drained`);
         assert.ok(Number(ms) < 200, `requests held ${ms} ms: ${line}`);
       }
-      assert.ok(switched.some((l) => !/drain of 0 /.test(l)), `a switch drained requests in flight:\n${switched.join('\n')}`);
     } finally {
       ini.close();
       await d.deleteController('vhost.L');
@@ -202,6 +201,41 @@ describe('qcow2 live snapshot (bdev_qcow2_snapshot)', { timeout: 300_000 }, () =
     } finally {
       assert.equal(await d.rpc('bdev_qcow2_delete', { name: 'L2' }), true);
     }
+  });
+
+  it('a switch that catches requests in flight holds new ones until those drain; nothing is lost', async () => {
+    // Whether requests are in flight at the instant of the switch is chance: writes to a file in
+    // the page cache mostly complete inside io_uring's submit, and only those punted to its
+    // workers stay out. So the snapshots go on, under load, until one found some (at most 12).
+    const img = join(dir, 'drain.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', img, '32M');
+    assert.equal(await d.rpc('bdev_qcow2_create', { name: 'D', filename: img }), 'D');
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'vhost.D', dev_name: 'D' });
+    const files = [img];
+    let drained = 0;
+    try {
+      const loadRun = load(d.socket('vhost.D'), ['-q', '2', '-d', '32', '-b', '64k', '--rw', 'randrw', '--verify', '--range', '16m', '-t', '8']);
+      for (let i = 1; i <= 12 && drained === 0; i++) {
+        await untilInFlight(d, 4);
+        const snap = join(dir, `drain-${i}.qcow2`);
+        assert.equal(await d.rpc('bdev_qcow2_snapshot', { name: 'D', snapshot_file: snap }), snap);
+        files.push(snap);
+        const line = d.logsMatching(new RegExp(`switched to ${snap.replace(/[.]/g, '\\.')} .*requests held`)).at(-1);
+        assert.ok(line, `no switch line for ${snap}`);
+        drained = Number(/drain of (\d+)/.exec(line)![1]);
+        console.log(`# switch ${i}: ${drained} requests in flight drained`);
+      }
+      const l = await loadRun;
+      assert.equal(l.errors + l.verifyErrors, 0, JSON.stringify(l));
+      assert.ok(drained > 0, `no switch in ${files.length - 1} caught a request in flight`);
+      // A second run on the chain the switches left: its writes and verified reads go through every level.
+      const l2 = await load(d.socket('vhost.D'), ['-d', '8', '--rw', 'randrw', '--verify', '--range', '16m', '-t', '1']);
+      assert.equal(l2.errors + l2.verifyErrors, 0, JSON.stringify(l2));
+    } finally {
+      await d.deleteController('vhost.D');
+      assert.equal(await d.rpc('bdev_qcow2_delete', { name: 'D' }), true);
+    }
+    for (const f of files) assert.equal(qemuCheck(f).code, 0, `${f} is not clean`);
   });
 
   it('a bdev without channels switches on the control thread; a controller made afterwards reads the chain', async () => {
