@@ -164,6 +164,10 @@ const SLICE_MS = 20;
 const HICCUP_MS = 1;
 /** Idle polling passes between clock reads. */
 const CLOCK_EVERY = 16;
+/** Slots of LoadGenerator.times. */
+const BUSY_MS = 0;
+const HICCUP_MS_SUM = 1;
+const LAST_PROGRESS_AT = 2;
 const PATTERN_MAGIC = 0x76686c64;
 
 class LoadQueue {
@@ -234,7 +238,8 @@ export class LoadGenerator {
   private readonly sectorsPerIo: number;
   private readonly reapSlots: Int32Array;
   private readonly reapLens: Uint32Array;
-  private rng: number;
+  /** The PRNG state, in a typed array: a u32 above 2^31 stored in a field is a new heap number (per request). */
+  private readonly rng = new Uint32Array(1);
   private closed = false;
 
   // Per-run state.
@@ -262,8 +267,8 @@ export class LoadGenerator {
   private inFlight = 0;
   /** Some queue may take more requests (cleared when a fill attempt submits nothing). */
   private fillWanted = true;
-  private busyMs = 0;
-  private hiccupMs = 0;
+  /** busy ms, hiccup ms, last progress (ms): updated per pass, so doubles in a typed array (a field store allocates). */
+  private readonly times = new Float64Array(3);
   private gcCount = 0;
   private gcMs = 0;
   private gcObserver: PerformanceObserver | undefined;
@@ -272,7 +277,6 @@ export class LoadGenerator {
   private rescueKicks = 0;
   private sleeping = false;
   private rescueTimer: NodeJS.Timeout | undefined;
-  private lastProgressMs = 0;
   private nextReportMs = 0;
   private cpu0: NodeJS.CpuUsage | undefined;
   private cpu1: NodeJS.CpuUsage | undefined;
@@ -317,7 +321,7 @@ export class LoadGenerator {
     this.u8 = ini.mem.u8;
     this.reapSlots = new Int32Array(this.opts.iodepth);
     this.reapLens = new Uint32Array(this.opts.iodepth);
-    this.rng = this.opts.seed >>> 0 || 1;
+    this.rng[0] = this.opts.seed >>> 0 || 1;
   }
 
   private static runDefaults(o: LoadRunOptions) {
@@ -415,7 +419,8 @@ export class LoadGenerator {
     this.hist.reset();
     this.ios = this.reads = this.writes = this.errors = this.verifyErrors = this.iosAll = 0;
     this.firstError = undefined;
-    this.busyMs = this.hiccupMs = this.gcCount = this.gcMs = 0;
+    this.times[BUSY_MS] = this.times[HICCUP_MS_SUM] = 0;
+    this.gcCount = this.gcMs = 0;
     this.kicks = this.sleeps = this.rescueKicks = 0;
     this.submittedMeasure = 0;
     for (const q of this.queues) {
@@ -424,7 +429,7 @@ export class LoadGenerator {
       q.ring.suppressCalls();
     }
     this.startMs = clockMs();
-    this.lastProgressMs = this.startMs;
+    this.times[LAST_PROGRESS_AT] = this.startMs;
     this.nextReportMs = this.startMs + o.progressMs;
     this.warmupEnd = this.startMs + o.warmupMs;
     this.measureEnd = Number.POSITIVE_INFINITY;
@@ -464,7 +469,8 @@ export class LoadGenerator {
     this.phase = Phase.MEASURE;
     this.hist.reset();
     this.ios = this.reads = this.writes = 0;
-    this.busyMs = this.hiccupMs = this.gcCount = this.gcMs = 0;
+    this.times[BUSY_MS] = this.times[HICCUP_MS_SUM] = 0;
+    this.gcCount = this.gcMs = 0;
     this.kicks = this.sleeps = this.rescueKicks = 0;
     for (const q of this.queues) q.ios = 0;
     this.proc0 = this.run_.targetPid !== undefined ? sampleProc(this.run_.targetPid) : undefined;
@@ -508,7 +514,7 @@ export class LoadGenerator {
   private checkStall(): void {
     if (this.phase === Phase.IDLE) return;
     if (this.ini.fe.closed) return this.fail(new Error('the target closed the vhost-user connection'));
-    if (this.inFlight > 0 && clockMs() - this.lastProgressMs > this.run_.stallTimeoutMs) {
+    if (this.inFlight > 0 && clockMs() - this.times[LAST_PROGRESS_AT] > this.run_.stallTimeoutMs) {
       this.fail(new Error(`no completion for ${this.run_.stallTimeoutMs} ms with ${this.inFlight} request(s) in flight`));
     }
   }
@@ -531,12 +537,12 @@ export class LoadGenerator {
   }
 
   private random(): number {
-    let x = this.rng;
+    let x = this.rng[0];
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
-    this.rng = x >>> 0;
-    return this.rng;
+    this.rng[0] = x;
+    return this.rng[0];
   }
 
   /**
@@ -568,13 +574,13 @@ export class LoadGenerator {
         tick();
         now = clock[0];
         let reaped = 0;
-        for (let i = 0; i < nq; i++) reaped += this.reapQueue(queues[i], now);
+        for (let i = 0; i < nq; i++) reaped += this.reapQueue(queues[i]);
         if (this.phase === Phase.IDLE) return; // failed while reaping
         if (reaped > 0) this.fillWanted = true;
         if (this.phase === Phase.MEASURE && this.run_.requests !== undefined && this.ios >= this.run_.requests) this.endMeasure();
         if (this.phase !== Phase.DRAIN && this.fillWanted) {
           let submitted = 0;
-          for (let i = 0; i < nq; i++) submitted += this.fillQueue(queues[i], now);
+          for (let i = 0; i < nq; i++) submitted += this.fillQueue(queues[i]);
           // Nothing could be submitted (all slots busy, request budget spent, verify locks):
           // wait for a completion before trying again.
           if (submitted === 0) this.fillWanted = false;
@@ -582,19 +588,19 @@ export class LoadGenerator {
         tick();
         const t = clock[0];
         if (this.phase === Phase.MEASURE) {
-          this.busyMs += t - now;
-          if (t - now > HICCUP_MS) this.hiccupMs += t - now;
+          this.times[BUSY_MS] += t - now;
+          if (t - now > HICCUP_MS) this.times[HICCUP_MS_SUM] += t - now;
         }
         now = t;
         idleSince = t;
         idlePasses = 0;
-        this.lastProgressMs = t;
+        this.times[LAST_PROGRESS_AT] = t;
       } else {
         if (++idlePasses % CLOCK_EVERY !== 0) continue;
         const prev = now;
         tick();
         now = clock[0];
-        if (now - prev > HICCUP_MS && this.phase === Phase.MEASURE) this.hiccupMs += now - prev;
+        if (now - prev > HICCUP_MS && this.phase === Phase.MEASURE) this.times[HICCUP_MS_SUM] += now - prev;
         if (now - idleSince > spinMs) {
           if (this.sleep()) return;
           idleSince = now;
@@ -646,7 +652,10 @@ export class LoadGenerator {
     cb({ phase, elapsedMs: el, ios: this.ios, iops: el > 0 ? (this.ios * 1000) / el : 0 });
   }
 
-  private reapQueue(q: LoadQueue, now: number): number {
+  // reapQueue and fillQueue take the pass's time from the clock cell, which pump() just ticked: a
+  // double passed to a function V8 does not inline is a new heap number per call.
+  private reapQueue(q: LoadQueue): number {
+    const now = clock[0];
     if (q.inFlight === 0) return 0;
     const n = q.ring.reap(this.reapSlots, this.reapLens);
     if (n === 0) return 0;
@@ -705,7 +714,8 @@ export class LoadGenerator {
     }
   }
 
-  private fillQueue(q: LoadQueue, now: number): number {
+  private fillQueue(q: LoadQueue): number {
+    const now = clock[0];
     if (q.freeCount === 0) return 0;
     const ring = q.ring;
     const m32 = this.m32;
@@ -821,8 +831,8 @@ export class LoadGenerator {
         userSec,
         sysSec,
         cpuPct: ((userSec + sysSec) / seconds) * 100,
-        busyPct: (this.busyMs / 1000 / seconds) * 100,
-        hiccupMs: this.hiccupMs,
+        busyPct: (this.times[BUSY_MS] / 1000 / seconds) * 100,
+        hiccupMs: this.times[HICCUP_MS_SUM],
         gcCount: this.gcCount,
         gcMs: this.gcMs,
         kicks: this.kicks,
