@@ -53,6 +53,8 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     // CPU outside the bench and its targets, per I/O: a number for every measured row.
     for (const x of ok) assert.ok(typeof x.otherCpuUsPerIo === 'number' && x.otherCpuUsPerIo >= 0, `${x.target}: other CPU ${x.otherCpuUsPerIo}`);
     assert.match(r.stdout, /other CPU µs\/IO/);
+    // Which guest memory the load initiator gave the targets (hugepages unless the machine has none).
+    assert.match(r.stdout, /Guest memory of the load initiator: (2 MiB hugepages for every target|memfd \(4 KiB pages\) for vhostd and QSD)/);
     // The core-to-core probe ran around each sample and says so in the row's notes.
     for (const x of ok) assert.ok(x.coreLinkNs.length === 1 && x.coreLinkNs[0].every((ns) => ns > 10 && ns < 100_000), JSON.stringify(x.coreLinkNs));
     assert.match(r.stdout, /line \d+(-\d+)? ns/);
