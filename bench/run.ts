@@ -190,6 +190,8 @@ function parseArgs(argv: string[]): BenchOptions {
 
 /** Hugepage memory kept free for the load initiator's rings and buffers (QD 128 x 2 queues x 4 KiB is 1 MiB). */
 const HUGEPAGE_INITIATOR_MIB = 64;
+/** Where the load initiator's hugepage memory lives (SPDK's rows always, every row by default). */
+const HUGETLBFS = '/dev/hugepages';
 
 function timestamp(): string {
   return new Date().toISOString().replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
@@ -297,9 +299,10 @@ export async function main(argv: string[]): Promise<number> {
   let initiatorHugetlbfs: string | undefined;
   if (o.initiatorMemory === 'hugepages' && specs.some((s) => s.initiator === 'load')) {
     try {
-      if (!/ \/dev\/hugepages hugetlbfs /.test(readFileSync('/proc/mounts', 'utf8'))) throw new Error('no hugetlbfs mounted on /dev/hugepages');
+      const mounted = readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === HUGETLBFS && l.split(' ')[2] === 'hugetlbfs');
+      if (!mounted) throw new Error(`no hugetlbfs mounted on ${HUGETLBFS}`);
       ensureHugepages(HUGEPAGE_INITIATOR_MIB);
-      initiatorHugetlbfs = '/dev/hugepages';
+      initiatorHugetlbfs = HUGETLBFS;
     } catch (e) {
       log(`initiator memory: hugepages unavailable (${e instanceof Error ? e.message : String(e)}): memfd for vhostd and QSD, hugepages for SPDK`);
       o.initiatorMemory = 'memfd';
@@ -455,7 +458,7 @@ export async function main(argv: string[]): Promise<number> {
               spec.initiator === 'bdevperf'
                 ? await runBdevperfRow(ep.socket, spec, o, t.pid)
                 : // SPDK's target maps only hugepage memory (as a VM's memory-backend-file on hugetlbfs).
-                  await runOne(ep.socket, spec, o, t.pid, kind === 'spdk' ? '/dev/hugepages' : initiatorHugetlbfs);
+                  await runOne(ep.socket, spec, o, t.pid, kind === 'spdk' ? HUGETLBFS : initiatorHugetlbfs);
             row.foreignCores.push(noise.end());
             row.coreLinkNs.push([linkBefore, coreLink.probe()]);
             if (kind === 'vhostd') vhostdRequests += r.iosTotal;

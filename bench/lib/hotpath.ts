@@ -9,7 +9,7 @@ import Table from 'cli-table3';
 import { BdevLayer } from '../../src/bdev/bdev-layer.js';
 import { NullBdev } from '../../src/bdev/modules/null/null.js';
 import { blkKind } from '../../src/devices/blk/blk-device.js';
-import type { BlkDeviceSpec } from '../../src/devices/blk/blk-spec.js';
+import { BlkModel } from '../../src/devices/blk/blk-model.js';
 import { DriverMemory } from '../../src/initiator/driver-memory.js';
 import { createLoadRing } from '../../src/initiator/load-ring.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
@@ -50,27 +50,16 @@ function rig(qd: number, read: boolean): (ms: number) => number {
   const ring = createLoadRing('split', mem, { size: RING, slots: qd, ioBytes: IO_BYTES, eventIdx: true, indirect: false });
   const guest = new GuestMemory([{ gpa: 0, size: MEM_BYTES, uva: mem.uvaBase, base: 0, buffer: mem.u8.buffer as SharedArrayBuffer }]);
   const bdev = new NullBdev('hotpath', BLOCK, BLOCKS);
-  const spec: BlkDeviceSpec = {
-    kind: 'blk',
-    name: 'hotpath',
-    bdev: { backend: bdev.channelSpec(), layer: new BdevLayer().share },
-    readonly: false,
-    blockSize: BLOCK,
-    capacityBytes: BLOCKS * BLOCK,
-    serial: 'hotpath',
-    segMax: 126,
-    maxDiscardSectors: 0,
-    maxWriteZeroesSectors: 0,
-    unmap: false,
-    writeZeroes: false,
-  };
+  // The spec and chain capacity a blk controller's session gives its reactors.
+  const model = new BlkModel('hotpath', bdev, { backend: bdev.channelSpec(), layer: new BdevLayer().share }, { readonly: false, packedRing: false });
+  const spec = model.spec();
   const device = blkKind.create(spec, (m) => {
     throw new Error(m);
   });
   const addrs = { descGpa: ring.descGpa, availGpa: ring.availGpa, usedGpa: ring.usedGpa };
   const runner = new QueueRunner(
     guest,
-    { qid: 0, size: RING, eventIdx: true, indirect: true, packed: false, lastAvail: 0, addrs, callFd: -1, chainCapacity: spec.segMax + 2 },
+    { qid: 0, size: RING, eventIdx: true, indirect: true, packed: false, lastAvail: 0, addrs, callFd: -1, chainCapacity: model.chainCapacity },
     addrs,
     {
       fail: (_r, reason) => {

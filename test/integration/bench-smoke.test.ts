@@ -44,6 +44,7 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     const report = JSON.parse(readFileSync(join(out, json), 'utf8')) as {
       rows: Array<{ target: string; status: string; iops: number; samples: unknown[]; coreLinkNs: number[][]; otherCpuUsPerIo?: number }>;
       wakeups: Array<{ target: string; afterIdleUs: number[]; warmUs: number[] }>;
+      hotpath?: { rows: Array<{ rw: string; qd: number; nsPerRequest: number[] }> };
     };
     const wake = report.wakeups.find((w) => w.target === 'vhostd');
     assert.ok(wake && wake.afterIdleUs.length === 3 && wake.afterIdleUs.every((us) => us > 0), JSON.stringify(report.wakeups));
@@ -59,9 +60,9 @@ test('npm run bench: null bdev, both targets, table rows, JSON and SVG', { timeo
     for (const x of ok) assert.ok(x.coreLinkNs.length === 1 && x.coreLinkNs[0].every((ns) => ns > 10 && ns < 100_000), JSON.stringify(x.coreLinkNs));
     assert.match(r.stdout, /line \d+(-\d+)? ns/);
     // The one-thread data path section: a plausible ns per request for the row's rw and QD.
-    const hot = (report as unknown as { hotpath?: { rows: Array<{ rw: string; qd: number; nsPerRequest: number[] }> } }).hotpath;
+    const hot = report.hotpath;
     assert.deepEqual(hot?.rows.map((x) => [x.rw, x.qd, x.nsPerRequest.length]), [['randread', 16, 3]]);
-    assert.ok(hot.rows[0].nsPerRequest.every((ns) => ns > 10 && ns < 100_000), JSON.stringify(hot.rows));
+    assert.ok(hot!.rows[0].nsPerRequest.every((ns) => ns > 10 && ns < 100_000), JSON.stringify(hot.rows));
     assert.match(r.stdout, /vhostd's data path on one thread/);
     const chart = readFileSync(join(out, svg), 'utf8');
     assert.match(chart, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
