@@ -8,7 +8,6 @@
         "native/mapping.cc",
         "native/fd_watch.cc",
         "native/uring.cc",
-        "native/rbd.cc",
         "native/mem_copy.cc",
         "native/clock.cc"
       ],
@@ -16,7 +15,16 @@
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "cflags_cc!": ["-fno-exceptions"],
-      "libraries": ["-luring", "-lrbd", "-lrados"]
+      "libraries": ["-luring"]
+    },
+    {
+      "target_name": "vhostd_rbd",
+      "sources": ["native/rbd.cc", "native/rbd_addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "libraries": ["-lrbd", "-lrados"]
     }
   ]
 }

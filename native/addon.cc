@@ -5,7 +5,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostd::InitMapping(env, exports);
   vhostd::InitFdWatch(env, exports);
   vhostd::InitUring(env, exports);
-  vhostd::InitRbd(env, exports);
   vhostd::InitMemCopy(env, exports);
   vhostd::InitClock(env, exports);
   return exports;

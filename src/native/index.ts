@@ -51,21 +51,22 @@ interface NativeAddon {
 
 const require = createRequire(import.meta.url);
 
-function load(): { addon: NativeAddon; path: string } {
-  const candidates = ['../../build/Release/vhostd_native.node', '../../../build/Release/vhostd_native.node'];
+/** Loads build/Release/<name>.node (from src/ or from dist/src/). */
+export function loadAddon(name: string): { addon: unknown; path: string } {
+  const candidates = [`../../build/Release/${name}.node`, `../../../build/Release/${name}.node`];
   let lastError: unknown;
   for (const c of candidates) {
     try {
-      return { addon: require(c) as NativeAddon, path: require.resolve(c) };
+      return { addon: require(c) as unknown, path: require.resolve(c) };
     } catch (e) {
       lastError = e;
     }
   }
-  throw new Error(`vhostd native addon not built (run npm ci or npm run build): ${String(lastError)}`);
+  throw new Error(`vhostd native addon ${name} not built (run npm ci or npm run build): ${String(lastError)}`);
 }
 
-const loaded = load();
-export const native: NativeAddon = loaded.addon;
+const loaded = loadAddon('vhostd_native');
+export const native = loaded.addon as NativeAddon;
 /** Where the addon was loaded from (for worker threads that load it themselves). */
 export const nativePath: string = loaded.path;
 

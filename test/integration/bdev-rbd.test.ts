@@ -65,6 +65,10 @@ function cephThreads(pid: number): number {
   return n;
 }
 
+function mapsLibrbd(pid: number): boolean {
+  return /\/librbd\.so/.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+}
+
 function segment(sector: number, sectors: number, flags = 0): Uint8Array {
   const b = new Uint8Array(16);
   const v = new DataView(b.buffer);
@@ -99,6 +103,8 @@ describe('Ceph RBD bdev', { skip: skipReason ?? false }, () => {
 
   test('bdev_rbd_create, then blk I/O lands in the image', async () => {
     const c = ceph as CephCluster;
+    // librbd is loaded with the first RBD bdev, not at start: a target without one does not carry it.
+    assert.equal(mapsLibrbd(d.proc.pid as number), false, 'librbd mapped before any RBD bdev');
     assert.equal(await d.rpc('bdev_rbd_create', { name: 'rbd0', pool_name: c.pool, rbd_name: IMG, block_size: 512 }), 'rbd0');
     const [info] = await d.rpc<Array<Record<string, any>>>('bdev_get_bdevs', { name: 'rbd0' });
     assert.equal(info.product_name, 'Ceph Rbd Disk');
@@ -107,6 +113,7 @@ describe('Ceph RBD bdev', { skip: skipReason ?? false }, () => {
     assert.deepEqual(info.driver_specific, { rbd: { pool_name: c.pool, rbd_name: IMG } });
     for (const io of ['read', 'write', 'flush', 'unmap', 'write_zeroes']) assert.equal(info.supported_io_types[io], true, io);
     assert.equal(await c.watchers(IMG), 1, 'the bdev holds one image handle');
+    assert.equal(mapsLibrbd(d.proc.pid as number), true, 'librbd mapped once an RBD bdev exists');
 
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'rbd.0', dev_name: 'rbd0', cpumask: '0x3' });
     const ini = await BlkInitiator.connect(d.socket('rbd.0'), { queues: 2, queueSize: 64, maxIoBytes: 128 * 1024, memBytes: 32 * MiB });

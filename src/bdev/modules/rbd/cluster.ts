@@ -43,45 +43,45 @@ export class RadosCluster {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await rbd.rbdClusterClose(this.id);
+    await rbd().rbdClusterClose(this.id);
   }
 }
 
 function confGet(id: number, key: string): string {
-  const v = rbd.rbdConfGet(id, key);
+  const v = rbd().rbdConfGet(id, key);
   return typeof v === 'string' ? v : '';
 }
 
 /** Creates, configures and connects a cluster handle; nothing is left open if it fails. */
 export async function connectCluster(o: ConnectOptions): Promise<RadosCluster> {
   closeAllAtExit();
-  const id = rbd.rbdClusterCreate(o.userId ?? null);
+  const id = rbd().rbdClusterCreate(o.userId ?? null);
   if (id < 0) throw rbdError(-id, `rados_create for client.${o.userId ?? 'admin'}`);
   const cluster = new RadosCluster(id);
   try {
     if (o.configFile !== undefined) {
-      const rc = rbd.rbdConfReadFile(id, o.configFile);
+      const rc = rbd().rbdConfReadFile(id, o.configFile);
       if (rc < 0 && o.configFileRequired) {
         const which = o.configFile ?? (process.env.CEPH_CONF ? `CEPH_CONF=${process.env.CEPH_CONF}` : '/etc/ceph/ceph.conf');
         throw rbdError(-rc, `cannot read the Ceph config file (${which})`);
       }
     }
     for (const t of CONNECT_TIMEOUTS) {
-      if (confGet(id, t.key) === t.cephDefault) rbd.rbdConfSet(id, t.key, t.value);
+      if (confGet(id, t.key) === t.cephDefault) rbd().rbdConfSet(id, t.key, t.value);
     }
     for (const [key, value] of Object.entries(o.config ?? {})) {
-      const rc = rbd.rbdConfSet(id, key, value);
+      const rc = rbd().rbdConfSet(id, key, value);
       if (rc < 0) {
         const why = rc === -Errno.ENOENT ? 'unknown option' : 'invalid value';
         throw rbdError(-rc, `config ${key}=${JSON.stringify(value)}: ${why}`);
       }
     }
     if (o.keyFile !== undefined) {
-      const rc = rbd.rbdConfSet(id, 'keyring', o.keyFile);
+      const rc = rbd().rbdConfSet(id, 'keyring', o.keyFile);
       if (rc < 0) throw rbdError(-rc, `key_file ${o.keyFile}`);
     }
     const monHost = confGet(id, 'mon_host');
-    const rc = await rbd.rbdConnect(id, o.cpus ?? []);
+    const rc = await rbd().rbdConnect(id, o.cpus ?? []);
     if (rc < 0) {
       const user = `client.${o.userId ?? 'admin'}`;
       if (monHost === '') throw rbdError(-rc, 'cannot connect to the Ceph cluster: no monitors configured (mon_host)');
@@ -202,6 +202,6 @@ export function closeAllAtExit(): void {
   if (exitHookInstalled || !isMainThread) return;
   exitHookInstalled = true;
   process.once('exit', (code) => {
-    rbd.rbdCloseAllSync(EXIT_CLOSE_TIMEOUT_MS, code);
+    rbd().rbdCloseAllSync(EXIT_CLOSE_TIMEOUT_MS, code);
   });
 }

@@ -50,18 +50,18 @@ export class RbdImage {
 
   /** Opens pool/image on a connected cluster; nothing stays open if it fails. */
   static async open(cluster: RadosCluster, pool: string, image: string, readOnly: boolean): Promise<RbdImage> {
-    const ioctx = await rbd.rbdIoctxCreate(cluster.id, pool);
+    const ioctx = await rbd().rbdIoctxCreate(cluster.id, pool);
     if (ioctx < 0) {
       if (ioctx === -ENOENT) throw rbdError(ENOENT, `pool ${pool} does not exist`);
       throw rbdError(-ioctx, `cannot open pool ${pool}`);
     }
-    const img = await rbd.rbdImageOpen(ioctx, image, readOnly);
+    const img = await rbd().rbdImageOpen(ioctx, image, readOnly);
     if (img < 0) {
-      await rbd.rbdIoctxClose(ioctx);
+      await rbd().rbdIoctxClose(ioctx);
       if (img === -ENOENT) throw rbdError(ENOENT, `image ${image} does not exist in pool ${pool}`);
       throw rbdError(-img, `cannot open image ${pool}/${image}`);
     }
-    const opened = new RbdImage(ioctx, img, rbd.rbdImageSize(img));
+    const opened = new RbdImage(ioctx, img, rbd().rbdImageSize(img));
     if (opened.sizeBytes < 0) {
       await opened.close();
       throw rbdError(-opened.sizeBytes, `cannot read the size of image ${pool}/${image}`);
@@ -73,8 +73,8 @@ export class RbdImage {
     if (this.closed) return;
     this.closed = true;
     // The image holds its pool context: the order only decides which close does the work.
-    await rbd.rbdImageClose(this.imageId);
-    await rbd.rbdIoctxClose(this.ioctxId);
+    await rbd().rbdImageClose(this.imageId);
+    await rbd().rbdIoctxClose(this.ioctxId);
   }
 }
 
@@ -180,7 +180,7 @@ export class RbdChannel implements BdevChannel {
   private inFlight = 0;
 
   constructor(spec: ChannelSpec) {
-    this.queue = new rbd.RbdQueue((spec as RbdSpec).imageId);
+    this.queue = new (rbd().RbdQueue)((spec as RbdSpec).imageId);
     const fd = this.queue.fd;
     // Reset the eventfd before draining, so a completion posted in between signals again.
     this.watch = new native.FdWatch(fd, () => {
