@@ -77,6 +77,12 @@ export class BackendWait {
     return this.s[LATENCY];
   }
 
+  /** When the next of `out` requests at backends is expected to complete (ms from now; Infinity until measured). */
+  nextCompletionMs(out: number): number {
+    const l = this.s[LATENCY];
+    return l === 0 ? Infinity : l / out;
+  }
+
   /** For framework_get_reactors: the learned latency (µs) and how often it slept on it. */
   stats(): { latencyUs: number; sleeps: number; spinLatencyUs: number; sleepLatencyUs: number } {
     const s = this.s;

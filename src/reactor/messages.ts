@@ -44,7 +44,7 @@ export interface ReactorStats {
   /** Interrupt → poll transitions. */
   wakeups: number;
   /** How it waits for backend I/O (backend-wait.ts): the learned latency, times it slept on it. */
-  backendWait: { mode: BackendWaitMode; latencyUs: number; sleeps: number; spinLatencyUs: number; sleepLatencyUs: number };
+  backendWait: { mode: BackendWaitMode; latencyUs: number; sleeps: number; spinLatencyUs: number; sleepLatencyUs: number; kicklessSleeps: number };
   gcCount: number;
   heapUsed: number;
   queues: QueueStats[];

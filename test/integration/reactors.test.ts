@@ -19,7 +19,14 @@ function cpuSeconds(pid: number): number {
 
 interface Reactors {
   tick_rate: number;
-  reactors: Array<{ lcore: number; in_interrupt: boolean; busy: number; idle: number; queues: Array<{ device: string; queue: number; completed: number }> }>;
+  reactors: Array<{
+    lcore: number;
+    in_interrupt: boolean;
+    busy: number;
+    idle: number;
+    backend_wait: { kickless_sleeps: number };
+    queues: Array<{ device: string; queue: number; completed: number }>;
+  }>;
 }
 
 describe('reactors', () => {
@@ -146,6 +153,29 @@ describe('reactors', () => {
       assert.deepEqual([c.delay_base_us, c.iops_threshold], [2000, 100]);
     } finally {
       ini.close();
+    }
+  });
+  test('waiting on a slow backend with requests out, the reactor does not ask the driver to kick', async () => {
+    // A delay bdev of 500 us over a null bdev at QD 64: the next completion is due every ~8 us, so
+    // the reactor sleeps on the backend with kicks off and takes the driver's new requests when
+    // that completion wakes it. With kicks armed at each such sleep the driver kicked for a large
+    // share of its submissions (below); SPDK's reactor never asks for kicks.
+    await d.rpc('bdev_null_create', { name: 'KN', num_blocks: 262144, block_size: 512 });
+    await d.rpc('bdev_delay_create', { base_bdev_name: 'KN', name: 'KD', avg_read_latency: 500, p99_read_latency: 500, avg_write_latency: 500, p99_write_latency: 500 });
+    await d.rpc('vhost_create_blk_controller', { ctrlr: 'kl', dev_name: 'KD', cpumask: '0x1' });
+    const gen = await LoadGenerator.connect({ socketPath: d.socket('kl'), queues: 1, iodepth: 64, ioBytes: 4096 });
+    try {
+      const sleeps0 = (await d.rpc<Reactors>('framework_get_reactors')).reactors[0].backend_wait.kickless_sleeps;
+      const r = await gen.run({ rw: 'randread', durationMs: 1500, warmupMs: 300 });
+      const sleeps = (await d.rpc<Reactors>('framework_get_reactors')).reactors[0].backend_wait.kickless_sleeps - sleeps0;
+      const perK = (r.initiator.kicks * 1000) / r.ios;
+      console.log(`# delay bdev 500 us, QD 64: ${r.ios} I/O, ${r.initiator.kicks} kicks (${perK.toFixed(1)} per 1000 I/O), ${sleeps} kickless sleeps`);
+      assert.equal(r.errors, 0);
+      assert.ok(r.ios > 10_000, `I/O flowed (${r.ios})`);
+      assert.ok(sleeps > 0, 'the reactor slept on the backend with kicks off');
+      assert.ok(perK < 5, `kicks per 1000 I/O: ${perK.toFixed(1)}`);
+    } finally {
+      gen.close();
     }
   });
 });

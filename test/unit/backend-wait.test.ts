@@ -117,4 +117,12 @@ describe('backend wait policy', () => {
     assert.equal(sleep.sleepNow(1), true);
     assert.equal(sleep.sleepNow(32), true);
   });
+  test('the next completion is due at the learned latency over the requests out (none until measured)', () => {
+    const w = new BackendWait('adaptive');
+    assert.equal(w.nextCompletionMs(32), Number.POSITIVE_INFINITY);
+    drive(w, 0.4, 32, 50);
+    assert.ok(Math.abs(w.latencyMs - 0.4) < 0.02, `latency ${w.latencyMs}`);
+    assert.ok(Math.abs(w.nextCompletionMs(32) - 0.4 / 32) < 0.001);
+    assert.ok(Math.abs(w.nextCompletionMs(2) - 0.2) < 0.01);
+  });
 });

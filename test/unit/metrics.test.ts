@@ -74,7 +74,7 @@ test('iostat counters, histogram buckets (cumulative, +Inf, _count, _sum) and Qo
 });
 
 test('reactor busy/idle and per-queue completions; a failed reactor query is reported, not fatal', async () => {
-  const r = (core: number, queues: ReactorStats['queues']): ReactorStats => ({ index: core, core, tid: 1, inInterrupt: core === 1, busyUs: 1_500_000, idleUs: 250, wakeups: 4, backendWait: { mode: 'adaptive', latencyUs: core === 0 ? 450 : 0, sleeps: 0, spinLatencyUs: 0, sleepLatencyUs: 0 }, gcCount: 0, heapUsed: 0, queues });
+  const r = (core: number, queues: ReactorStats['queues']): ReactorStats => ({ index: core, core, tid: 1, inInterrupt: core === 1, busyUs: 1_500_000, idleUs: 250, wakeups: 4, backendWait: { mode: 'adaptive', latencyUs: core === 0 ? 450 : 0, sleeps: 0, spinLatencyUs: 0, sleepLatencyUs: 0, kicklessSleeps: 0 }, gcCount: 0, heapUsed: 0, queues });
   const q = (device: string, qid: number, completed: number) => ({ devId: 1, device, qid, inFlight: 1, completed });
   const m = registry({}, [r(0, [q('c0', 0, 10), q('c0', 0, 5), q('c1', 1, 7)]), r(1, [])]);
   const fams = new Map(parsePrometheusTextFormat(await m.metrics()).map((f) => [f.name, f]));

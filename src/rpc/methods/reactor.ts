@@ -44,6 +44,7 @@ export function reactorMethods(ctx: RpcContext): RpcMethodDef[] {
               sleeps: r.backendWait.sleeps,
               spin_latency_us: r.backendWait.spinLatencyUs,
               sleep_latency_us: r.backendWait.sleepLatencyUs,
+              kickless_sleeps: r.backendWait.kicklessSleeps,
             },
             lw_threads: [{ name: `reactor_${r.core}`, id: r.index + 1, cpumask: (1n << BigInt(r.core)).toString(16), elapsed: r.busyUs + r.idleUs }],
             // vhostd extension: the virtqueues this reactor serves.
