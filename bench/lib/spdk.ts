@@ -22,11 +22,18 @@ export function spdkMissing(dir: string | undefined): string | undefined {
 const HP_FILE = '/proc/sys/vm/nr_hugepages';
 let hpOriginal: number | undefined;
 
+/**
+ * Hugepages no one has: free and not reserved. A shared hugetlbfs mapping reserves its pages when
+ * it is made and takes them from the free count only as it touches them (the load initiator's
+ * guest memory, still mapped by a target after its run), so Free alone overstates what a new
+ * process can get: bdevperf then failed in EAL ("Cannot init memory").
+ */
 function hugepagesFreeMiB(): number {
   const m = readFileSync('/proc/meminfo', 'utf8');
   const free = Number(/HugePages_Free:\s+(\d+)/.exec(m)?.[1] ?? 0);
+  const reserved = Number(/HugePages_Rsvd:\s+(\d+)/.exec(m)?.[1] ?? 0);
   const size = Number(/Hugepagesize:\s+(\d+) kB/.exec(m)?.[1] ?? 2048);
-  return (free * size) / 1024;
+  return (Math.max(0, free - reserved) * size) / 1024;
 }
 
 /** Makes sure `mib` MiB of 2 MiB hugepages are free (raising nr_hugepages; restored at exit). */
