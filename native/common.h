@@ -11,6 +11,9 @@ inline Napi::Number Errno(Napi::Env env) { return Napi::Number::New(env, -errno)
 
 inline int ArgInt(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
 inline int64_t ArgInt64(const Napi::CallbackInfo& info, size_t i) {
+  // A number (the common case) in one N-API call; a BigInt, or the TypeError, after that.
+  int64_t v;
+  if (napi_get_value_int64(info.Env(), info[i], &v) == napi_ok) return v;
   if (info[i].IsBigInt()) { bool lossless; return info[i].As<Napi::BigInt>().Int64Value(&lossless); }
   return info[i].As<Napi::Number>().Int64Value();
 }

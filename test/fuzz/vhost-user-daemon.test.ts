@@ -3,7 +3,7 @@
 // daemon must stay up, keep serving verified I/O on another controller, and hold no more file
 // descriptors once the fuzzing connections are gone than before (no fd leak in any error path).
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
@@ -18,6 +18,19 @@ import { type MsgSpec, messageArb } from './lib/session-harness.js';
 
 let d: VhostdProcess;
 const daemonFds = () => readdirSync(`/proc/${d.proc.pid}/fd`).length;
+
+/** The daemon's fds as "fd -> what it is", to name what a leak left open. */
+function daemonFdLinks(): Map<string, string> {
+  const links = new Map<string, string>();
+  for (const fd of readdirSync(`/proc/${d.proc.pid}/fd`)) {
+    try {
+      links.set(fd, readlinkSync(`/proc/${d.proc.pid}/fd/${fd}`));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return links;
+}
 
 function alive(): void {
   assert.ok(d.alive, `vhostd exited:\n${d.logs.slice(-30).join('\n')}`);
@@ -83,6 +96,7 @@ describe('fuzz: vhost-user against a running vhostd', () => {
     await healthy(0);
     await sleep(100);
     const baseline = daemonFds();
+    const before = daemonFdLinks();
     let n = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(messageArb, { minLength: 1, maxLength: 30 }), fc.option(fc.uint8Array({ minLength: 1, maxLength: 64 }), { freq: 4 }), async (specs, garbage) => {
@@ -99,7 +113,8 @@ describe('fuzz: vhost-user against a running vhostd', () => {
       await sleep(50);
       fds = daemonFds();
     }
-    assert.ok(fds <= baseline, `vhostd holds ${fds} fds, ${baseline} before the fuzzing`);
+    const added = [...daemonFdLinks()].filter(([fd, link]) => before.get(fd) !== link).map(([fd, link]) => `${fd} -> ${link}`);
+    assert.ok(fds <= baseline, `vhostd holds ${fds} fds, ${baseline} before the fuzzing; new since: ${added.join(', ')}`);
     assert.deepEqual(d.logsMatching(/"level":60/), [], 'fatal log lines');
   });
 });
