@@ -44,7 +44,7 @@ let addon: RbdAddon | undefined;
 
 /**
  * The librbd binding, loaded on first use: librbd, librados and the Ceph libraries behind them
- * add about 13 MiB to the resident memory of every process that loads them, which a vhostd
+ * add about 18 MiB to the resident memory of every process that loads them, which a vhostd
  * without RBD bdevs does not pay.
  */
 export function rbd(): RbdAddon {

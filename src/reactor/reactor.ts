@@ -176,13 +176,17 @@ export class Reactor implements DeviceHost {
 
   kicked(): void {
     this.times[LAST_WORK_AT] = clockMs();
-    if (this.polling) return;
+    if (!this.polling) this.resume();
+  }
+
+  /** Back to poll mode from either kind of sleep. */
+  private resume(): void {
     this.polling = true;
     this.kickless = false;
     this.wakeups++;
     // Asleep with requests out, the sleep belongs to the backend-wait window under way; asleep
     // with none, the window's time starts again now.
-    if (this.outAtSleep === 0) this.times[LAST_SAMPLE_AT] = this.times[LAST_WORK_AT];
+    if (this.outAtSleep === 0) this.times[LAST_SAMPLE_AT] = clockMs();
     for (const r of this.runners) r.quiesce();
     setImmediate(this.loop);
   }
@@ -283,11 +287,7 @@ export class Reactor implements DeviceHost {
    * polled only once a millisecond).
    */
   private kicklessTimeout(): void {
-    if (this.polling || !this.kickless) return;
-    this.kickless = false;
-    this.polling = true;
-    this.wakeups++;
-    setImmediate(this.loop);
+    if (!this.polling && this.kickless) this.resume();
   }
 
   /** Re-arms notifications; returns false (keep polling) if work raced in. */
