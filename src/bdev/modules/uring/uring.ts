@@ -13,7 +13,7 @@ import pino, { type Logger } from 'pino';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, IoVecs, gatherRange, scatterRange } from '../../io.js';
 import { type FdWatchHandle, mmapShared, native } from '../../../native/index.js';
-import { type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
+import { type Rw1Args, type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
 import { Errno, errnoName } from '../../../util/errno.js';
 import { fileError, openBackingFile } from './file-info.js';
 import { MappedFile, type MappedFileShare } from './mapped-file.js';
@@ -306,6 +306,8 @@ interface Engine {
   result: number;
   /** 0 once queued; -EINVAL unaligned (align > 0), -E2BIG too many segments, other -errno. */
   prepRw(write: boolean, slot: number, ...args: RwArgs): number;
+  /** prepRw of one segment (the same results). */
+  prepRw1(write: boolean, slot: number, ...args: Rw1Args): number;
   prepFsync(slot: number, fd: number): number;
   prepFallocate(slot: number, fd: number, mode: number, offset: number, len: number): number;
   /** Hands queued work to the kernel: count | -errno (the sync engine has nothing to hand over). */
@@ -322,6 +324,9 @@ class UringEngine implements Engine {
   constructor(readonly ring: UringRing) {}
   prepRw(w: boolean, s: number, fd: number, o: number, b: Uint8Array[], of: Uint32Array, l: Uint32Array, c: number, sk: number, len: number, a: number): number {
     return this.ring.prepRw(w, s, fd, o, b, of, l, c, sk, len, a);
+  }
+  prepRw1(w: boolean, s: number, fd: number, o: number, b: Uint8Array, off: number, len: number, a: number): number {
+    return this.ring.prepRw1(w, s, fd, o, b, off, len, a);
   }
   prepFsync(slot: number, fd: number): number {
     return this.ring.prepFsync(slot, fd, true);
@@ -354,10 +359,15 @@ class SyncEngine implements Engine {
   constructor(readonly kind: 'sync' | 'inline') {}
 
   prepRw(w: boolean, s: number, fd: number, o: number, b: Uint8Array[], of: Uint32Array, l: Uint32Array, c: number, sk: number, len: number, a: number): number {
-    const r = (w ? uringNative.filePwritev : uringNative.filePreadv)(fd, o, b, of, l, c, sk, len, a);
+    return this.done((w ? uringNative.filePwritev : uringNative.filePreadv)(fd, o, b, of, l, c, sk, len, a), a);
+  }
+  prepRw1(w: boolean, s: number, fd: number, o: number, b: Uint8Array, off: number, len: number, a: number): number {
+    return this.done((w ? uringNative.filePwrite1 : uringNative.filePread1)(fd, o, b, off, len, a), a);
+  }
+  private done(r: number, align: number): number {
     // With align > 0 the buffers were checked before the syscall: -EINVAL means "unaligned" there
     // (a kernel -EINVAL on checked buffers fails again through the bounce buffer, as it should).
-    if ((r === -EINVAL && a > 0) || r === -E2BIG || r === -Errno.EFAULT) return r;
+    if ((r === -EINVAL && align > 0) || r === -E2BIG || r === -Errno.EFAULT) return r;
     this.result = r;
     return 0;
   }
@@ -670,7 +680,10 @@ export class FileChannel implements BdevChannel {
     const write = io.type === IoType.WRITE;
     if (this.slotOp[s] === OP_RW) {
       const iov = io.iov;
-      const rc = this.engine.prepRw(write, s, this.fd, io.offset + done, iov.bufs, iov.offs, iov.lens, iov.count, done, rem, this.align);
+      const rc =
+        iov.count === 1 && done === 0 && iov.lens[0] === rem
+          ? this.engine.prepRw1(write, s, this.fd, io.offset, iov.bufs[0], iov.offs[0], rem, this.align)
+          : this.engine.prepRw(write, s, this.fd, io.offset + done, iov.bufs, iov.offs, iov.lens, iov.count, done, rem, this.align);
       if (rc !== -EINVAL && rc !== -E2BIG) {
         this.slotChunk[s] = rem;
         return this.prepared(s, rc);
@@ -682,10 +695,9 @@ export class FileChannel implements BdevChannel {
     }
     const b = this.bounce[this.slotBounce[s]];
     const chunk = Math.min(rem, b.bufs[0].length);
-    b.lens[0] = chunk;
     if (write) gatherRange(io.iov, done, b.bufs[0], 0, chunk);
     this.slotChunk[s] = chunk;
-    this.prepared(s, this.engine.prepRw(write, s, this.fd, io.offset + done, b.bufs, b.offs, b.lens, 1, 0, chunk, 0));
+    this.prepared(s, this.engine.prepRw1(write, s, this.fd, io.offset + done, b.bufs[0], 0, chunk, 0));
   }
 
   /** WRITE_ZEROES without FALLOC_FL_ZERO_RANGE: writes the zero buffer over the range, chunk by chunk. */
@@ -694,9 +706,8 @@ export class FileChannel implements BdevChannel {
     const z = (this.zero ??= this.alignedVec(FILE_IO_DEFAULTS.zeroBytes));
     const done = this.slotDone[s];
     const chunk = Math.min(io.length - done, z.bufs[0].length);
-    z.lens[0] = chunk;
     this.slotChunk[s] = chunk;
-    this.prepared(s, this.engine.prepRw(true, s, this.fd, io.offset + done, z.bufs, z.offs, z.lens, 1, 0, chunk, 0));
+    this.prepared(s, this.engine.prepRw1(true, s, this.fd, io.offset + done, z.bufs[0], 0, chunk, 0));
   }
 
   private alignedVec(size: number): IoVecs {
