@@ -142,6 +142,8 @@ class Uring : public Napi::ObjectWrap<Uring> {
       InstanceMethod("eventFd", &Uring::EventFd),
       InstanceMethod("prepRw", &Uring::PrepRw),
       InstanceMethod("prepFsync", &Uring::PrepFsync),
+      InstanceMethod("registerBuffers", &Uring::RegisterBuffers),
+      InstanceMethod("setBuffer", &Uring::SetBuffer),
       InstanceMethod("prepFallocate", &Uring::PrepFallocate),
       InstanceMethod("submit", &Uring::Submit),
       InstanceMethod("reap", &Uring::Reap),
@@ -158,33 +160,65 @@ class Uring : public Napi::ObjectWrap<Uring> {
 
   ~Uring() override { Teardown(); }
 
+  // What prepRw1 and prepRwFixed share: (write, slot, fd, offset, buf, off, len, align, ...) at
+  // argv, `argc` of them, checked; the SQE is taken last, so a refused call queues nothing.
+  struct OneRw {
+    Uring* ring;
+    bool write;
+    uint32_t slot;
+    int32_t fd;
+    OneSegment seg;
+  };
+  static int ParseOneRw(napi_env env, napi_callback_info cbinfo, napi_value* argv, size_t argc, OneRw* rw) {
+    size_t got = argc;
+    napi_value self;
+    if (napi_get_cb_info(env, cbinfo, &got, argv, &self, nullptr) != napi_ok || got < argc) return -EFAULT;
+    rw->ring = nullptr;
+    if (napi_unwrap(env, self, reinterpret_cast<void**>(&rw->ring)) != napi_ok || rw->ring == nullptr) return -EBADF;
+    rw->write = false;
+    napi_get_value_bool(env, argv[0], &rw->write);
+    if (napi_get_value_uint32(env, argv[1], &rw->slot) != napi_ok || napi_get_value_int32(env, argv[2], &rw->fd) != napi_ok) return -EFAULT;
+    if (!rw->ring->open_) return -EBADF;
+    if (rw->slot >= rw->ring->entries_) return -ERANGE;
+    return OneSegmentArgs(env, argv + 3, &rw->seg);
+  }
+
   // prepRw1(write, slot, fd, offset, buf, off, len, align) -> 0 | -errno: prepRw for the one
   // segment buf[off, off+len) (a raw N-API method, added to the prototype by InitUring).
-  static napi_value PrepRw1(napi_env env, napi_callback_info cbinfo) {
-    size_t argc = 8;
-    napi_value argv[8];
-    napi_value self;
-    if (napi_get_cb_info(env, cbinfo, &argc, argv, &self, nullptr) != napi_ok || argc < 8) return Int(env, -EFAULT);
-    Uring* u = nullptr;
-    if (napi_unwrap(env, self, reinterpret_cast<void**>(&u)) != napi_ok || u == nullptr) return Int(env, -EBADF);
-    bool write = false;
-    uint32_t slot = 0;
-    int32_t fd = -1;
-    napi_get_value_bool(env, argv[0], &write);
-    if (napi_get_value_uint32(env, argv[1], &slot) != napi_ok || napi_get_value_int32(env, argv[2], &fd) != napi_ok) return Int(env, -EFAULT);
-    if (!u->open_) return Int(env, -EBADF);
-    if (slot >= u->entries_) return Int(env, -ERANGE);
-    OneSegment seg;
-    int rc = OneSegmentArgs(env, argv + 3, &seg);
+  static napi_value PrepRw1(napi_env env, napi_callback_info cbinfo) { return PrepOne(env, cbinfo, false); }
+
+  // prepRwFixed(write, slot, fd, offset, buf, off, len, align, index) -> 0 | -errno:
+  // IORING_OP_READ_FIXED/WRITE_FIXED of buf[off, off+len), which must lie in fixed buffer `index`
+  // (setBuffer): the kernel uses the pages it pinned then instead of pinning them per I/O.
+  static napi_value PrepRwFixed(napi_env env, napi_callback_info cbinfo) { return PrepOne(env, cbinfo, true); }
+
+  static napi_value PrepOne(napi_env env, napi_callback_info cbinfo, bool fixed) {
+    napi_value argv[9];
+    OneRw rw;
+    int rc = ParseOneRw(env, cbinfo, argv, fixed ? 9 : 8, &rw);
     if (rc < 0) return Int(env, rc);
+    Uring* u = rw.ring;
+    uint32_t index = 0;
+    if (fixed) {
+      if (napi_get_value_uint32(env, argv[8], &index) != napi_ok) return Int(env, -EFAULT);
+      if (index >= u->fixed_.size() || u->fixed_[index].iov_base == nullptr) return Int(env, -ENOENT);
+      uint8_t* base = static_cast<uint8_t*>(u->fixed_[index].iov_base);
+      if (rw.seg.data < base || rw.seg.data + rw.seg.len > base + u->fixed_[index].iov_len) return Int(env, -EFAULT);
+    }
     io_uring_sqe* sqe = io_uring_get_sqe(&u->ring_);
     if (!sqe) return Int(env, -EAGAIN);
-    iovec* iov = u->iovs_.data() + static_cast<size_t>(slot) * u->maxIov_;
-    iov->iov_base = seg.data;
-    iov->iov_len = seg.len;
-    if (write) io_uring_prep_writev(sqe, fd, iov, 1, static_cast<uint64_t>(seg.offset));
-    else io_uring_prep_readv(sqe, fd, iov, 1, static_cast<uint64_t>(seg.offset));
-    sqe->user_data = slot;
+    uint64_t at = static_cast<uint64_t>(rw.seg.offset);
+    if (fixed) {
+      if (rw.write) io_uring_prep_write_fixed(sqe, rw.fd, rw.seg.data, rw.seg.len, at, static_cast<int>(index));
+      else io_uring_prep_read_fixed(sqe, rw.fd, rw.seg.data, rw.seg.len, at, static_cast<int>(index));
+    } else {
+      iovec* iov = u->iovs_.data() + static_cast<size_t>(rw.slot) * u->maxIov_;
+      iov->iov_base = rw.seg.data;
+      iov->iov_len = rw.seg.len;
+      if (rw.write) io_uring_prep_writev(sqe, rw.fd, iov, 1, at);
+      else io_uring_prep_readv(sqe, rw.fd, iov, 1, at);
+    }
+    sqe->user_data = rw.slot;
     return Int(env, 0);
   }
 
@@ -243,6 +277,40 @@ class Uring : public Napi::ObjectWrap<Uring> {
     if (write) io_uring_prep_writev(sqe, fd, iov, static_cast<unsigned>(n), static_cast<uint64_t>(offset));
     else io_uring_prep_readv(sqe, fd, iov, static_cast<unsigned>(n), static_cast<uint64_t>(offset));
     sqe->user_data = slot;
+    return Napi::Number::New(env, 0);
+  }
+
+  // registerBuffers(n) -> 0 | -errno: an empty table of n fixed buffers (io_uring_register_buffers_sparse).
+  Napi::Value RegisterBuffers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_) return Napi::Number::New(env, -EBADF);
+    if (!fixed_.empty()) return Napi::Number::New(env, -EALREADY);
+    int n = ArgInt(info, 0);
+    if (n <= 0 || n > 16384) return Napi::Number::New(env, -EINVAL);
+    int rc = io_uring_register_buffers_sparse(&ring_, static_cast<unsigned>(n));
+    if (rc < 0) return Napi::Number::New(env, rc);
+    fixed_.assign(static_cast<size_t>(n), iovec{nullptr, 0});
+    return Napi::Number::New(env, 0);
+  }
+
+  // setBuffer(index, view | null) -> 0 | -errno: fixed buffer `index` becomes the view's bytes
+  // (the kernel pins their pages until the entry is replaced or the ring closes), or empty.
+  Napi::Value SetBuffer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!open_) return Napi::Number::New(env, -EBADF);
+    int64_t index = ArgInt64(info, 0);
+    if (index < 0 || static_cast<size_t>(index) >= fixed_.size()) return Napi::Number::New(env, -ERANGE);
+    iovec iov{nullptr, 0};
+    if (!info[1].IsNull()) {
+      uint8_t* data;
+      size_t len;
+      if (!ViewSpan(ToV8(info[1]), &data, &len) || len == 0) return Napi::Number::New(env, -EFAULT);
+      iov.iov_base = data;
+      iov.iov_len = len;
+    }
+    int rc = io_uring_register_buffers_update_tag(&ring_, static_cast<unsigned>(index), &iov, nullptr, 1);
+    if (rc < 0) return Napi::Number::New(env, rc);
+    fixed_[static_cast<size_t>(index)] = iov;
     return Napi::Number::New(env, 0);
   }
 
@@ -324,6 +392,7 @@ class Uring : public Napi::ObjectWrap<Uring> {
     close(efd_);
     efd_ = -1;
     std::vector<iovec>().swap(iovs_);
+    std::vector<iovec>().swap(fixed_);
   }
 
   io_uring ring_{};
@@ -332,6 +401,8 @@ class Uring : public Napi::ObjectWrap<Uring> {
   uint32_t entries_ = 0;
   uint32_t maxIov_ = 0;
   std::vector<iovec> iovs_;
+  // The fixed buffers as registered (empty entries: iov_base null); empty until registerBuffers().
+  std::vector<iovec> fixed_;
 };
 
 // filePreadv / filePwritev(fd, offset, bufs, offs, lens, count, skip, len, align) -> bytes | -errno:
@@ -474,6 +545,8 @@ void InitUring(Napi::Env env, Napi::Object exports) {
   napi_value fn;
   napi_create_function(env, "prepRw1", NAPI_AUTO_LENGTH, Uring::PrepRw1, nullptr, &fn);
   uring.Get("prototype").As<Napi::Object>().Set("prepRw1", Napi::Value(env, fn));
+  napi_create_function(env, "prepRwFixed", NAPI_AUTO_LENGTH, Uring::PrepRwFixed, nullptr, &fn);
+  uring.Get("prototype").As<Napi::Object>().Set("prepRwFixed", Napi::Value(env, fn));
   exports.Set("Uring", uring);
   napi_create_function(env, "filePread1", NAPI_AUTO_LENGTH, FilePread1, nullptr, &fn);
   exports.Set("filePread1", Napi::Value(env, fn));

@@ -2,6 +2,7 @@
 // (window, offset) pairs with bounds checks. translate() reports through fields instead of
 // returning objects so the data path allocates nothing.
 import { native } from '../native/index.js';
+import { allowPinning, retire } from '../native/pinnable.js';
 import { type RegionShare, WINDOW_SIZE } from './region.js';
 
 // Rings and headers are read as u32 words of the host's byte order; virtio 1.x is little-endian.
@@ -34,6 +35,12 @@ export class GuestRegion {
       this.views.push(new DataView(share.buffer, start, len));
       this.words.push(new Uint32Array(share.buffer, start, len >>> 2));
     }
+    if (share.hugepages === true) for (const w of this.windows) allowPinning(w);
+  }
+
+  /** The region is gone from this reactor's table: no new I/O uses its windows; pins must go. */
+  retire(): void {
+    for (const w of this.windows) retire(w);
   }
 }
 
@@ -65,6 +72,7 @@ export class GuestMemory {
   }
 
   update(shares: RegionShare[]): void {
+    for (const r of this.regions) r.retire();
     this.regions = shares.map((s) => new GuestRegion(s));
     this.hot = undefined;
     this.hotLo = 0;

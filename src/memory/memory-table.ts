@@ -1,9 +1,12 @@
 // Control-thread memory table of one vhost-user session: validates regions from SET_MEM_TABLE /
 // ADD_MEM_REG, maps their fds, and releases mappings QEMU removed (after reactors let go).
 import { mmapShared, native } from '../native/index.js';
+import { uringNative } from '../native/uring.js';
 import { type MemoryRegionDesc, MemoryError, type RegionShare } from './region.js';
 
 const MAX_ADDRESS = 2 ** 53;
+/** statfs(2) f_type of hugetlbfs. */
+const HUGETLBFS_MAGIC = 0x958458f6;
 
 export interface MappedRegion {
   desc: MemoryRegionDesc;
@@ -58,7 +61,15 @@ export class MemoryTable {
       return {
         desc,
         mappingId: m.id,
-        share: { gpa: desc.guestPhysAddr, size: desc.memorySize, uva: desc.userspaceAddr, base: desc.mmapOffset, buffer: m.buffer, mappingId: m.id },
+        share: {
+          gpa: desc.guestPhysAddr,
+          size: desc.memorySize,
+          uva: desc.userspaceAddr,
+          base: desc.mmapOffset,
+          buffer: m.buffer,
+          mappingId: m.id,
+          hugepages: uringNative.fileFsType(fd) === HUGETLBFS_MAGIC,
+        },
       };
     } finally {
       native.close(fd);

@@ -24,6 +24,8 @@ export interface RegionShare {
   buffer: SharedArrayBuffer;
   /** The native mapping behind `buffer` (native.mappingFaulted), when it is one. */
   mappingId?: number;
+  /** The front-end's file is on hugetlbfs: resident, so its pages may be pinned for I/O (native/pinnable.ts). */
+  hugepages?: boolean;
 }
 
 /** Views are cut into windows so no typed array exceeds what one can address (VMs with tens of GiB). */

@@ -19,6 +19,12 @@ export interface UringRing {
   prepRw(write: boolean, slot: number, ...args: RwArgs): number;
   /** prepRw of the one segment buf[off, off+len): the common case, at half the call's cost. */
   prepRw1(write: boolean, slot: number, ...args: Rw1Args): number;
+  /** prepRw1 through fixed buffer `index`, which must hold buf[off, off+len) (-ENOENT: none there, -EFAULT: outside it). */
+  prepRwFixed(write: boolean, slot: number, ...args: [...Rw1Args, index: number]): number;
+  /** An empty table of n fixed buffers: 0 | -errno. */
+  registerBuffers(n: number): number;
+  /** Fixed buffer `index` becomes the view's bytes (the kernel pins their pages), or empty (null): 0 | -errno. */
+  setBuffer(index: number, view: Uint8Array | null): number;
   prepFsync(slot: number, fd: number, datasync: boolean): number;
   prepFallocate(slot: number, fd: number, mode: number, offset: number, len: number): number;
   /** io_uring_submit: SQEs submitted | -errno. */

@@ -180,6 +180,7 @@ export class DeviceInstance {
     // stopQueue is bounded: a hung backend cannot keep the device, or the daemon's shutdown, open.
     for (const qid of [...this.queues.keys()]) await this.stopQueue(qid);
     await this.device.close();
+    this.memory.update([]);
   }
 
   control(action: string, arg: unknown): void | Promise<void> {

@@ -84,7 +84,7 @@ describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
     assert.equal(r.results.packed, '1', 'the guest negotiated VIRTIO_F_RING_PACKED');
   });
 
-  test('guest memory on hugetlbfs (memory-backend-file,share=on): fio verify', async () => {
+  test('guest memory on hugetlbfs (memory-backend-file,share=on): fio verify on a RAM disk and on an O_DIRECT file through io_uring fixed buffers', async () => {
     // 512 MiB of 2 MiB pages for the guest, mounted where QEMU looks for them.
     const { execFileSync } = await import('node:child_process');
     const { existsSync, mkdirSync, readFileSync, writeFileSync } = await import('node:fs');
@@ -97,15 +97,43 @@ describe('vhost-user-blk with a QEMU guest', { timeout: 900_000 }, () => {
     assert.ok(free() >= 256, `enough free huge pages (${free()})`);
     await d.rpc('bdev_malloc_create', { name: 'Mhp', num_blocks: (32 * MiB) / 512, block_size: 512 });
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'huge', dev_name: 'Mhp' });
-    const r = await runGuest({
-      name: 'hugepages',
-      memBackend: 'hugepages',
-      script: guestScript('blk-fio-verify.sh'),
-      env: { DEV: 'vda', SIZE_MB: '8', NUMJOBS: '2', FS_CHECK: '0' },
-      devices: vhostUserBlkArgs(d.socket('huge'), { numQueues: 2 }),
-    });
-    assertGuestOk(r, 'fio on hugepage-backed guest memory');
-    assert.equal(r.results.fio_errors, '0');
+    // An io_uring bdev on a file opened O_DIRECT: the guest's hugepage memory is registered as
+    // fixed buffers and its reads and writes go through them (READ_FIXED / WRITE_FIXED).
+    const { closeSync, constants, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync: writeFile } = await import('node:fs');
+    const dir = mkdtempSync('/var/tmp/vhostd-hugepages-');
+    const file = `${dir}/disk.img`;
+    writeFile(file, '');
+    truncateSync(file, 32 * MiB);
+    let direct = true;
+    try {
+      closeSync(openSync(file, constants.O_RDWR | constants.O_DIRECT));
+    } catch {
+      direct = false; // no O_DIRECT here: buffered I/O, no fixed buffers
+    }
+    try {
+      await d.rpc('bdev_uring_create', { name: 'Fhp', filename: file, block_size: 512 });
+      await d.rpc('vhost_create_blk_controller', { ctrlr: 'huge.file', dev_name: 'Fhp' });
+      const fixedBefore = d.logsMatching(/registering it with io_uring as fixed buffers/).length;
+      const r = await runGuest({
+        name: 'hugepages',
+        memBackend: 'hugepages',
+        script: sequence([
+          { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vda', SIZE_MB: '8', NUMJOBS: '2', FS_CHECK: '0' } },
+          { script: guestScript('blk-fio-verify.sh'), env: { DEV: 'vdb', SIZE_MB: '8', NUMJOBS: '2', FS_CHECK: '0' } },
+        ]),
+        devices: [...vhostUserBlkArgs(d.socket('huge'), { numQueues: 2 }), ...vhostUserBlkArgs(d.socket('huge.file'), { numQueues: 2 })],
+      });
+      assertGuestOk(r, 'fio on hugepage-backed guest memory');
+      assert.equal(r.results.fio_errors, '0');
+      if (direct) {
+        assert.ok(d.logsMatching(/registering it with io_uring as fixed buffers/).length > fixedBefore, 'the file bdev registered the guest memory as fixed buffers');
+      }
+      assert.deepEqual(d.logsMatching(/fixed buffers off/), [], 'no registration failed');
+      await d.deleteController('huge.file');
+      await d.rpc('bdev_uring_delete', { name: 'Fhp' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a read-only controller: the guest sees it read-only, writes fail, the bdev is unchanged', async () => {

@@ -1,5 +1,6 @@
 // Latency histograms and iostat resets against a running vhostd: a delay bdev with a fixed
-// latency puts the p50 of bdev_get_histogram within 10% of it — decoded by vhostd's own decoder
+// latency puts the p50 of bdev_get_histogram between that latency and the p50 the initiator
+// measured itself — decoded by vhostd's own decoder
 // and, when SPDK's source is at hand ($SPDK_GIT with tag v25.09), by SPDK's own scripts/rpc.py
 // piped into scripts/histogram.py; bdev_reset_iostat; and the RPCs' bad input.
 import assert from 'node:assert/strict';
@@ -26,9 +27,16 @@ interface HistogramReply {
   tsc_rate: number;
 }
 
-async function load(socket: string, args: string[]): Promise<{ ios: number; errors: number }> {
+interface LoadReport {
+  ios: number;
+  errors: number;
+  /** The initiator's own round-trip latencies. */
+  latency: { p50Us: number; p99Us: number };
+}
+
+async function load(socket: string, args: string[]): Promise<LoadReport> {
   const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', socket, '--json', ...args], { cwd: root, timeout: 60_000 });
-  return JSON.parse(stdout) as { ios: number; errors: number };
+  return JSON.parse(stdout) as LoadReport;
 }
 
 /** SPDK v25.09's scripts/rpc.py and scripts/histogram.py, extracted from $SPDK_GIT; undefined without it. */
@@ -66,7 +74,7 @@ describe('latency histograms (bdev_enable_histogram, bdev_get_histogram)', { tim
     if (spdk) rmSync(spdk, { recursive: true, force: true });
   });
 
-  test(`a delay bdev of ${DELAY_US} µs: p50 within 10% of it, from vhostd's decoder`, async () => {
+  test(`a delay bdev of ${DELAY_US} µs: p50 between the delay and the initiator's p50, from vhostd's decoder`, async () => {
     await d.rpc('bdev_enable_histogram', { name: 'D0', enable: true });
     const r = await load(d.socket('d0'), ['-d', '16', '--rw', 'randrw', '-t', '2']);
     assert.equal(r.errors, 0);
@@ -77,8 +85,16 @@ describe('latency histograms (bdev_enable_histogram, bdev_get_histogram)', { tim
     const stats = await d.rpc<{ bdevs: Array<{ num_read_ops: number; num_write_ops: number }> }>('bdev_get_iostat', { name: 'D0' });
     assert.equal(total, stats.bdevs[0].num_read_ops + stats.bdevs[0].num_write_ops, 'every counted I/O is in the histogram');
     const [p50, p99] = percentiles(counts, [50, 99], h.min_range).map((t) => (t * 1e6) / h.tsc_rate);
-    assert.ok(Math.abs(p50 - DELAY_US) <= DELAY_US * 0.1, `p50 ${p50.toFixed(0)} µs`);
-    assert.ok(p99 >= p50 && p99 < DELAY_US * 3, `p99 ${p99.toFixed(0)} µs`);
+    // The delay is a floor, and the bdev's time is part of the round trip the initiator timed:
+    // the histogram's p50 lies between the two (2% for its buckets). Unloaded they are within a
+    // few % of each other; on a loaded machine timers and wake-ups run late (CI once saw the
+    // bdev's p50 at 2212 µs for a 2000 µs delay, and here 2163 against the initiator's 2408).
+    const seen = r.latency.p50Us;
+    assert.ok(seen >= DELAY_US * 0.98, `the initiator's p50 ${seen} µs is at least the delay`);
+    assert.ok(p50 >= DELAY_US * 0.98 && p50 <= seen * 1.02, `p50 ${p50.toFixed(0)} µs, between the delay and the initiator's ${seen} µs`);
+    // Each I/O's bdev time is within its round trip, so every percentile is too (10% for the I/O
+    // of the initiator's warm-up, which the bdev counts and the initiator does not).
+    assert.ok(p99 >= p50 && p99 <= r.latency.p99Us * 1.1, `p99 ${p99.toFixed(0)} µs, the initiator's ${r.latency.p99Us} µs`);
     // The base bdev has its own layer: it is not histogrammed, its I/O took ~0 µs.
     await assert.rejects(d.rpc('bdev_get_histogram', { name: 'N0' }), (e: RpcError) => e.code === -12);
   });

@@ -5,13 +5,14 @@
 // methods through a real RpcServer.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, constants as fsConst, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, statfsSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, constants as fsConst, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, statfsSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
 import { type EngineKind, FILE_IO_DEFAULTS, FileBdev, type FileBdevParams, FileChannel, type FileChannelSpec } from '../../src/bdev/modules/uring/uring.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { check, mmapShared, native } from '../../src/native/index.js';
 import { uringNative } from '../../src/native/uring.js';
 import { RpcClient, RpcError } from '../../src/rpc/client.js';
@@ -325,6 +326,95 @@ describe('uring bdev', () => {
       delete process.env.VHOSTD_NO_URING;
     });
     dataPath('synchronous fallback, /tmp', () => tmp, {}, { engine: 'sync' });
+  });
+
+  describe('io_uring fixed buffers: guest memory on hugepages', () => {
+    /** Fixed buffers the kernel holds for this process's rings, as "address/length" (fdinfo). */
+    function registeredBuffers(): string[] {
+      const out: string[] = [];
+      for (const fd of readdirSync('/proc/self/fdinfo')) {
+        let text = '';
+        try {
+          text = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+        } catch {
+          continue;
+        }
+        if (!text.includes('UserBufs:')) continue;
+        for (const m of text.matchAll(/^\s*\d+: (0x[0-9a-f]+\/\d+)$/gm)) out.push(m[1]);
+      }
+      return out;
+    }
+
+    /** 8 MiB of 2 MiB pages, as a front-end's memory-backend-file on hugetlbfs; undefined without them. */
+    function hugeMemory(): { buffer: SharedArrayBuffer; size: number } | undefined {
+      const size = 8 * MiB;
+      try {
+        const free = () => Number(/HugePages_Free:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+        if (free() < 4) writeFileSync('/proc/sys/vm/nr_hugepages', String(Number(readFileSync('/proc/sys/vm/nr_hugepages', 'utf8')) + 4 - free()));
+        if (!readFileSync('/proc/mounts', 'utf8').includes('hugetlbfs')) {
+          if (!existsSync('/dev/hugepages')) mkdirSync('/dev/hugepages');
+          execFileSync('mount', ['-t', 'hugetlbfs', 'none', '/dev/hugepages']);
+        }
+        if (free() < 4) return undefined;
+      } catch {
+        return undefined;
+      }
+      const mnt = /^\S+ (\S+) hugetlbfs /m.exec(readFileSync('/proc/mounts', 'utf8'))?.[1] ?? '/dev/hugepages';
+      const file = join(mnt, `vhostd-uring-test-${process.pid}`);
+      const fd = openSync(file, 'w+');
+      try {
+        truncateSync(file, size);
+        return { buffer: mmapShared(fd, size, 0).buffer, size };
+      } finally {
+        closeSync(fd);
+        rmSync(file, { force: true });
+      }
+    }
+
+    it('registers the chunk I/O uses, reads and writes through it, leaves other memory alone, and lets go when the region is retired', async (t) => {
+      if (!canODirect(join(tmp, 'probe-fixed'))) return t.skip('no O_DIRECT on /tmp');
+      const huge = hugeMemory();
+      if (huge === undefined) return t.skip('no hugetlbfs with 4 free 2 MiB pages');
+      const memory = new GuestMemory([{ gpa: 0, size: huge.size, uva: 0, base: 0, buffer: huge.buffer, hugepages: true }]);
+      assert.ok(memory.translate(0, 4096));
+      const view = memory.win;
+      const o = open(join(tmp, 'fixed.img'), 4 * MiB);
+      const one = (type: IoType, offset: number, buf: Uint8Array, off: number, len = 4096) =>
+        new Promise<IoStatus>((resolve) => {
+          const iov = new IoVecs(1);
+          iov.push(buf, off, len);
+          o.ch.submit({ type, offset, length: len, iov, complete: resolve });
+        });
+      try {
+        assert.ok(o.ch.stats.direct);
+        assert.deepEqual(registeredBuffers(), [], 'nothing registered before the first I/O');
+        for (let i = 0; i < 4096; i++) view[i] = (i * 13 + 1) & 0xff;
+        assert.equal(await one(IoType.WRITE, 8192, view, 0), IoStatus.SUCCESS);
+        assert.equal(o.ch.stats.fixedIos, 1);
+        assert.deepEqual(registeredBuffers().map((b) => b.split('/')[1]), [String(huge.size)], 'one chunk (the whole 8 MiB view), pinned by the kernel');
+        assert.ok(readFileSync(o.file).subarray(8192, 12288).equals(Buffer.from(view.subarray(0, 4096))));
+        const reads = Array.from({ length: 48 }, (_, i) => one(IoType.READ, 8192, view, MiB + i * 4096));
+        assert.ok((await Promise.all(reads)).every((st) => st === IoStatus.SUCCESS));
+        for (let i = 0; i < 48; i++) assert.ok(Buffer.from(view.subarray(MiB + i * 4096, MiB + (i + 1) * 4096)).equals(Buffer.from(view.subarray(0, 4096))), `read ${i}`);
+        assert.equal(o.ch.stats.fixedIos, 49, 'every aligned one-segment I/O took a fixed buffer');
+        // Unaligned: bounced, as without fixed buffers. Memory not on hugepages: the plain path.
+        assert.equal(await one(IoType.READ, 8192, view, 2 * MiB + 3), IoStatus.SUCCESS);
+        assert.equal(await one(IoType.READ, 8192, mem, 0), IoStatus.SUCCESS);
+        assert.ok(Buffer.from(mem.subarray(0, 4096)).equals(Buffer.from(view.subarray(0, 4096))));
+        assert.equal(o.ch.stats.fixedIos, 49);
+        assert.equal(registeredBuffers().length, 1);
+        // The region goes (a new memory table): the next poll unregisters its chunk.
+        memory.update([]);
+        o.ch.poll();
+        assert.deepEqual(registeredBuffers(), [], 'the retired region is no longer pinned');
+        assert.equal(await one(IoType.READ, 8192, view, 0), IoStatus.SUCCESS, 'an I/O still holding the old view takes the plain path');
+        assert.equal(o.ch.stats.fixedIos, 49);
+        assert.deepEqual(registeredBuffers(), []);
+      } finally {
+        await o.close();
+        rmSync(o.file, { force: true });
+      }
+    });
   });
 
   describe('io_uring channel on /tmp', () => {

@@ -16,6 +16,7 @@ import { type FdWatchHandle, mmapShared, native } from '../../../native/index.js
 import { type Rw1Args, type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
 import { Errno, errnoName } from '../../../util/errno.js';
 import { fileError, openBackingFile } from './file-info.js';
+import { FixedBuffers } from './fixed-buffers.js';
 import { MappedFile, type MappedFileShare } from './mapped-file.js';
 
 export type FileFlavor = 'uring' | 'aio';
@@ -410,6 +411,8 @@ export interface FileChannelStats {
   writeZeroes: number;
   /** WRITE_ZEROES done by writing a zero buffer (no FALLOC_FL_ZERO_RANGE). */
   zeroWrites: number;
+  /** READ/WRITE through io_uring fixed buffers (guest memory on hugepages, fixed-buffers.ts). */
+  fixedIos: number;
   /** READ/WRITE that went through a bounce buffer. */
   bounced: number;
   bounceBuffers: number;
@@ -440,6 +443,9 @@ export class FileChannel implements BdevChannel {
   private readonly spec: FileChannelSpec;
   private readonly log: Logger;
   private readonly engine: Engine;
+  /** O_DIRECT on io_uring: guest memory on hugepages is registered as fixed buffers. */
+  private readonly fixed: FixedBuffers | undefined;
+  private readonly ring: UringRing | undefined;
   /** In-memory files: READ/WRITE copy from/to the mapping (the engine keeps FLUSH, UNMAP, WRITE_ZEROES). */
   private readonly mapped: MappedFile | undefined;
   private readonly eventFd: number = -1;
@@ -504,6 +510,10 @@ export class FileChannel implements BdevChannel {
       this.log.info('io_uring disabled (VHOSTD_NO_URING): synchronous preadv/pwritev on this reactor');
     }
     this.engine = engine ?? new SyncEngine('sync');
+    if (engine instanceof UringEngine && this.align > 0) {
+      this.ring = engine.ring;
+      this.fixed = new FixedBuffers(engine.ring, this.log);
+    }
 
     this.slotIo = new Array<BdevIo | undefined>(depth).fill(undefined);
     this.slotOp = new Uint8Array(depth);
@@ -529,6 +539,7 @@ export class FileChannel implements BdevChannel {
       unmaps: 0,
       writeZeroes: 0,
       zeroWrites: 0,
+      fixedIos: 0,
       bounced: 0,
       bounceBuffers: 0,
       shortIos: 0,
@@ -565,6 +576,7 @@ export class FileChannel implements BdevChannel {
 
   /** Called by the reactor every poll pass: submits what the pass prepared, then reaps. */
   poll(): number {
+    this.fixed?.poll();
     if (this.submitScheduled) this.flush();
     return this.reapAll();
   }
@@ -680,10 +692,20 @@ export class FileChannel implements BdevChannel {
     const write = io.type === IoType.WRITE;
     if (this.slotOp[s] === OP_RW) {
       const iov = io.iov;
-      const rc =
-        iov.count === 1 && done === 0 && iov.lens[0] === rem
-          ? this.engine.prepRw1(write, s, this.fd, io.offset, iov.bufs[0], iov.offs[0], rem, this.align)
-          : this.engine.prepRw(write, s, this.fd, io.offset + done, iov.bufs, iov.offs, iov.lens, iov.count, done, rem, this.align);
+      let rc: number;
+      if (iov.count === 1 && done === 0 && iov.lens[0] === rem) {
+        const buf = iov.bufs[0];
+        const off = iov.offs[0];
+        const index = this.fixed === undefined ? -1 : this.fixed.indexFor(buf, off, rem);
+        if (index >= 0) {
+          rc = (this.ring as UringRing).prepRwFixed(write, s, this.fd, io.offset, buf, off, rem, this.align, index);
+          if (rc === 0) this.stats.fixedIos++;
+        } else {
+          rc = this.engine.prepRw1(write, s, this.fd, io.offset, buf, off, rem, this.align);
+        }
+      } else {
+        rc = this.engine.prepRw(write, s, this.fd, io.offset + done, iov.bufs, iov.offs, iov.lens, iov.count, done, rem, this.align);
+      }
       if (rc !== -EINVAL && rc !== -E2BIG) {
         this.slotChunk[s] = rem;
         return this.prepared(s, rc);
