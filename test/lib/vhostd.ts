@@ -114,7 +114,8 @@ export class VhostdProcess {
     if (this.alive) {
       const exited = new Promise<void>((r) => this.proc.once('exit', () => r()));
       this.proc.kill('SIGTERM');
-      const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5000);
+      // Long enough for a clean shutdown on a loaded machine: a hang still ends as a SIGKILL (exit code null).
+      const timer = setTimeout(() => this.proc.kill('SIGKILL'), 30_000);
       await exited;
       clearTimeout(timer);
     }

@@ -15,6 +15,8 @@ import { type TestServer, startTestServer } from './helpers/rpc-fixture.js';
 interface Done {
   status: IoStatus;
   ms: number;
+  /** Completed inside submit(): no delay was applied, whatever the machine's pauses. */
+  sync: boolean;
 }
 
 /** Submits one I/O of `len` bytes; resolves with its status and how long it took. */
@@ -23,8 +25,10 @@ function submit(ch: BdevChannel, type: IoType, offset: number, len: number, buf 
   return new Promise((resolve) => {
     const iov = new IoVecs(1);
     if (len > 0 && (type === IoType.READ || type === IoType.WRITE)) iov.push(buf, 0, len);
-    const io: BdevIo = { type, offset, length: len, iov, complete: (status) => resolve({ status, ms: performance.now() - t0 }) };
+    let inSubmit = true;
+    const io: BdevIo = { type, offset, length: len, iov, complete: (status) => resolve({ status, ms: performance.now() - t0, sync: inSubmit }) };
     ch.submit(io);
+    inSubmit = false;
   });
 }
 
@@ -56,22 +60,23 @@ describe('delay channel', () => {
     for (const t of [IoType.FLUSH, IoType.UNMAP, IoType.WRITE_ZEROES]) {
       const o = await submit(ch, t, 0, t === IoType.FLUSH ? 0 : 4096);
       assert.equal(o.status, IoStatus.SUCCESS);
-      assert.ok(o.ms < 10, `type ${t} was not delayed (${o.ms} ms)`); // malloc completes synchronously
+      assert.ok(o.sync, `type ${t} was not delayed (it completed ${o.ms} ms later)`); // malloc completes synchronously
     }
     ch.close();
   });
 
   it('uses the p99 latency for 1 in 100 I/Os, drawn at submission (Math.random, like rand_r % 100)', async () => {
     const base = new MallocBdev('M', 512, 1 << 20);
-    const d = delayOver(base, { avgRead: 0, p99Read: 40_000 });
+    // p99 at 400 ms, so a loaded machine's pauses (tens of ms) cannot pass for it.
+    const d = delayOver(base, { avgRead: 0, p99Read: 400_000 });
     const ch = openBackendChannel(d.channelSpec(openSpecOf));
     const random = mock.method(Math, 'random', () => 0.001); // floor(0.1) === 0: p99
     try {
       const slow = await submit(ch, IoType.READ, 0, 512);
-      assert.ok(slow.ms >= 39.5, `p99 read took ${slow.ms} ms`);
+      assert.ok(slow.ms >= 399.5, `p99 read took ${slow.ms} ms`);
       random.mock.mockImplementation(() => 0.5);
       const fast = await submit(ch, IoType.READ, 0, 512);
-      assert.ok(fast.ms < 30, `avg read took ${fast.ms} ms`);
+      assert.ok(fast.ms < 300, `avg read took ${fast.ms} ms`);
     } finally {
       random.mock.restore();
       ch.close();
@@ -82,12 +87,13 @@ describe('delay channel', () => {
     const base = new MallocBdev('M', 512, 1 << 20);
     const d = delayOver(base, { avgRead: 0, p99Read: 0 });
     const ch = openBackendChannel(d.channelSpec(openSpecOf));
-    assert.ok((await submit(ch, IoType.READ, 0, 512)).ms < 30);
-    d.setLatency(DelayType.AVG_READ, 25_000);
-    d.setLatency(DelayType.P99_READ, 25_000);
-    assert.equal(d.latency(DelayType.AVG_READ), 25_000);
+    // 250 ms after the change, so a loaded machine's pauses (tens of ms) cannot pass for it.
+    assert.ok((await submit(ch, IoType.READ, 0, 512)).ms < 200);
+    d.setLatency(DelayType.AVG_READ, 250_000);
+    d.setLatency(DelayType.P99_READ, 250_000);
+    assert.equal(d.latency(DelayType.AVG_READ), 250_000);
     const r = await submit(ch, IoType.READ, 0, 512);
-    assert.ok(r.ms >= 24.5, `read took ${r.ms} ms after the change`);
+    assert.ok(r.ms >= 249.5, `read took ${r.ms} ms after the change`);
     ch.close();
   });
 

@@ -72,6 +72,14 @@ class ScriptedChannel implements BdevChannel {
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 30));
+/** Waits until `done()` holds (polled; the deadline only bounds a hang, not a slow machine). */
+async function until(done: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 
 describe('iostat counters', () => {
   it('registered bdevs open through their layer channel, which counts into registry.layerOf(bdev).iostat', async () => {
@@ -185,7 +193,7 @@ describe('iostat counters', () => {
     req.type = IoType.READ;
     req.length = 4096;
     ch.submit(req);
-    await settle();
+    await until(() => req.statuses.length === 1, 'the first completion');
     assert.equal(inner.seen[0], req, 'submitted as is, not wrapped in a child');
     assert.deepEqual(req.statuses, [IoStatus.SUCCESS]);
     assert.equal(req.layer, undefined, 'the layer let go of it');
@@ -195,13 +203,13 @@ describe('iostat counters', () => {
     // backend); the device sees only the final completion.
     inner.script.push(IoStatus.NOMEM);
     ch.submit(req);
-    await settle();
+    await until(() => req.statuses.length === 3, 'the retried completion');
     assert.equal(inner.seen.length, 3, 'retried after the NOMEM');
     assert.equal(inner.seen[2], req);
     assert.equal(ch.waiting, 0);
     inner.script.push(IoStatus.FAILED);
     ch.submit(req);
-    await settle();
+    await until(() => req.statuses.length === 4, 'the failed completion');
     const s = layer.iostat.device();
     assert.equal(s.num_read_ops, 2);
     assert.equal(s.bytes_read, 8192);
@@ -221,7 +229,7 @@ describe('iostat counters', () => {
     iov.push(new Uint8Array(512), 0, 512);
     const io: BdevIo = { type: IoType.WRITE, offset: 512, length: 512, iov, complete: (st) => void statuses.push(st) };
     ch.submit(io);
-    await settle();
+    await until(() => statuses.length === 1, 'the first completion');
     assert.deepEqual(statuses, [IoStatus.SUCCESS]);
     const child = inner.seen[0];
     assert.notEqual(child, io, 'wrapped in a child');
@@ -229,7 +237,7 @@ describe('iostat counters', () => {
     assert.deepEqual([child.type, child.offset, child.length, child.iov], [io.type, io.offset, io.length, io.iov]);
     inner.script.push(IoStatus.NOMEM);
     ch.submit(io);
-    await settle();
+    await until(() => statuses.length === 2, 'the retried completion');
     assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS], 'the NOMEM was retried, not handed up');
     assert.equal(inner.seen.length, 3);
     assert.ok(inner.seen.every((c) => c === child), 'the same child, from the pool, each time');
@@ -247,7 +255,7 @@ describe('iostat counters', () => {
     assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS], 'nor completed');
     // The aborted one's child went back to the pool.
     ch.submit(io);
-    await settle();
+    await until(() => statuses.length === 3, 'the completion after the abort');
     assert.equal(inner.seen.at(-1), child);
     assert.deepEqual(statuses, [IoStatus.SUCCESS, IoStatus.SUCCESS, IoStatus.SUCCESS]);
     const s = layer.iostat.device();
