@@ -30,6 +30,47 @@ async function load(socket: string, args: string[]): Promise<LoadOut> {
 
 const within = (v: number, target: number, tol: number) => Math.abs(v - target) <= target * tol;
 
+interface Iostat {
+  ticks: number;
+  bdevs: Array<{ num_read_ops: number }>;
+}
+interface ReactorQueues {
+  reactors: Array<{ queues: Array<{ device: string; completed: number }> }>;
+}
+
+/** Requests completed so far per controller, from framework_get_reactors (vhostd's queue list). */
+async function completedBy(d: VhostdProcess): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const r of (await d.rpc<ReactorQueues>('framework_get_reactors')).reactors) {
+    for (const q of r.queues) out.set(q.device, (out.get(q.device) ?? 0) + q.completed);
+  }
+  return out;
+}
+
+/**
+ * Resolves once every controller in `ctrlrs` is completing requests. Initiators are separate
+ * processes whose start-up (tsx) takes seconds on a loaded machine, so windows are measured on the
+ * target after this, never from the moment they were spawned.
+ */
+async function flowing(d: VhostdProcess, ctrlrs: string[]): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  const first = await completedBy(d);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await completedBy(d);
+    if (ctrlrs.every((c) => (now.get(c) ?? 0) > (first.get(c) ?? 0))) return;
+    if (Date.now() > deadline) throw new Error(`no I/O from ${ctrlrs.join(', ')} within 30 s`);
+  }
+}
+
+/** The bdev's read rate over `ms`, on the target's own clock (bdev_get_iostat ticks are ns). */
+async function readRate(d: VhostdProcess, bdev: string, ms: number): Promise<number> {
+  const a = await d.rpc<Iostat>('bdev_get_iostat', { name: bdev });
+  await new Promise((r) => setTimeout(r, ms));
+  const b = await d.rpc<Iostat>('bdev_get_iostat', { name: bdev });
+  return ((b.bdevs[0].num_read_ops - a.bdevs[0].num_read_ops) * 1e9) / (b.ticks - a.ticks);
+}
+
 describe('QoS rate limits (bdev_set_qos_limit)', { timeout: 300_000 }, () => {
   let d: VhostdProcess;
   before(async () => {
@@ -60,20 +101,19 @@ describe('QoS rate limits (bdev_set_qos_limit)', { timeout: 300_000 }, () => {
 
   test('a limit raised live takes effect within a second', async () => {
     await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 2000 });
-    const running = load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '4']);
-    await new Promise((r) => setTimeout(r, 1500));
+    // Long enough to outlast the windows below however late the initiator starts.
+    const running = load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '6']);
+    await flowing(d, ['lim']);
+    const before = await readRate(d, 'N0', 500);
     const t0 = Date.now();
     await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 10000 });
-    const s0 = (await d.rpc('bdev_get_iostat', { name: 'N0' })) as { bdevs: Array<{ num_read_ops: number }> };
-    // Measure from one second after the change to the end of the run.
+    // Measure from one second after the change, for a second.
     await new Promise((r) => setTimeout(r, 1000 - (Date.now() - t0)));
-    const a = (await d.rpc('bdev_get_iostat', { name: 'N0' })) as { bdevs: Array<{ num_read_ops: number }>; ticks: number };
-    await new Promise((r) => setTimeout(r, 1000));
-    const b = (await d.rpc('bdev_get_iostat', { name: 'N0' })) as { bdevs: Array<{ num_read_ops: number }>; ticks: number };
+    const rate = await readRate(d, 'N0', 1000);
     const r = await running;
     assert.equal(r.errors, 0);
-    const rate = ((b.bdevs[0].num_read_ops - a.bdevs[0].num_read_ops) * 1e9) / (b.ticks - a.ticks);
-    assert.ok(within(rate, 10000, 0.1), `${rate.toFixed(0)} IO/s in the second after the change settled (first: ${s0.bdevs[0].num_read_ops})`);
+    assert.ok(within(before, 2000, 0.1), `${before.toFixed(0)} IO/s before the change`);
+    assert.ok(within(rate, 10000, 0.1), `${rate.toFixed(0)} IO/s in the second after the change settled`);
     await d.rpc('bdev_set_qos_limit', { name: 'N0', rw_ios_per_sec: 2000 });
   });
 
@@ -109,13 +149,22 @@ describe('QoS rate limits (bdev_set_qos_limit)', { timeout: 300_000 }, () => {
   });
 
   test('a limited bdev behind two controllers shares one budget', async () => {
-    const [a, b] = await Promise.all([
-      load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '3', '-w', '0.5']),
-      load(d.socket('lim2'), ['-d', '32', '--rw', 'randread', '-t', '3', '-w', '0.5']),
+    // Measured on the target while both initiators run: each initiator's own window starts when
+    // that process is up, and on a loaded machine one can start a second after the other.
+    const runs = Promise.all([
+      load(d.socket('lim'), ['-d', '32', '--rw', 'randread', '-t', '6', '-w', '0.5']),
+      load(d.socket('lim2'), ['-d', '32', '--rw', 'randread', '-t', '6', '-w', '0.5']),
     ]);
+    await flowing(d, ['lim', 'lim2']);
+    const c0 = await completedBy(d);
+    const rate = await readRate(d, 'N0', 1500);
+    const c1 = await completedBy(d);
+    const [a, b] = await runs;
     assert.equal(a.errors + b.errors, 0);
-    assert.ok(within(a.iops + b.iops, 2000, 0.1), `${a.iops.toFixed(0)} + ${b.iops.toFixed(0)} IO/s`);
-    assert.ok(a.iops > 500 && b.iops > 500, 'neither controller starves');
+    const share = (c: string) => (c1.get(c) ?? 0) - (c0.get(c) ?? 0);
+    assert.ok(within(rate, 2000, 0.1), `${rate.toFixed(0)} IO/s through both controllers (${share('lim')} + ${share('lim2')} requests)`);
+    const total = share('lim') + share('lim2');
+    assert.ok(share('lim') > total / 4 && share('lim2') > total / 4, `neither controller starves: ${share('lim')} and ${share('lim2')} requests`);
   });
 
   test('assigned_rate_limits, save_config, and SPDK rounding of IO/s to multiples of 1000', async () => {
