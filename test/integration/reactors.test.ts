@@ -24,6 +24,7 @@ interface Reactors {
     in_interrupt: boolean;
     busy: number;
     idle: number;
+    irq_count: number;
     backend_wait: { kickless_sleeps: number };
     queues: Array<{ device: string; queue: number; completed: number }>;
   }>;
@@ -165,15 +166,23 @@ describe('reactors', () => {
     await d.rpc('vhost_create_blk_controller', { ctrlr: 'kl', dev_name: 'KD', cpumask: '0x1' });
     const gen = await LoadGenerator.connect({ socketPath: d.socket('kl'), queues: 1, iodepth: 64, ioBytes: 4096 });
     try {
-      const sleeps0 = (await d.rpc<Reactors>('framework_get_reactors')).reactors[0].backend_wait.kickless_sleeps;
+      const before = (await d.rpc<Reactors>('framework_get_reactors')).reactors[0];
       const r = await gen.run({ rw: 'randread', durationMs: 1500, warmupMs: 300 });
-      const sleeps = (await d.rpc<Reactors>('framework_get_reactors')).reactors[0].backend_wait.kickless_sleeps - sleeps0;
+      const after = (await d.rpc<Reactors>('framework_get_reactors')).reactors[0];
+      const kickless = after.backend_wait.kickless_sleeps - before.backend_wait.kickless_sleeps;
+      // Every wake-up ends a sleep: the ones that were not kickless armed the driver's kicks.
+      const armed = after.irq_count - before.irq_count - kickless;
       const perK = (r.initiator.kicks * 1000) / r.ios;
-      console.log(`# delay bdev 500 us, QD 64: ${r.ios} I/O, ${r.initiator.kicks} kicks (${perK.toFixed(1)} per 1000 I/O), ${sleeps} kickless sleeps`);
+      console.log(`# delay bdev 500 us, QD 64: ${r.ios} I/O, ${r.initiator.kicks} kicks (${perK.toFixed(1)} per 1000 I/O), ${kickless} kickless sleeps, ${armed} armed`);
       assert.equal(r.errors, 0);
       assert.ok(r.ios > 10_000, `I/O flowed (${r.ios})`);
-      assert.ok(sleeps > 0, 'the reactor slept on the backend with kicks off');
-      assert.ok(perK < 5, `kicks per 1000 I/O: ${perK.toFixed(1)}`);
+      // Quiet, this is ~1 kick per 1000 I/O (15.7 with kicks armed at each sleep). A loaded
+      // machine pauses the reactor past the 1 ms after which it arms kicks again, so the checks
+      // are on the mechanism: most sleeps on the backend leave kicks off, and kicks come only
+      // from the sleeps that armed them (at most two each: one may race the quiesce).
+      assert.ok(kickless > 0, 'the reactor slept on the backend with kicks off');
+      assert.ok(kickless >= armed, `kickless sleeps ${kickless}, armed ${armed}`);
+      assert.ok(r.initiator.kicks <= 2 * armed + 20, `${r.initiator.kicks} kicks, ${armed} armed sleeps`);
     } finally {
       gen.close();
     }
