@@ -39,13 +39,14 @@ export class FixedBuffers {
   registered = 0;
 
   constructor(
-    private readonly ring: UringRing,
+    /** The channel's ring: the buffers are its, and so are the prepRwFixed calls that use them. */
+    readonly ring: UringRing,
     private readonly log: Logger,
   ) {}
 
   /** The fixed buffer that holds view[off, off + len), registering its chunk on first use; -1: none (use the plain path). */
   indexFor(view: Uint8Array, off: number, len: number): number {
-    if (pinEpoch[0] !== this.epoch) this.sweep();
+    this.poll();
     let idx = this.chunks.get(view);
     if (idx === undefined) {
       if (this.disabled) return -1;

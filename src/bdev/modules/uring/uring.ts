@@ -445,7 +445,6 @@ export class FileChannel implements BdevChannel {
   private readonly engine: Engine;
   /** O_DIRECT on io_uring: guest memory on hugepages is registered as fixed buffers. */
   private readonly fixed: FixedBuffers | undefined;
-  private readonly ring: UringRing | undefined;
   /** In-memory files: READ/WRITE copy from/to the mapping (the engine keeps FLUSH, UNMAP, WRITE_ZEROES). */
   private readonly mapped: MappedFile | undefined;
   private readonly eventFd: number = -1;
@@ -510,10 +509,7 @@ export class FileChannel implements BdevChannel {
       this.log.info('io_uring disabled (VHOSTD_NO_URING): synchronous preadv/pwritev on this reactor');
     }
     this.engine = engine ?? new SyncEngine('sync');
-    if (engine instanceof UringEngine && this.align > 0) {
-      this.ring = engine.ring;
-      this.fixed = new FixedBuffers(engine.ring, this.log);
-    }
+    if (engine instanceof UringEngine && this.align > 0) this.fixed = new FixedBuffers(engine.ring, this.log);
 
     this.slotIo = new Array<BdevIo | undefined>(depth).fill(undefined);
     this.slotOp = new Uint8Array(depth);
@@ -696,9 +692,10 @@ export class FileChannel implements BdevChannel {
       if (iov.count === 1 && done === 0 && iov.lens[0] === rem) {
         const buf = iov.bufs[0];
         const off = iov.offs[0];
-        const index = this.fixed === undefined ? -1 : this.fixed.indexFor(buf, off, rem);
+        const fixed = this.fixed;
+        const index = fixed === undefined ? -1 : fixed.indexFor(buf, off, rem);
         if (index >= 0) {
-          rc = (this.ring as UringRing).prepRwFixed(write, s, this.fd, io.offset, buf, off, rem, this.align, index);
+          rc = (fixed as FixedBuffers).ring.prepRwFixed(write, s, this.fd, io.offset, buf, off, rem, this.align, index);
           if (rc === 0) this.stats.fixedIos++;
         } else {
           rc = this.engine.prepRw1(write, s, this.fd, io.offset, buf, off, rem, this.align);
