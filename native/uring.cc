@@ -140,6 +140,7 @@ class Uring : public Napi::ObjectWrap<Uring> {
     return DefineClass(env, "Uring", {
       InstanceMethod("init", &Uring::Init),
       InstanceMethod("eventFd", &Uring::EventFd),
+      InstanceMethod("setupFlags", &Uring::SetupFlags),
       InstanceMethod("prepRw", &Uring::PrepRw),
       InstanceMethod("prepFsync", &Uring::PrepFsync),
       InstanceMethod("registerBuffers", &Uring::RegisterBuffers),
@@ -223,12 +224,13 @@ class Uring : public Napi::ObjectWrap<Uring> {
   }
 
  private:
-  // init() -> 0 | -errno: io_uring_queue_init(entries) + eventfd + io_uring_register_eventfd.
+  // init(flags = 0) -> 0 | -errno: io_uring_queue_init(entries, flags) + eventfd + io_uring_register_eventfd.
   Napi::Value Init(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (open_) return Napi::Number::New(env, -EALREADY);
     if (entries_ == 0 || entries_ > 32768 || maxIov_ == 0 || maxIov_ > kMaxSyncIov) return Napi::Number::New(env, -EINVAL);
-    int rc = io_uring_queue_init(entries_, &ring_, 0);
+    unsigned flags = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Uint32Value() : 0;
+    int rc = io_uring_queue_init(entries_, &ring_, flags);
     if (rc < 0) return Napi::Number::New(env, rc);
     efd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd_ < 0) {
@@ -249,6 +251,9 @@ class Uring : public Napi::ObjectWrap<Uring> {
   }
 
   Napi::Value EventFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), efd_); }
+
+  // setupFlags() -> the IORING_SETUP_* flags the open ring was created with (0 when closed).
+  Napi::Value SetupFlags(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), open_ ? ring_.flags : 0); }
 
   io_uring_sqe* Sqe(uint32_t slot, int* err) {
     if (!open_) { *err = -EBADF; return nullptr; }
@@ -573,6 +578,10 @@ void InitUring(Napi::Env env, Napi::Object exports) {
   c.Set("S_IFBLK", S_IFBLK);
   c.Set("FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
   c.Set("FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
+  c.Set("IORING_SETUP_COOP_TASKRUN", IORING_SETUP_COOP_TASKRUN);
+  c.Set("IORING_SETUP_TASKRUN_FLAG", IORING_SETUP_TASKRUN_FLAG);
+  c.Set("IORING_SETUP_SINGLE_ISSUER", IORING_SETUP_SINGLE_ISSUER);
+  c.Set("IORING_SETUP_DEFER_TASKRUN", IORING_SETUP_DEFER_TASKRUN);
   c.Set("FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
   exports.Set("uringConstants", c);
 }

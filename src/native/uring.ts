@@ -8,9 +8,11 @@ export type RwArgs = [fd: number, offset: number, bufs: Uint8Array[], offs: Uint
 
 /** One io_uring with a registered eventfd; slot numbers are the SQEs' user_data. */
 export interface UringRing {
-  /** io_uring_queue_init + eventfd + io_uring_register_eventfd: 0 | -errno. */
-  init(): number;
+  /** io_uring_queue_init with IORING_SETUP_* `flags` (default none) + eventfd + io_uring_register_eventfd: 0 | -errno. */
+  init(flags?: number): number;
   eventFd(): number;
+  /** The IORING_SETUP_* flags the open ring was created with. */
+  setupFlags(): number;
   /**
    * Queues IORING_OP_READV/WRITEV of bytes [skip, skip+len) of the scatter list at `offset`, with
    * iovecs pointing into the views. -EINVAL: align > 0 and an iovec is not aligned to it;
@@ -46,6 +48,10 @@ export interface UringConstants {
   FALLOC_FL_KEEP_SIZE: number;
   FALLOC_FL_PUNCH_HOLE: number;
   FALLOC_FL_ZERO_RANGE: number;
+  IORING_SETUP_COOP_TASKRUN: number;
+  IORING_SETUP_TASKRUN_FLAG: number;
+  IORING_SETUP_SINGLE_ISSUER: number;
+  IORING_SETUP_DEFER_TASKRUN: number;
 }
 
 /** The same for the one segment buf[off, off+len). */

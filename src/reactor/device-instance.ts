@@ -5,6 +5,7 @@ import { deviceKinds } from '../devices/kinds.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { RegionShare } from '../memory/region.js';
 import { type FdWatchHandle, native } from '../native/index.js';
+import { tick } from '../native/clock.js';
 import { DirtyLog, type DirtyLogShare } from '../memory/dirty-log.js';
 import { type Coalescing, type QueueConfig, QueueRunner, type RunnerHost } from '../virtio/queue-runner.js';
 import type { DeviceSpec, QueueStats } from './messages.js';
@@ -78,7 +79,9 @@ export class DeviceInstance {
     runner.handler = this.device.handlerFor(runner);
     const watch = new native.FdWatch(kickFd, () => {
       native.eventfdRead(kickFd);
-      // Serve the kicked queue at once (wake-up latency), then let the reactor poll.
+      // Serve the kicked queue at once (wake-up latency), then let the reactor poll. The clock
+      // still holds the last pass's time, from before the sleep: the requests start now.
+      tick();
       runner.poll();
       this.host.kicked();
     });

@@ -1,8 +1,9 @@
 // Numbers at the edges against every RPC method of a real vhostd process, over its socket: huge,
 // negative, fractional, 2^53+1, digit strings, and cpumask ranges and lists that name billions of
-// cores. Every call must be answered (a result or a JSON-RPC error) within a time bound, the daemon
-// must stay alive, and its RSS must stay bounded: nothing may be allocated or walked in proportion
-// to a number the caller wrote. (A cpumask of "[0-1000000000]" once aborted the daemon after 6 s.)
+// cores. Every call must be answered (a result or a JSON-RPC error) within bounds on the daemon's
+// CPU time and on wall time, the daemon must stay alive, and its RSS must stay bounded: nothing may
+// be allocated or walked in proportion to a number the caller wrote. (A cpumask of
+// "[0-1000000000]" once aborted the daemon after 6 s.)
 //
 // Parameter names come from the methods' own decoder schemas (src/rpc/methods/*.ts), so a method or
 // parameter added later is fuzzed without touching this file.
@@ -105,13 +106,26 @@ const stringArb = fc.oneof(
   fc.constantFrom(...DIGIT_STRINGS),
 );
 
-const REPLY_BOUND_MS = 3000;
+/**
+ * Work in proportion to a number is CPU time: each call may cost the daemon (all its threads) at
+ * most CPU_BOUND_MS, which a loaded machine's pauses do not inflate as they do wall time (the
+ * costliest call seen, a reactor's first stats, takes ~350 ms). The wall-clock bound catches a
+ * call that never returns, or waits on something in proportion to a number.
+ */
+const CPU_BOUND_MS = 2000;
+const REPLY_BOUND_MS = 20_000;
 /** RSS growth allowed over the whole run (reactors' pools, V8 heap growth, a few small bdevs). */
 const RSS_BOUND_BYTES = 384 * 1024 * 1024;
 
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** utime + stime of a process (every thread), in ms (10 ms resolution). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 describe('fuzz: edge numbers against every RPC method of a running vhostd', () => {
@@ -175,6 +189,7 @@ describe('fuzz: edge numbers against every RPC method of a running vhostd', () =
         // An RBD cluster connect would wait on a monitor that is not there; keep the numbers.
         if (method.includes('rbd') || method.includes('cluster')) p.config_file = '/nonexistent/ceph.conf';
         const t0 = Date.now();
+        const c0 = cpuMs(d.proc.pid!);
         let timer: NodeJS.Timeout | undefined;
         const bound = new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`${method} ${JSON.stringify(p)}: no reply within ${REPLY_BOUND_MS} ms`)), REPLY_BOUND_MS);
@@ -190,6 +205,8 @@ describe('fuzz: edge numbers against every RPC method of a running vhostd', () =
           clearTimeout(timer);
         }
         assert.ok(d.alive, `vhostd died on ${method} ${JSON.stringify(p)}:\n${d.logs.slice(-5).join('\n')}`);
+        const cpu = cpuMs(d.proc.pid!) - c0;
+        assert.ok(cpu <= CPU_BOUND_MS, `${method} ${JSON.stringify(p)} cost the daemon ${cpu} ms of CPU (${Date.now() - t0} ms)`);
         const rss = rssBytes(d.proc.pid!);
         assert.ok(rss - baseline < RSS_BOUND_BYTES, `RSS grew by ${((rss - baseline) / 2 ** 20).toFixed(0)} MiB after ${method} ${JSON.stringify(p)} (${Date.now() - t0} ms)`);
         if (++calls % 50 === 0) await ensureObjects();
@@ -203,19 +220,25 @@ describe('fuzz: edge numbers against every RPC method of a running vhostd', () =
   it('each cpumask edge case through every cpumask-taking entry is answered at once', async () => {
     await ensureObjects();
     for (const mask of CPUMASKS) {
-      const t0 = Date.now();
-      for (const [method, params] of [
-        ['vhost_create_blk_controller', { ctrlr: 'cm', dev_name: 'N0', cpumask: mask }],
-        ['vhost_create_scsi_controller', { ctrlr: 'cm', cpumask: mask }],
-      ] as const) {
-        try {
-          await d.rpc(method, params);
-          await d.rpc('vhost_delete_controller', { ctrlr: 'cm' });
-        } catch (e) {
-          assert.equal((e as { code: number }).code, -32602, `${method} ${mask.slice(0, 40)}: ${(e as Error).message}`);
+      // A walk of the range is slow every time (the old parser: ~5 s for [0-10000000]), a loaded
+      // machine's pause once: a mask over the bound is tried twice more, and one quick try counts.
+      const took: number[] = [];
+      while (took.length < 3 && !took.some((ms) => ms < 1000)) {
+        const t0 = Date.now();
+        for (const [method, params] of [
+          ['vhost_create_blk_controller', { ctrlr: 'cm', dev_name: 'N0', cpumask: mask }],
+          ['vhost_create_scsi_controller', { ctrlr: 'cm', cpumask: mask }],
+        ] as const) {
+          try {
+            await d.rpc(method, params);
+            await d.rpc('vhost_delete_controller', { ctrlr: 'cm' });
+          } catch (e) {
+            assert.equal((e as { code: number }).code, -32602, `${method} ${mask.slice(0, 40)}: ${(e as Error).message}`);
+          }
         }
+        took.push(Date.now() - t0);
       }
-      assert.ok(Date.now() - t0 < 1000, `cpumask ${mask.slice(0, 40)} took ${Date.now() - t0} ms`);
+      assert.ok(took.some((ms) => ms < 1000), `cpumask ${mask.slice(0, 40)} took ${took.join(', ')} ms`);
     }
   });
 });

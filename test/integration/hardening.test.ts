@@ -87,10 +87,16 @@ describe('hardening: cpumask numbers', () => {
         ['vhost_create_scsi_controller', { ctrlr: 'v0', cpumask: mask }],
         ['construct_vhost_blk_controller', { ctrlr: 'v0', dev_name: 'M0', cpumask: mask }],
       ] as const) {
-        const t0 = Date.now();
-        const reply = await rawCall(d.rpcSocket, rpcPy(method, params));
-        assert.equal(reply.error?.code, -32602, `${method} ${mask.slice(0, 30)}: ${JSON.stringify(reply)}`);
-        assert.ok(Date.now() - t0 < 500, `${method} ${mask.slice(0, 30)} took ${Date.now() - t0} ms`);
+        // At once: a walk of the range is slow every time (the old parser took ~5 s for
+        // [0-10000000]), a loaded machine's pause once, so a call over the bound is tried twice more.
+        const took: number[] = [];
+        while (took.length < 3 && !took.some((ms) => ms < 500)) {
+          const t0 = Date.now();
+          const reply = await rawCall(d.rpcSocket, rpcPy(method, params));
+          took.push(Date.now() - t0);
+          assert.equal(reply.error?.code, -32602, `${method} ${mask.slice(0, 30)}: ${JSON.stringify(reply)}`);
+        }
+        assert.ok(took.some((ms) => ms < 500), `${method} ${mask.slice(0, 30)} took ${took.join(', ')} ms`);
       }
     }
     assert.ok(d.alive);

@@ -322,7 +322,8 @@ describe('qcow2 bdev: one reactor thread writes an image', { timeout: 120_000 },
         await d.deleteController('a');
         // The first reactor's engine closed (metadata flushed): the second one opens the image.
         let r = await b.read(8, 4096);
-        for (let i = 0; i < 50 && r.status !== BlkStatus.OK; i++) {
+        // Polled up to 20 s: the close and the reopen run on two reactors a loaded machine can delay.
+        for (const until = Date.now() + 20_000; Date.now() < until && r.status !== BlkStatus.OK; ) {
           await new Promise((res) => setTimeout(res, 20));
           r = await b.read(8, 4096);
         }

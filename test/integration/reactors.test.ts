@@ -92,17 +92,31 @@ describe('reactors', () => {
     try {
       assert.equal((await ini.read(0, 4096)).status, BlkStatus.OK);
       await new Promise((r) => setTimeout(r, 200));
-      const r = await d.rpc<Reactors>('framework_get_reactors');
+      // Polled up to 20 s: a loaded machine can keep a reactor from reaching its idle timeout.
+      let r = await d.rpc<Reactors>('framework_get_reactors');
+      for (const until = Date.now() + 20_000; Date.now() < until && !r.reactors.every((x) => x.in_interrupt); ) {
+        await new Promise((res) => setTimeout(res, 50));
+        r = await d.rpc<Reactors>('framework_get_reactors');
+      }
       assert.ok(r.reactors.every((x) => x.in_interrupt), 'both reactors in interrupt mode');
+      // Up to three 2 s windows; the first under 1% counts. An idle daemon's V8 isolates run a
+      // memory-reducing GC now and then (~8 s apart, 100-150 ms of CPU over all threads: 5-7% of
+      // a window, and one can straddle two windows); a reactor that polls, or wakes on a timer,
+      // uses its share in every window.
       const pid = d.proc.pid as number;
-      const c0 = cpuSeconds(pid);
-      await new Promise((res) => setTimeout(res, 2000));
-      const used = (cpuSeconds(pid) - c0) / 2;
-      assert.ok(used < 0.01, `idle CPU ${(used * 100).toFixed(2)}% of a core`);
+      const windows: number[] = [];
+      while (windows.length < 3 && !windows.some((u) => u < 0.01)) {
+        const c0 = cpuSeconds(pid);
+        const w0 = performance.now();
+        await new Promise((res) => setTimeout(res, 2000));
+        windows.push((cpuSeconds(pid) - c0) / ((performance.now() - w0) / 1000));
+      }
+      const used = Math.min(...windows);
+      assert.ok(used < 0.01, `idle CPU ${windows.map((u) => (u * 100).toFixed(2)).join(', ')}% of a core in successive windows`);
       const t0 = performance.now();
       assert.equal((await ini.read(0, 4096, 1)).status, BlkStatus.OK);
       const wakeUs = (performance.now() - t0) * 1000;
-      console.log(`# idle CPU ${(used * 100).toFixed(2)}% of a core; first request after idle: ${wakeUs.toFixed(0)} us`);
+      console.log(`# idle CPU ${windows.map((u) => (u * 100).toFixed(2)).join(', ')}% of a core; first request after idle: ${wakeUs.toFixed(0)} us`);
     } finally {
       ini.close();
     }

@@ -207,7 +207,8 @@ describe('a writable qcow2 image as a SCSI target on a two-core vhostd', () => {
       }
       // Once the session is gone the target can be added; the next session puts its queues on one core.
       let added = false;
-      for (let i = 0; i < 100 && !added; i++) {
+      // Polled up to 20 s: the session's teardown can be delayed on a loaded machine.
+      for (const until = Date.now() + 20_000; Date.now() < until && !added; ) {
         try {
           await add();
           added = true;

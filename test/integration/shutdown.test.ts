@@ -75,7 +75,9 @@ describe('graceful shutdown', () => {
         const lanes: Promise<void>[] = [];
         for (let q = 0; q < QUEUES; q++) for (let lane = 0; lane < LANES; lane++) lanes.push(stream(ini, q, lane, closed, tally));
 
+        // Until every lane has done a round trip (up to 20 s: a loaded machine delays the start).
         await sleep(300);
+        for (const until = Date.now() + 20_000; Date.now() < until && tally.completed < QUEUES * LANES * 2; ) await sleep(20);
         const before = tally.completed;
         assert.ok(before > 0, 'I/O is flowing');
         const exited = new Promise<number | null>((resolve) => d.proc.once('exit', (code) => resolve(code)));

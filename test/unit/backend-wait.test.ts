@@ -30,6 +30,27 @@ function drive(w: BackendWait, latencyMs: number | readonly [number, number], qd
   return slept / passes;
 }
 
+/**
+ * A driver at QD 1 for `ms`: each request spends a backend latency and then a turnaround (from
+ * its completion to the driver's next request) that both depend on whether the reactor chose to
+ * sleep on it, given as [spinning, sleeping]. Returns the share of requests served sleeping.
+ */
+function driveQd1(w: BackendWait, backendMs: readonly [number, number], turnaroundMs: readonly [number, number], ms: number, passMs = 0.002): number {
+  let requests = 0;
+  let slept = 0;
+  for (let t = 0; t < ms; ) {
+    const sleeps = w.sleepNow(1) ? 1 : 0;
+    requests++;
+    slept += sleeps;
+    const latency = backendMs[sleeps];
+    for (let left = latency; left > passMs; left -= passMs) w.sample(1, passMs, 0, 0);
+    w.sample(0, passMs, 1, latency);
+    for (let left = turnaroundMs[sleeps]; left > 0; left -= passMs) w.sample(0, passMs, 0, 0);
+    t += latency + turnaroundMs[sleeps];
+  }
+  return slept / requests;
+}
+
 describe('backend wait policy', () => {
   test('learns the backend latency from the time its completions took', () => {
     for (const [latency, qd] of [
@@ -69,6 +90,21 @@ describe('backend wait policy', () => {
       drive(w, [0.012, 0.018], qd, 500);
       assert.ok(drive(w, [0.012, 0.018], qd, 500) < 0.1, 'spins again once spinning is faster');
     }
+  });
+
+  test('the modes are compared by round trip: a spinning reactor that slows the driver\'s turnaround loses though its backend latency is lower', () => {
+    // Loop device at QD 1, writes (bench): backend 27 µs spinning, 33 µs sleeping, yet the driver
+    // is served faster while the reactor sleeps, as the device's kernel thread then leaves its core.
+    const w = new BackendWait('adaptive');
+    driveQd1(w, [0.027, 0.033], [0.03, 0.005], 300);
+    const share = driveQd1(w, [0.027, 0.033], [0.03, 0.005], 1000);
+    assert.ok(share > 0.85, `slept for ${(share * 100).toFixed(1)}% of requests`);
+    assert.ok(Math.abs(w.stats().sleepLatencyUs - 38) <= 4, `sleeping round trip ${w.stats().sleepLatencyUs} µs`);
+    assert.ok(Math.abs(w.stats().spinLatencyUs - 57) <= 6, `spinning round trip ${w.stats().spinLatencyUs} µs`);
+    // The same backend with a turnaround that does not depend on the mode: spinning wins.
+    const fair = new BackendWait('adaptive');
+    driveQd1(fair, [0.027, 0.033], [0.01, 0.01], 300);
+    assert.ok(driveQd1(fair, [0.027, 0.033], [0.01, 0.01], 1000) < 0.1, 'spins when its round trip is the shorter');
   });
 
   test('equal latencies: it sleeps, which costs no CPU', () => {

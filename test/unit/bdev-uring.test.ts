@@ -14,7 +14,8 @@ import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
 import { type EngineKind, FILE_IO_DEFAULTS, FileBdev, type FileBdevParams, FileChannel, type FileChannelSpec } from '../../src/bdev/modules/uring/uring.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { check, mmapShared, native } from '../../src/native/index.js';
-import { uringNative } from '../../src/native/uring.js';
+import { fileConst, uringNative } from '../../src/native/uring.js';
+import { openRing } from '../../src/bdev/modules/uring/ring-setup.js';
 import { RpcClient, RpcError } from '../../src/rpc/client.js';
 import { type TestServer, startTestServer } from './helpers/rpc-fixture.js';
 
@@ -726,6 +727,57 @@ describe('uring bdev', () => {
         assert.equal(o.ch.stats.writeZeroes, 1);
       } finally {
         await o.close();
+      }
+    });
+
+    it('opens its io_uring with DEFER_TASKRUN where the kernel has it (6.1): completions wake the eventfd and a reap runs them', async (t) => {
+      if (!loop) return t.skip('losetup is not available');
+      const [major, minor] = readFileSync('/proc/sys/kernel/osrelease', 'utf8').split('.').map(Number);
+      const deferExpected = major > 6 || (major === 6 && minor >= 1);
+      const c = fileConst;
+      const o = open(loop, 0);
+      try {
+        assert.equal(o.ch.ringSetup, deferExpected ? 'defer-taskrun' : o.ch.ringSetup);
+        fillPattern(0, 4096, 21);
+        assert.equal(await io(o.ch, IoType.WRITE, 8192, [[0, 4096]]), IoStatus.SUCCESS);
+      } finally {
+        await o.close();
+      }
+      for (const name of ['defer-taskrun', 'coop-taskrun', 'plain'] as const) {
+        const ring = new uringNative.Uring(4, 4);
+        const { rc, setup } = openRing(ring, name);
+        try {
+          assert.equal(rc, 0);
+          const want = { 'defer-taskrun': c.IORING_SETUP_DEFER_TASKRUN | c.IORING_SETUP_SINGLE_ISSUER | c.IORING_SETUP_TASKRUN_FLAG, 'coop-taskrun': c.IORING_SETUP_COOP_TASKRUN | c.IORING_SETUP_TASKRUN_FLAG, plain: 0 }[setup];
+          assert.equal(ring.setupFlags(), want, `${name}: the ring has the flags of ${setup}`);
+          if (deferExpected) assert.equal(setup, name, `${name} is available on this kernel`);
+          // A read of the block device completes as task work: it must signal the eventfd (what
+          // wakes a sleeping reactor), and a reap must run it without any other call.
+          const fd = check('open loop', uringNative.fileOpen(loop, fileConst.O_RDONLY));
+          try {
+            const efd = ring.eventFd();
+            const woken = new Promise<void>((resolve) => {
+              const w = new native.FdWatch(efd, () => {
+                w.close();
+                resolve();
+              });
+              w.start();
+            });
+            mem.fill(0, 4096, 8192);
+            assert.equal(ring.prepRw1(false, 2, fd, 8192, mem, 4096, 4096, 0), 0);
+            assert.equal(ring.submit(), 1);
+            await woken;
+            const cqes = new Int32Array(8);
+            let n = 0;
+            for (let i = 0; i < 100 && n === 0; i++) n = ring.reap(cqes, 4);
+            assert.deepEqual([n, cqes[0], cqes[1]], [1, 2, 4096], `${name}: one completion of slot 2, 4096 bytes`);
+            assert.ok(Buffer.from(mem.subarray(4096, 8192)).equals(pattern(4096, 21)), `${name}: the data read`);
+          } finally {
+            native.close(fd);
+          }
+        } finally {
+          ring.close();
+        }
       }
     });
 

@@ -7,6 +7,7 @@
 // the reactor watches; I/O goes straight from guest-memory windows into librbd (no bounce copy).
 import { randomUUID } from 'node:crypto';
 import { type FdWatchHandle, native } from '../../../native/index.js';
+import { refreshClock } from '../../../native/clock.js';
 import { type RbdQueueHandle, rbd } from '../../../native/rbd.js';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType } from '../../io.js';
@@ -185,6 +186,8 @@ export class RbdChannel implements BdevChannel {
     // Reset the eventfd before draining, so a completion posted in between signals again.
     this.watch = new native.FdWatch(fd, () => {
       native.eventfdRead(fd);
+      // Woken outside a poll pass: completions are timed now, not at the pass before the sleep.
+      refreshClock();
       this.poll();
     });
     this.watch.start();

@@ -13,10 +13,12 @@ import pino, { type Logger } from 'pino';
 import type { Bdev, BdevChannel, ChannelSpec, ConfigCall } from '../../bdev.js';
 import { type BdevIo, IoStatus, IoType, IoVecs, gatherRange, scatterRange } from '../../io.js';
 import { type FdWatchHandle, mmapShared, native } from '../../../native/index.js';
+import { refreshClock } from '../../../native/clock.js';
 import { type Rw1Args, type RwArgs, type UringRing, allocAligned, fileConst, uringNative } from '../../../native/uring.js';
 import { Errno, errnoName } from '../../../util/errno.js';
 import { fileError, openBackingFile } from './file-info.js';
 import { FixedBuffers } from './fixed-buffers.js';
+import { type RingSetupName, openRing } from './ring-setup.js';
 import { MappedFile, type MappedFileShare } from './mapped-file.js';
 
 export type FileFlavor = 'uring' | 'aio';
@@ -449,6 +451,8 @@ export class FileChannel implements BdevChannel {
   private readonly mapped: MappedFile | undefined;
   private readonly eventFd: number = -1;
   private readonly watch: FdWatchHandle | undefined;
+  /** How the channel's io_uring was set up (ring-setup.ts); undefined without one. */
+  readonly ringSetup: RingSetupName | undefined;
   private readonly fd: number;
   /** Alignment passed to prepRw (0 = buffered, anything goes). */
   private readonly align: number;
@@ -499,8 +503,11 @@ export class FileChannel implements BdevChannel {
       if (s.mapped !== undefined) this.mapped = new MappedFile(s.mapped);
     } else if (s.useUring !== false) {
       const ring = new uringNative.Uring(depth, FILE_IO_DEFAULTS.maxIov);
-      const rc = ring.init();
-      if (rc === 0) engine = new UringEngine(ring);
+      const { rc, setup } = openRing(ring);
+      if (rc === 0) {
+        engine = new UringEngine(ring);
+        this.ringSetup = setup;
+      }
       else {
         ring.close();
         this.log.warn(`io_uring_queue_init(${depth}) failed (${errnoName(rc)}): falling back to synchronous preadv/pwritev on this reactor`);
@@ -552,7 +559,7 @@ export class FileChannel implements BdevChannel {
       this.watch = new native.FdWatch(efd, () => this.onEvent());
       this.watch.start();
     }
-    this.log.debug({ engine: this.engine.kind, depth, direct: s.direct, fd: s.fd }, `channel opened on ${s.filename}`);
+    this.log.debug({ engine: this.engine.kind, ringSetup: this.ringSetup, depth, direct: s.direct, fd: s.fd }, `channel opened on ${s.filename}`);
   }
 
   get engineKind(): EngineKind {
@@ -774,6 +781,8 @@ export class FileChannel implements BdevChannel {
 
   private onEvent(): void {
     if (this.eventFd >= 0) native.eventfdRead(this.eventFd);
+    // Woken outside a poll pass: completions are timed now, not at the pass before the sleep.
+    refreshClock();
     this.reapAll();
     if (this.pendingSqes > 0 && !this.submitScheduled) this.flush();
   }
