@@ -46,8 +46,10 @@ const WINDOW_MS = 5;
 /** Weight of a new window in the moving average. */
 const ALPHA = 0.25;
 
-/** Weight of a new window in a mode's latency. */
+/** Weight of a new measurement block in a mode's round trip. */
 const ALPHA_MODE = 0.5;
+/** A window's round trip counts at most this many times the mode's figure (stalls). */
+const STALL_CAP = 2;
 /** Sleeping must be within this factor of spinning's latency to be chosen (it saves the CPU). */
 const SLEEP_TIE = 1.05;
 /** The mode not chosen is measured every this many windows; doubled while it keeps losing. */
@@ -68,11 +70,24 @@ const WINDOW_SLEEPS = 8; // 1 while the current window, on a fast device, sleeps
 const SINCE_EXPLORE = 9; // windows since the other mode was last measured
 const EXPLORE_EVERY = 10; // current exploration interval (windows)
 const EXPLORING = 11; // windows left in the current measurement of the mode not chosen
-const BLOCK_SUM = 12; // Σ round trip of that measurement's windows so far
-const MAX_OUT = 13; // most requests out at once in the current window: the depth the driver keeps
+const MAX_OUT = 12; // most requests out at once in the current window: the depth the driver keeps
+const BLOCK = 13; // round trips of that measurement's windows (EXPLORE_WINDOWS slots)
+
+/** The median of the block's EXPLORE_WINDOWS (4) round trips: the mean of the middle two. */
+function blockMedian(s: Float64Array): number {
+  let sum = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = BLOCK; i < BLOCK + EXPLORE_WINDOWS; i++) {
+    sum += s[i];
+    min = Math.min(min, s[i]);
+    max = Math.max(max, s[i]);
+  }
+  return (sum - min - max) / 2;
+}
 
 export class BackendWait {
-  private readonly s = new Float64Array(14);
+  private readonly s = new Float64Array(BLOCK + EXPLORE_WINDOWS);
 
   constructor(private readonly mode: BackendWaitMode) {
     this.s[EXPLORE_EVERY] = EXPLORE_MIN;
@@ -135,13 +150,13 @@ export class BackendWait {
     const s = this.s;
     const explored = s[WINDOW_SLEEPS] !== 0 ? SLEEP_LATENCY : SPIN_LATENCY;
     if (s[EXPLORING] === 0) {
-      s[explored] = s[explored] === 0 ? l : s[explored] + ALPHA * (l - s[explored]);
+      // A window a stall fell in (a VM disk's write taking milliseconds) counts at most double.
+      s[explored] = s[explored] === 0 ? l : s[explored] + ALPHA * (Math.min(l, STALL_CAP * s[explored]) - s[explored]);
     } else {
-      s[BLOCK_SUM] += l;
+      s[BLOCK + EXPLORE_WINDOWS - s[EXPLORING]] = l;
       if (--s[EXPLORING] > 0) return;
-      const mean = s[BLOCK_SUM] / EXPLORE_WINDOWS;
-      s[BLOCK_SUM] = 0;
-      s[explored] = s[explored] === 0 ? mean : s[explored] + ALPHA_MODE * (mean - s[explored]);
+      const median = blockMedian(s);
+      s[explored] = s[explored] === 0 ? median : s[explored] + ALPHA_MODE * (Math.min(median, STALL_CAP * s[explored]) - s[explored]);
       // The mode just measured lost again: measure it less often; it won: it is now chosen.
       const won = (s[WINDOW_SLEEPS] !== 0) === this.prefersSleep();
       s[EXPLORE_EVERY] = won ? EXPLORE_MIN : Math.min(EXPLORE_MAX, s[EXPLORE_EVERY] * 2);
