@@ -507,8 +507,7 @@ export class FileChannel implements BdevChannel {
       if (rc === 0) {
         engine = new UringEngine(ring);
         this.ringSetup = setup;
-      }
-      else {
+      } else {
         ring.close();
         this.log.warn(`io_uring_queue_init(${depth}) failed (${errnoName(rc)}): falling back to synchronous preadv/pwritev on this reactor`);
       }
