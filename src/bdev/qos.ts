@@ -7,8 +7,11 @@
 //
 // The budget lives in the layer's shared control words (layer-share.ts). There is no QoS thread:
 // the first channel to see a new slice grants it (compare-exchange on the slice number), adding
-// one slice's quota per elapsed slice to what was left, as SPDK's poller does, up to MAX_CATCH_UP
-// slices (a late timer keeps its budget; a bdev idle for seconds gets no burst).
+// one slice's quota per elapsed slice to what was left, as SPDK's poller does. SPDK's poller runs
+// every slice, so a late one (its reactor kept off the core) grants every slice it missed; ours
+// runs when I/O asks, so it does the same only while I/O is held (every elapsed slice had a
+// backlog: a hold always follows a grant), and grants at most MAX_IDLE_CATCH_UP slices otherwise
+// (a bdev idle for seconds gets no burst).
 import { Ctl } from './layer-share.js';
 import { IoType } from './io.js';
 import { clockMs } from '../native/clock.js';
@@ -33,8 +36,9 @@ const MB = 1024 * 1024;
 /** SPDK_BDEV_QOS_MIN_IO_PER_TIMESLICE, SPDK_BDEV_QOS_MIN_BYTE_PER_TIMESLICE. */
 const MIN_IO_PER_SLICE = 1;
 const MIN_BYTES_PER_SLICE = 512;
-/** Elapsed slices granted at once at most. */
-const MAX_CATCH_UP = 4;
+/** Elapsed slices granted at once at most when no I/O was held; with held I/O, MAX_CATCH_UP. */
+const MAX_IDLE_CATCH_UP = 4;
+const MAX_CATCH_UP = 1000;
 /** Largest limit accepted: a slice's budget must fit an int32 word with room for an overrun. */
 export const QOS_MAX_IOS_PER_SEC = 1_000_000_000;
 export const QOS_MAX_MBYTES_PER_SEC = 1_000_000;
@@ -123,7 +127,8 @@ export class QosGate {
     const elapsed = (slice - last) | 0;
     if (elapsed <= 0 && elapsed > -INT32_MAX) return; // another channel is ahead of our clock read
     if (Atomics.compareExchange(ctl, Ctl.QOS_SLICE, last, slice) !== last) return;
-    const n = elapsed > 0 && elapsed < MAX_CATCH_UP ? elapsed : MAX_CATCH_UP;
+    const most = Atomics.load(ctl, Ctl.QOS_WAITING) !== 0 ? MAX_CATCH_UP : MAX_IDLE_CATCH_UP;
+    const n = elapsed > 0 && elapsed < most ? elapsed : most;
     for (let i = 0; i < 4; i++) {
       const quota = ctl[Ctl.QOS_QUOTA + i];
       if (quota === 0) continue;

@@ -267,6 +267,19 @@ export class Reactor implements DeviceHost {
       r.backendCompleted = 0;
       r.backendLatencyMs[0] = 0;
     }
+    // Requests a bdev layer holds (a QoS limit's backlog) wait for the layer's timer, not for a
+    // backend: they must not make the reactor sleep on every empty pass while it serves other
+    // queues (a limited controller's backlog read as a 130 ms backend: 16k sleeps a second, each
+    // costing the unlimited controller's driver a kick). While any are held, completions are not
+    // sampled either: those released carry their wait in their latency.
+    let held = 0;
+    const devs = this.devList;
+    for (let i = 0; i < devs.length; i++) held += devs[i].heldRequests();
+    if (held > 0) {
+      out = Math.max(0, out - held);
+      done = 0;
+      latencySum = 0;
+    }
     const times = this.times;
     this.backendWait.sample(out, now - times[LAST_SAMPLE_AT], done, latencySum);
     times[LAST_SAMPLE_AT] = now;

@@ -138,6 +138,37 @@ describe('layer channel under QoS', () => {
     ch.close();
   });
 
+  it('a reactor kept off its core while I/O is held gets every slice it missed, as SPDK\'s poller does', () => {
+    const layer = new BdevLayer();
+    const inner = new Instant();
+    const ch = new LayerChannel(inner, layer.share);
+    const done: IoStatus[] = [];
+    tick();
+    layer.qos.set({ rw_ios_per_sec: 2000 }, clock[0]);
+    beginPass();
+    for (let i = 0; i < 400; i++) ch.submit(io(IoType.READ, done));
+    endPass();
+    assert.equal(inner.submitted, 2, 'one slice of 2000 IO/s is 2 I/O');
+    // The event loop is blocked (no timer runs): 30 ms later one poll releases 30 slices' worth.
+    const from = clock[0];
+    while ((tick(), clock[0]) - from < 30);
+    ch.poll();
+    const slices = Math.floor(clock[0]) - Math.floor(from);
+    assert.ok(slices >= 30);
+    assert.equal(inner.submitted, 2 + 2 * slices, `${inner.submitted - 2} released after ${slices} slices`);
+    // Without a backlog, an idle bdev still gets no burst.
+    layer.qos.set({ rw_ios_per_sec: 0 });
+    ch.poll();
+    layer.qos.set({ rw_ios_per_sec: 2000 }, clock[0]);
+    const idleFrom = clock[0];
+    while ((tick(), clock[0]) - idleFrom < 30);
+    beginPass();
+    for (let i = 0; i < 100; i++) ch.submit(io(IoType.READ, done));
+    endPass();
+    assert.ok(inner.submitted - 400 <= 2 * 5, `${inner.submitted - 400} went at once after 30 idle ms`);
+    ch.close();
+  });
+
   it('an I/O held by QoS can be aborted: it never reaches the backend nor completes', () => {
     const layer = new BdevLayer();
     const inner = new Instant();
