@@ -544,7 +544,7 @@ export async function main(argv: string[]): Promise<number> {
         rss = await runRss(params, log, migrationLive);
       } catch (e) {
         log(`rss section failed: ${e instanceof Error ? e.stack : String(e)}`);
-        rss = { params, rows: [{ target: 'vhostd', status: 'error', reason: e instanceof Error ? e.message.split('\n')[0] : String(e), rssBytes: 0, hugetlbBytes: 0, rssBytesMany: 0, hugetlbBytesMany: 0, perControllerBytes: 0 }] };
+        rss = { params, rows: [{ target: 'vhostd', status: 'error', reason: e instanceof Error ? e.message.split('\n')[0] : String(e), rssBytes: 0, privateBytes: 0, hugetlbBytes: 0, rssBytesMany: 0, hugetlbBytesMany: 0, perControllerBytes: 0 }] };
       }
     }
     if (sections.has('migration')) {

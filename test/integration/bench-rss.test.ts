@@ -22,6 +22,9 @@ test('npm run bench -- --only rss: resident memory with one controller and per f
     assert.ok(vhostd && vhostd.status === 'ok', JSON.stringify(report.rss.rows));
     // Two V8 isolates at least; a controller costs something, far less than an isolate.
     assert.ok(vhostd.rssBytes > 30 * 2 ** 20, `vhostd RSS ${vhostd.rssBytes}`);
+    // Its own pages (two V8 heaps) are part of it, the node binary's file pages the rest.
+    assert.ok(vhostd.privateBytes > 8 * 2 ** 20 && vhostd.privateBytes < vhostd.rssBytes, `vhostd private ${vhostd.privateBytes} of ${vhostd.rssBytes}`);
+    assert.match(r.stdout, /of which private MiB/);
     assert.ok(vhostd.rssBytesMany >= vhostd.rssBytes * 0.9, 'seventeen controllers do not take less than one');
     assert.ok(Number.isFinite(vhostd.perControllerBytes) && vhostd.perControllerBytes < 16 * 2 ** 20, `per controller ${vhostd.perControllerBytes}`);
     const qsd = report.rss.rows.find((x) => x.target === 'qsd');
