@@ -40,6 +40,16 @@ class ChildLayerIo extends LayerIo {
   }
 }
 
+/**
+ * Requests QoS holds in all of this thread's channels. A reactor reads it once per pass: they wait
+ * for the limit's timer, not for a backend (module state is per thread: each reactor is a worker).
+ */
+let qosHeld = 0;
+
+export function qosHeldOnThread(): number {
+  return qosHeld;
+}
+
 export class LayerChannel implements BdevChannel, IoLayer {
   readonly poll: () => number;
   private readonly stats: IostatCounter;
@@ -132,6 +142,7 @@ export class LayerChannel implements BdevChannel, IoLayer {
     else this.heldTail.nextRetry = io;
     this.heldTail = io;
     this.heldCount++;
+    qosHeld++;
     this.stats.held();
     this.armTimer();
   }
@@ -152,6 +163,7 @@ export class LayerChannel implements BdevChannel, IoLayer {
       io.nextRetry = null;
       io.retryQueued = false;
       this.heldCount--;
+      qosHeld--;
       this.send(io);
       n++;
     }
@@ -210,6 +222,7 @@ export class LayerChannel implements BdevChannel, IoLayer {
       else prev.nextRetry = t.nextRetry;
       if (this.heldTail === t) this.heldTail = prev;
       this.heldCount--;
+      qosHeld--;
       io.nextRetry = null;
       io.retryQueued = false;
       return true;
@@ -246,6 +259,7 @@ export class LayerChannel implements BdevChannel, IoLayer {
     this.nomem.clear();
     this.setHead(null);
     this.heldTail = null;
+    qosHeld -= this.heldCount;
     this.heldCount = 0;
     this.inner.close();
     this.stats.close();

@@ -18,8 +18,6 @@ export interface Device {
   handlerFor(runner: QueueRunner): RequestHandler;
   /** Reaps completions of backends that poll (io_uring, rbd); returns how many completed. */
   poll(): number;
-  /** Requests its bdev layers hold back (QoS, NOMEM retries): in flight, but at no backend. */
-  held(): number;
   /** A device-specific control request (SCSI hot-plug); throws for actions the kind lacks. */
   control(action: string, arg: unknown): void | Promise<void>;
   /** Lets go of the device's backends once its queues stopped. */

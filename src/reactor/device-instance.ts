@@ -162,11 +162,6 @@ export class DeviceInstance {
     return this.device.poll();
   }
 
-  /** Requests the device's bdev layers hold back (QoS, NOMEM): in flight, but at no backend. */
-  heldRequests(): number {
-    return this.device.held();
-  }
-
   /** Why the device must stop because a region of its guest memory shrank under its mapping, if one did. */
   memoryLost(): string | undefined {
     const r = this.memory.lostRegion();

@@ -6,6 +6,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort } from 'node:worker_threads';
 import pino from 'pino';
+import { qosHeldOnThread } from '../bdev/layer-channel.js';
 import { mappingFaults, native } from '../native/index.js';
 import { beginPass, clock, clockMs, endPass, tick } from '../native/clock.js';
 import { toWireError } from '../util/errors.js';
@@ -267,14 +268,12 @@ export class Reactor implements DeviceHost {
       r.backendCompleted = 0;
       r.backendLatencyMs[0] = 0;
     }
-    // Requests a bdev layer holds (a QoS limit's backlog) wait for the layer's timer, not for a
+    // Requests QoS holds (a limited bdev's backlog) wait for the layer's timer, not for a
     // backend: they must not make the reactor sleep on every empty pass while it serves other
     // queues (a limited controller's backlog read as a 130 ms backend: 16k sleeps a second, each
     // costing the unlimited controller's driver a kick). While any are held, completions are not
     // sampled either: those released carry their wait in their latency.
-    let held = 0;
-    const devs = this.devList;
-    for (let i = 0; i < devs.length; i++) held += devs[i].heldRequests();
+    const held = qosHeldOnThread();
     if (held > 0) {
       out = Math.max(0, out - held);
       done = 0;

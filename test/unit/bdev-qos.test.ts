@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import type { BdevChannel } from '../../src/bdev/bdev.js';
 import { BdevLayer } from '../../src/bdev/bdev-layer.js';
 import { type BdevIo, IoStatus, IoType, IoVecs } from '../../src/bdev/io.js';
-import { LayerChannel } from '../../src/bdev/layer-channel.js';
+import { LayerChannel, qosHeldOnThread } from '../../src/bdev/layer-channel.js';
 import { BdevQos, QosGate } from '../../src/bdev/qos.js';
 import { beginPass, clock, endPass, tick } from '../../src/native/clock.js';
 
@@ -167,6 +167,30 @@ describe('layer channel under QoS', () => {
     endPass();
     assert.ok(inner.submitted - 400 <= 2 * 5, `${inner.submitted - 400} went at once after 30 idle ms`);
     ch.close();
+  });
+
+  it("the thread's count of QoS-held I/O (what the reactor leaves out of backend I/O) follows holds, releases, aborts and closes", () => {
+    const base = qosHeldOnThread();
+    const layer = new BdevLayer();
+    const a = new LayerChannel(new Instant(), layer.share);
+    const b = new LayerChannel(new Instant(), layer.share);
+    const done: IoStatus[] = [];
+    const ios = Array.from({ length: 6 }, () => io(IoType.READ, done));
+    tick();
+    layer.qos.set({ rw_ios_per_sec: 1000 }, clock[0]);
+    beginPass();
+    for (const x of ios.slice(0, 3)) a.submit(x);
+    for (const x of ios.slice(3)) b.submit(x);
+    endPass();
+    assert.equal(qosHeldOnThread() - base, 5, 'one of six went, five are held across two channels');
+    assert.equal(a.abort(ios[2]), true);
+    assert.equal(qosHeldOnThread() - base, 4);
+    b.close();
+    assert.equal(qosHeldOnThread() - base, 1, "a closed channel's held I/O is dropped");
+    layer.qos.set({ rw_ios_per_sec: 0 });
+    a.poll();
+    assert.equal(qosHeldOnThread(), base);
+    a.close();
   });
 
   it('an I/O held by QoS can be aborted: it never reaches the backend nor completes', () => {

@@ -26,10 +26,6 @@ export class BlkDevice implements Device {
     return this.channel.poll();
   }
 
-  held(): number {
-    return this.channel.waiting;
-  }
-
   control(action: string): void {
     throw unknownControl('blk', action);
   }

@@ -1,7 +1,6 @@
 // virtio-scsi on a reactor: the request queues feed a SCSI target set, the control queue runs
 // task management, and the event queue carries hot-plug events to the guest.
 import { openBdev } from '../../bdev/channels.js';
-import { LayerChannel } from '../../bdev/layer-channel.js';
 import { IoVecs, readBytes, scatterPrefix, sliceInto } from '../../bdev/io.js';
 import { DataDirection, ScsiLun, ScsiTargetSet, ScsiTask, TaskResponse, TmfResponse } from '../../scsi/index.js';
 import type { Chain } from '../../virtio/desc-chain.js';
@@ -234,15 +233,6 @@ export class ScsiDevice implements Device {
     for (let t = 0; t < MAX_SCSI_TARGETS; t++) {
       const channel = this.targets.lun(t)?.channel;
       if (channel?.poll) n += channel.poll();
-    }
-    return n;
-  }
-
-  held(): number {
-    let n = 0;
-    for (let t = 0; t < MAX_SCSI_TARGETS; t++) {
-      const channel = this.targets.lun(t)?.channel;
-      if (channel instanceof LayerChannel) n += channel.waiting;
     }
     return n;
   }
