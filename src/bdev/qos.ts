@@ -36,8 +36,9 @@ const MB = 1024 * 1024;
 /** SPDK_BDEV_QOS_MIN_IO_PER_TIMESLICE, SPDK_BDEV_QOS_MIN_BYTE_PER_TIMESLICE. */
 const MIN_IO_PER_SLICE = 1;
 const MIN_BYTES_PER_SLICE = 512;
-/** Elapsed slices granted at once at most when no I/O was held; with held I/O, MAX_CATCH_UP. */
+/** Elapsed slices granted at once at most while no I/O is held (an idle bdev gets no burst). */
 const MAX_IDLE_CATCH_UP = 4;
+/** The same while I/O is held: every slice a late reactor missed, within reason. */
 const MAX_CATCH_UP = 1000;
 /** Largest limit accepted: a slice's budget must fit an int32 word with room for an overrun. */
 export const QOS_MAX_IOS_PER_SEC = 1_000_000_000;

@@ -50,7 +50,7 @@ const ALPHA = 0.25;
 const ALPHA_MODE = 0.5;
 /** A window's round trip counts at most this many times the mode's figure (stalls). */
 const STALL_CAP = 2;
-/** Sleeping must be within this factor of spinning's latency to be chosen (it saves the CPU). */
+/** Sleeping must be within this factor of spinning's round trip to be chosen (it saves the CPU). */
 const SLEEP_TIE = 1.05;
 /** The mode not chosen is measured every this many windows; doubled while it keeps losing. */
 const EXPLORE_MIN = 16;
@@ -150,13 +150,11 @@ export class BackendWait {
     const s = this.s;
     const explored = s[WINDOW_SLEEPS] !== 0 ? SLEEP_LATENCY : SPIN_LATENCY;
     if (s[EXPLORING] === 0) {
-      // A window a stall fell in (a VM disk's write taking milliseconds) counts at most double.
-      s[explored] = s[explored] === 0 ? l : s[explored] + ALPHA * (Math.min(l, STALL_CAP * s[explored]) - s[explored]);
+      this.record(explored, l, ALPHA);
     } else {
       s[BLOCK + EXPLORE_WINDOWS - s[EXPLORING]] = l;
       if (--s[EXPLORING] > 0) return;
-      const median = blockMedian(s);
-      s[explored] = s[explored] === 0 ? median : s[explored] + ALPHA_MODE * (Math.min(median, STALL_CAP * s[explored]) - s[explored]);
+      this.record(explored, blockMedian(s), ALPHA_MODE);
       // The mode just measured lost again: measure it less often; it won: it is now chosen.
       const won = (s[WINDOW_SLEEPS] !== 0) === this.prefersSleep();
       s[EXPLORE_EVERY] = won ? EXPLORE_MIN : Math.min(EXPLORE_MAX, s[EXPLORE_EVERY] * 2);
@@ -169,6 +167,15 @@ export class BackendWait {
     } else {
       s[WINDOW_SLEEPS] = preferSleep;
     }
+  }
+
+  /**
+   * Blends round trip `l` into the mode's figure at `slot` with weight `alpha`. A figure a stall
+   * fell in (a VM disk's write taking milliseconds) counts at most STALL_CAP times the figure.
+   */
+  private record(slot: number, l: number, alpha: number): void {
+    const s = this.s;
+    s[slot] = s[slot] === 0 ? l : s[slot] + alpha * (Math.min(l, STALL_CAP * s[slot]) - s[slot]);
   }
 
   private prefersSleep(): boolean {
