@@ -50,6 +50,7 @@ interface CliOptions {
   spinUs: number;
   rescueMs: number;
   cpu?: number;
+  hugetlbfs?: string;
   range?: number;
   targetPid?: number;
   seed?: number;
@@ -100,6 +101,7 @@ export async function main(argv: string[]): Promise<number> {
     .option('--no-event-idx', 'do not negotiate VIRTIO_RING_F_EVENT_IDX')
     .option('--spin-us <us>', 'busy-poll this long without progress before sleeping on the call eventfd', num('spin-us'), 50)
     .option('--rescue-ms <ms>', 'asleep this long with requests in flight and no call: kick again (0: never)', num('rescue-ms'), 2)
+    .option('--hugetlbfs <dir>', 'back the driver memory with a file on this hugetlbfs mount (e.g. /dev/hugepages) instead of a memfd: SPDK\'s vhost target maps only hugepage memory')
     .option('--cpu <n>', 'pin the initiator (all its threads) to this CPU', int('cpu'))
     .option('--range <size>', 'only use the first <size> bytes of the device', parseSize)
     .option('--target-pid <pid>', 'report CPU time of this process (the target) from /proc', int('target-pid', 1))
@@ -116,6 +118,7 @@ Examples:
   vhost-load -s /var/tmp/vhost.0 -q 2 -d 32 --rw randread -t 5 --cpu 1
   vhost-load -s /tmp/qsd.sock --rw randrw --rwmixread 70 -n 1000000 --target-pid $(pgrep -o qemu-storage)
   vhost-load -s /var/tmp/vhost.0 --rw randrw --verify --range 64m -t 10
+  vhost-load -s /var/tmp/spdk/vhost.0 --hugetlbfs /dev/hugepages -d 32 -t 5   (SPDK's vhost target)
 
 Latency is measured from submission to the reap of the used ring entry (both taken from one
 monotonic clock reading per polling pass). The initiator polls with calls suppressed and sleeps on
@@ -143,6 +146,7 @@ passes that made progress, so busy near 100% means the initiator, not the target
       rescueMs: o.rescueMs,
       rangeBytes: o.range,
       seed: o.seed,
+      hugetlbfs: o.hugetlbfs,
     });
   } catch (e) {
     process.stderr.write(`vhost-load: ${e instanceof Error ? e.message : String(e)}\n`);

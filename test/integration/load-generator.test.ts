@@ -4,7 +4,10 @@
 // read back something other than the last generation written to it; the malloc bdev is then read
 // over the same connection by a second run, so a wrong write position would show as well.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type LoadConnectOptions, LoadGenerator } from '../../src/initiator/load.js';
 import { VhostdProcess } from '../lib/vhostd.js';
@@ -82,5 +85,30 @@ describe('load generator against vhostd', { timeout: 180_000 }, () => {
     assert.equal(r.ios, 20_000);
     assert.equal(r.errors, 0);
     assert.equal(r.verifyErrors, 0);
+  });
+
+  test('vhost-load --hugetlbfs backs the driver memory with a file in that directory (SPDK maps only such memory)', () => {
+    const root = new URL('../../', import.meta.url).pathname;
+    const cli = (dir: string) =>
+      spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', d.socket('blk0'), '--hugetlbfs', dir, '--rw', 'randrw', '--verify', '-n', '5000', '--range', '1m', '--json'], {
+        cwd: root,
+        timeout: 60_000,
+      });
+    // A directory that is not there: the option reaches the driver memory, which cannot create its file.
+    const missing = cli('/nonexistent-vhostd-hugetlbfs');
+    assert.notEqual(missing.status, 0);
+    assert.match(missing.stderr.toString(), /ENOENT.*nonexistent-vhostd-hugetlbfs/);
+    // Any directory works for the target (the file is unlinked once open): verified I/O, nothing left behind.
+    const dir = mkdtempSync(join(tmpdir(), 'vhostd-hugetlbfs-'));
+    try {
+      const ok = cli(dir);
+      assert.equal(ok.status, 0, ok.stderr.toString());
+      const r = JSON.parse(ok.stdout.toString()) as { ios: number; errors: number; verifyErrors: number };
+      assert.equal(r.ios, 5000);
+      assert.equal(r.errors + r.verifyErrors, 0);
+      assert.deepEqual(readdirSync(dir), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
