@@ -13,6 +13,8 @@ import { type LoadConnectOptions, LoadGenerator } from '../../src/initiator/load
 import { VhostdProcess } from '../lib/vhostd.js';
 
 const MiB = 1024 * 1024;
+/** The checkout, where the CLI tests run vhost-load from its sources. */
+const root = new URL('../../', import.meta.url).pathname;
 
 describe('load generator against vhostd', { timeout: 180_000 }, () => {
   let d: VhostdProcess;
@@ -75,7 +77,6 @@ describe('load generator against vhostd', { timeout: 180_000 }, () => {
   });
 
   test('vhost-load --ring packed --verify (the CLI) reports no errors', () => {
-    const root = new URL('../../', import.meta.url).pathname;
     const out = execFileSync(
       process.execPath,
       ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', d.socket('blk1'), '--ring', 'packed', '-q', '2', '-d', '8', '--rw', 'randrw', '--verify', '-n', '20000', '--range', '1m', '--json'],
@@ -88,7 +89,6 @@ describe('load generator against vhostd', { timeout: 180_000 }, () => {
   });
 
   test('vhost-load --hugetlbfs backs the driver memory with a file in that directory (SPDK maps only such memory)', () => {
-    const root = new URL('../../', import.meta.url).pathname;
     const cli = (dir: string) =>
       spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/vhost-load.ts', '-s', d.socket('blk0'), '--hugetlbfs', dir, '--rw', 'randrw', '--verify', '-n', '5000', '--range', '1m', '--json'], {
         cwd: root,
